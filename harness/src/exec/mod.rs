@@ -1,0 +1,57 @@
+//! The command executor: run a command, a managed process, a container, a compose service or a
+//! systemd unit, on this machine, on a host over SSH or inside a container, with one API.
+//!
+//! Three ideas:
+//!
+//! - A [`Target`] is *what* runs: a one-off [`Command`], a [`ManagedProcess`] whose lifecycle
+//!   we own, a [`DockerContainer`], a [`ComposeService`], a [`SystemdService`], a
+//!   [`SystemdPortable`].
+//! - A [`Launcher`] is *where* it runs: [`LocalLauncher`] spawns on this machine;
+//!   [`SshLauncher`] runs on another host through its inner launcher; [`SudoLauncher`] runs as
+//!   root; [`DockerExecLauncher`] runs inside a container. Launchers nest:
+//!   `SshLauncher<SudoLauncher<LocalLauncher>>` is ssh run as root on this machine.
+//!   An [`Attacher`] connects to something already running instead of spawning it.
+//! - Every started process yields a [`ProcessHandle`]: line-buffered [`ProcessEvent`]s (taken
+//!   once), signals, `wait`.
+//!
+//! [`Executor`] ties a launcher to a service name.
+//!
+//! # Known limits
+//!
+//! - Unix only (Linux for `PR_SET_PDEATHSIG`).
+//! - Remote launchers need a POSIX `sh`, `setsid` and `kill` at the far end. A remote process
+//!   killed by a signal is reported as exit code 128 + the signal number, as the shell sees it.
+//! - Systemd targets generate `systemctl`/`portablectl`/`journalctl` command lines; they are
+//!   unit-tested, but not run against a live systemd in CI, which has none.
+
+mod command;
+mod compose;
+mod docker;
+mod error;
+mod event;
+mod executor;
+mod launcher;
+mod local;
+mod pipe;
+pub mod quote;
+mod remote;
+mod signal;
+mod spawner;
+mod ssh;
+mod sudo;
+mod target;
+
+pub use command::Command;
+pub use docker::DockerExecLauncher;
+pub use error::LaunchError;
+pub use event::{EventStream, ExitStatus, LogFilter, Output, OutputStream, ProcessEvent};
+pub use executor::{Execution, Executor};
+pub use launcher::{Launcher, ProcessHandle};
+pub use local::{LocalLauncher, LocalProcess};
+pub use pipe::{ChildInput, ChildOutput};
+pub use quote::quote;
+pub use remote::{RemoteProcess, Transport};
+pub use signal::Signal;
+pub use ssh::{SshBuilder, SshLauncher};
+
+pub use target::Target;

@@ -1,0 +1,62 @@
+//! Signals a process handle can send, named so remote launchers can spell them for `kill`.
+
+/// A signal to deliver to a process (and its process group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signal {
+    /// `SIGTERM`: ask to stop.
+    Terminate,
+    /// `SIGKILL`: stop now.
+    Kill,
+    /// `SIGINT`: what Ctrl-C sends.
+    Interrupt,
+    /// `SIGHUP`: by convention, reload configuration.
+    Reload,
+    /// `SIGUSR1`.
+    User1,
+    /// `SIGUSR2`.
+    User2,
+}
+
+impl Signal {
+    /// The name `kill -s` understands (`TERM`, `KILL`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Terminate => "TERM",
+            Signal::Kill => "KILL",
+            Signal::Interrupt => "INT",
+            Signal::Reload => "HUP",
+            Signal::User1 => "USR1",
+            Signal::User2 => "USR2",
+        }
+    }
+
+    /// The signal number on Linux.
+    pub fn number(self) -> i32 {
+        match self {
+            Signal::Terminate => 15,
+            Signal::Kill => 9,
+            Signal::Interrupt => 2,
+            Signal::Reload => 1,
+            Signal::User1 => 10,
+            Signal::User2 => 12,
+        }
+    }
+
+    pub(crate) fn to_rustix(self) -> rustix::process::Signal {
+        use rustix::process::Signal as S;
+        match self {
+            Signal::Terminate => S::TERM,
+            Signal::Kill => S::KILL,
+            Signal::Interrupt => S::INT,
+            Signal::Reload => S::HUP,
+            Signal::User1 => S::USR1,
+            Signal::User2 => S::USR2,
+        }
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SIG{}", self.name())
+    }
+}

@@ -1,0 +1,1 @@
+//! `SudoLauncher`: runs commands as root through `sudo -n`.

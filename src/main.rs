@@ -1,0 +1,2 @@
+//! The `harness` command line.
+fn main() {}
