@@ -36,6 +36,9 @@ pub struct Command {
     pub(crate) tap: Option<Arc<dyn Fn(OutputStream, &str) -> bool + Send + Sync>>,
     /// Whether the launcher sends `Started` itself; remote launchers send the remote pid instead.
     pub(crate) announce_start: bool,
+    /// Whether the launcher sends `Exited`; log followers of attached services leave it to
+    /// their owner, whose process is the one that matters.
+    pub(crate) announce_exit: bool,
 }
 
 impl Command {
@@ -155,6 +158,7 @@ impl Command {
             sink: self.sink.clone(),
             tap: self.tap.clone(),
             announce_start: self.announce_start,
+            announce_exit: self.announce_exit,
         }
     }
 

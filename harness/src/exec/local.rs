@@ -146,9 +146,10 @@ async fn spawn_local(cmd: &Command) -> Result<LocalProcess, LaunchError> {
         exited: event_listener::Event::new(),
     });
     let waiter_shared = shared.clone();
+    let announce_exit = cmd.announce_exit;
     std::thread::Builder::new()
         .name(format!("harness-wait-{pid}"))
-        .spawn(move || reap(child, waiter_shared, readers, sink))
+        .spawn(move || reap(child, waiter_shared, readers, sink, announce_exit))
         .map_err(|e| LaunchError::io("start a process waiter thread", e))?;
 
     Ok(LocalProcess {
@@ -166,6 +167,7 @@ fn reap(
     shared: Arc<Shared>,
     readers: Vec<std::sync::mpsc::Receiver<()>>,
     sink: crate::exec::event::EventSink,
+    announce_exit: bool,
 ) {
     let pid = Pid::from_raw(shared.pid as i32).expect("a child pid is positive");
     // Wait without reaping first: until the zombie is reaped its pid (and so its process group
@@ -197,7 +199,9 @@ fn reap(
     for r in readers {
         let _ = r.recv_timeout(PIPE_DRAIN_GRACE);
     }
-    sink.send_one(ProcessEvent::Exited(status));
+    if announce_exit {
+        sink.send_one(ProcessEvent::Exited(status));
+    }
 }
 
 struct Shared {

@@ -39,6 +39,7 @@ mod signal;
 mod spawner;
 mod ssh;
 mod sudo;
+mod systemd;
 mod target;
 
 pub use command::Command;
@@ -54,4 +55,5 @@ pub use remote::{RemoteProcess, Transport};
 pub use signal::Signal;
 pub use ssh::{SshBuilder, SshLauncher};
 
+pub use systemd::{SystemdPortable, SystemdScope, SystemdService, UnitHandle, UnitStatus};
 pub use target::Target;
