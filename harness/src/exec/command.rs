@@ -47,6 +47,7 @@ impl Command {
         Command {
             program: program.into(),
             announce_start: true,
+            announce_exit: true,
             ..Default::default()
         }
     }
