@@ -53,7 +53,8 @@ pub use pipe::{ChildInput, ChildOutput};
 pub use quote::quote;
 pub use remote::{RemoteProcess, Transport};
 pub use signal::Signal;
-pub use ssh::{SshBuilder, SshLauncher};
+pub use ssh::{HostKeys, SshBuilder, SshLauncher};
+pub use sudo::SudoLauncher;
 
 pub use systemd::{SystemdPortable, SystemdScope, SystemdService, UnitHandle, UnitStatus};
 pub use target::Target;
