@@ -88,6 +88,14 @@ pub enum LaunchError {
         /// What docker said.
         reason: String,
     },
+    /// A container image is neither present nor pullable.
+    #[error("use image `{image}`: not found locally and cannot be pulled{}", stderr_tail(reason))]
+    NoSuchImage {
+        /// The image reference.
+        image: String,
+        /// What docker said.
+        reason: String,
+    },
     /// A helper command (a `docker kill`, an `ssh -O check`, a `systemctl stop`) failed.
     #[error("{doing}: `{command}` ended with {status}{}", stderr_tail(stderr))]
     CommandFailed {

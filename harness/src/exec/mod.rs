@@ -30,6 +30,7 @@ mod docker;
 mod error;
 mod event;
 mod executor;
+mod image;
 mod launcher;
 mod local;
 mod pipe;
@@ -43,10 +44,15 @@ mod systemd;
 mod target;
 
 pub use command::Command;
-pub use docker::DockerExecLauncher;
+pub use compose::{ComposeCli, ComposeHandle, ComposeService};
+pub use docker::{
+    ContainerHandle, DockerContainer, DockerExecLauncher, DockerNetwork, MANAGED_LABEL, OWNER_PID_LABEL,
+    Pull,
+};
 pub use error::LaunchError;
 pub use event::{EventStream, ExitStatus, LogFilter, Output, OutputStream, ProcessEvent};
 pub use executor::{Execution, Executor};
+pub use image::{BuiltImage, DockerImage};
 pub use launcher::{Launcher, ProcessHandle};
 pub use local::{LocalLauncher, LocalProcess};
 pub use pipe::{ChildInput, ChildOutput};

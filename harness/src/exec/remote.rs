@@ -82,7 +82,7 @@ pub(crate) fn wrapper_script(cmd: &Command, watchdog: bool) -> String {
         "exec 3<&0 </dev/null\n\
          setsid sh -c {} 3<&- &\n\
          pid=$!\n\
-         setsid sh -c 'while read -r _; do :; done; kill -s KILL -- \"-$1\"' watchdog \"$pid\" <&3 >/dev/null 2>&1 &\n\
+         setsid sh -c 'while read -r _; do :; done; kill -KILL \"-$1\"' watchdog \"$pid\" <&3 >/dev/null 2>&1 &\n\
          wd=$!\n\
          exec 3<&-\n\
          wait \"$pid\"; rc=$?\n\
@@ -294,7 +294,9 @@ impl<T: Transport> ProcessHandle for RemoteProcess<T> {
         if self.client.try_status().is_some() {
             return Err(LaunchError::AlreadyExited { pid: self.pid });
         }
-        let script = format!("kill -s {} -- -{}", signal.name(), self.pid);
+        // `kill -SIG -PGID`: the one spelling dash, bash and busybox sh all accept (dash needs
+        // `--` after `-s SIG`, busybox rejects it).
+        let script = format!("kill -{} -{}", signal.name(), self.pid);
         let cmd = self.transport.shell_command(&script, &Command::new("sh"));
         let doing = format!(
             "send {signal} to process group {} on {}",

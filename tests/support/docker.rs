@@ -1,0 +1,208 @@
+//! Support for tests against the machine's Docker engine: whether one answers, a busybox image
+//! built per test (CI has no registry), and checks that a test left nothing behind.
+//!
+//! Where no engine answers, a test prints why it did not run and passes, unless
+//! `HARNESS_REQUIRE_DOCKER=1` (which CI sets) turns that into a failure.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of this file"
+)]
+
+use std::future::Future;
+use std::process::Command as StdCommand;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use harness::exec::{
+    BuiltImage, DockerContainer, DockerImage, EventStream, LocalLauncher, ProcessEvent, Pull,
+};
+
+/// How long any one test may take. Generous: the machine may be a loaded 2-core CI runner.
+pub const TEST_DEADLINE: Duration = Duration::from_secs(180);
+/// How long we wait for one event, or for something to disappear.
+pub const WAIT: Duration = Duration::from_secs(30);
+/// The label every container of a test carries, with the test's own id as value.
+pub const TEST_LABEL: &str = "harness.test";
+
+/// Whether the Docker engine answers; the reason if not.
+pub fn docker_available() -> Result<(), String> {
+    let out = StdCommand::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .map_err(|e| format!("cannot run `docker`: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the Docker engine does not answer: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// True if the test can run; otherwise prints why not, or panics if Docker is required.
+pub fn require_docker(test: &str) -> bool {
+    match docker_available() {
+        Ok(()) => true,
+        Err(why) if std::env::var("HARNESS_REQUIRE_DOCKER").as_deref() == Ok("1") => {
+            panic!("{test}: HARNESS_REQUIRE_DOCKER=1 but {why}")
+        }
+        Err(why) => {
+            eprintln!("{test}: not run: {why} (set HARNESS_REQUIRE_DOCKER=1 to fail instead)");
+            false
+        }
+    }
+}
+
+/// Runs `fut` on smol, failing the test if it does not finish within [`TEST_DEADLINE`].
+pub fn run<F: Future>(fut: F) -> F::Output {
+    smol::block_on(within(TEST_DEADLINE, "the test", fut))
+}
+
+/// Awaits `fut`, panicking with `what` if it takes longer than `limit`.
+pub async fn within<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+    futures_lite::future::or(fut, async {
+        smol::Timer::after(limit).await;
+        panic!("{what} did not finish within {limit:?}");
+    })
+    .await
+}
+
+/// Reads events until one whose line is `line`, returning what came before it.
+pub async fn until_line(events: &mut EventStream, line: &str) -> Vec<ProcessEvent> {
+    let mut seen = Vec::new();
+    loop {
+        match within(WAIT, "waiting for the next event", events.recv()).await {
+            Some(e) if e.line() == Some(line) => return seen,
+            Some(e) => seen.push(e),
+            None => panic!("the stream ended before the line {line:?}; saw {seen:?}"),
+        }
+    }
+}
+
+/// Every remaining event, until the stream ends.
+pub async fn rest(mut events: EventStream) -> Vec<ProcessEvent> {
+    within(WAIT, "waiting for the stream to end", async {
+        let mut all = Vec::new();
+        while let Some(e) = events.recv().await {
+            all.push(e);
+        }
+        all
+    })
+    .await
+}
+
+/// One test's Docker resources: its own busybox image and a label value of its own.
+pub struct DockerTest {
+    /// The value of [`TEST_LABEL`] on everything this test starts.
+    pub id: String,
+    /// The busybox image.
+    pub image: BuiltImage<LocalLauncher>,
+}
+
+impl DockerTest {
+    /// Builds this test's busybox image; `None` if the test cannot run here.
+    pub async fn start(test: &str) -> Option<DockerTest> {
+        if !require_docker(test) {
+            return None;
+        }
+        static N: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "{}-{}-{}",
+            test.replace('_', "-"),
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let image = DockerImage::busybox(format!("harness-test-busybox:{id}"))
+            .build(&LocalLauncher)
+            .await
+            .expect("build the busybox test image");
+        Some(DockerTest { id, image })
+    }
+
+    /// A container from this test's image, labelled as this test's, never pulled.
+    pub fn container(&self) -> DockerContainer {
+        self.container_from(self.image.tag())
+    }
+
+    /// A container from `image`, labelled as this test's, never pulled.
+    pub fn container_from(&self, image: &str) -> DockerContainer {
+        DockerContainer::new(image)
+            .with_label(TEST_LABEL, &self.id)
+            .with_pull(Pull::Never)
+    }
+
+    /// Removes the image and checks that no container or image of this test is left.
+    pub async fn finish(self) {
+        let tag = self.image.tag().to_string();
+        assert_gone(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label={TEST_LABEL}={}", self.id),
+        ])
+        .await;
+        self.image.remove().await.expect("remove the test image");
+        assert_gone(&["images", "-q", &tag]).await;
+    }
+}
+
+/// The lines `docker ARGS` prints.
+pub fn docker_lines(args: &[&str]) -> Vec<String> {
+    let out = StdCommand::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Waits until `docker ARGS` lists nothing, failing the test if something stays.
+pub async fn assert_gone(args: &[&str]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = docker_lines(args);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: `docker {}` lists {left:?}",
+            args.join(" ")
+        );
+        smol::Timer::after(Duration::from_millis(100)).await;
+    }
+}
+
+/// Fetches `/` over HTTP/1.0 from `addr`, retrying while the server is not up yet (docker's
+/// port proxy accepts connections before the container listens, then closes them).
+pub async fn http_get(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = (|| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok(body)
+        })();
+        match got {
+            Ok(body) if !body.is_empty() => return body,
+            _ if Instant::now() > deadline => panic!("no HTTP answer from {addr}: {got:?}"),
+            _ => {
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
