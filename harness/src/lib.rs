@@ -6,3 +6,8 @@
 #![warn(missing_docs)]
 
 pub mod exec;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

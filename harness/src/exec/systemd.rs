@@ -362,7 +362,8 @@ pub struct UnitHandle<L: Launcher> {
     stop: Command,
     journal: L::Process,
     events: Option<EventStream>,
-    sink: crate::exec::event::EventSink,
+    /// Dropped after `Exited`, which ends the event stream.
+    sink: Option<crate::exec::event::EventSink>,
     status: Option<ExitStatus>,
     main_pid: Option<u32>,
 }
@@ -393,7 +394,7 @@ impl<L: Launcher> UnitHandle<L> {
             stop,
             journal,
             events: Some(events),
-            sink,
+            sink: Some(sink),
             status: None,
             main_pid,
         })
@@ -455,7 +456,9 @@ impl<L: Launcher> ProcessHandle for UnitHandle<L> {
                 let status = st.exit_status();
                 self.status = Some(status);
                 let _ = self.journal.kill().await;
-                self.sink.send_one(ProcessEvent::Exited(status));
+                if let Some(sink) = self.sink.take() {
+                    sink.send_one(ProcessEvent::Exited(status));
+                }
                 return Ok(status);
             }
             async_io::Timer::after(POLL).await;
