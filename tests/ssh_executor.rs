@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use harness::exec::{
     Command, ExitStatus, HostKeys, LaunchError, Launcher, LocalLauncher, ProcessEvent,
-    ProcessHandle, SshBuilder, SshLauncher,
+    ProcessHandle, SshBuilder, SshLauncher, SudoLauncher,
 };
 use sha2::{Digest, Sha256};
 use sshd::Sshd;
@@ -701,4 +701,113 @@ fn a_silent_server_times_out() {
     eprintln!("timed out after {took:?} with a limit of {timeout:?}");
     assert!(ssh_clients_for(port).is_empty());
     close(None, sshd, &[]);
+}
+
+#[test]
+fn launchers_nest_ssh_through_ssh() {
+    let sshd = start_sshd();
+    let (outer_master, state) = run(async {
+        let first_hop = connect(&sshd).await;
+        // The second connection's ssh client runs at the far end of the first one: its key
+        // check, its private directory and its master all live there.
+        let second = builder(&sshd).connect(first_hop.clone()).await.unwrap();
+        let out = second
+            .output(
+                &Command::new("sh")
+                    .args(["-c", "echo \"$X\""])
+                    .env("X", "two hops"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, ["two hops"], "{out:?}");
+        let master = second.master_pid().unwrap();
+        let state = second.state_dir().to_string();
+        assert!(remote_alive(&first_hop, master).await);
+        drop(second);
+        assert_remote_gone(&first_hop, master).await;
+        (first_hop, state)
+    });
+    assert!(!Path::new(&state).exists(), "{state} was not removed");
+    close(Some(outer_master), sshd, &[]);
+}
+
+#[test]
+fn launchers_nest_ssh_run_through_a_sudo_stand_in() {
+    let sshd = start_sshd();
+    // This machine may have no sudo; a stand-in that checks `-n --` and runs the rest takes
+    // its place, so the composition itself is what is tested.
+    let sudo = sshd.dir().join("sudo");
+    std::fs::write(
+        &sudo,
+        "#!/bin/sh\n[ \"$1\" = -n ] || exit 90\nshift\n[ \"$1\" = -- ] || exit 91\nshift\nexec \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&sudo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wait_executable(&sudo);
+    let ssh = run(async {
+        let inner = SudoLauncher::with_program(LocalLauncher, sudo.to_string_lossy());
+        let ssh = builder(&sshd).connect(inner).await.unwrap();
+        let out = ssh
+            .output(&Command::new("echo").arg("as root, over ssh"))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, ["as root, over ssh"]);
+        let master = ssh.master_pid().unwrap();
+        let state = PathBuf::from(ssh.state_dir());
+        drop(ssh);
+        assert_gone(master, "ssh master started through sudo");
+        assert!(!state.exists(), "{} was not removed", state.display());
+    });
+    let () = ssh;
+    close(None, sshd, &[]);
+}
+
+/// Waits until a freshly written script can be run: a process forked by another test while the
+/// file was open for writing keeps it "text file busy" until that process execs.
+fn wait_executable(path: &Path) {
+    let start = Instant::now();
+    while std::process::Command::new(path)
+        .args(["-n", "--", "true"])
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        assert!(
+            start.elapsed() < GONE_WITHIN,
+            "{} never ran",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn piped_stdin_reaches_the_remote_program_and_its_status_comes_back() {
+    let sshd = start_sshd();
+    let (ssh, pid) = run(async {
+        let ssh = connect(&sshd).await;
+        let mut p = ssh
+            .spawn(
+                &Command::new("sh")
+                    .args(["-c", "read -r line; echo \"got $line\"; exit 3"])
+                    .piped_stdin(),
+            )
+            .await
+            .unwrap();
+        let mut events = p.take_events().unwrap();
+        let mut stdin = p.take_stdin().unwrap();
+        futures_lite::AsyncWriteExt::write_all(&mut stdin, b"over the wire\n")
+            .await
+            .unwrap();
+        stdin.close().await.unwrap();
+        let all = collect(&mut events).await;
+        assert_eq!(
+            all[1..],
+            [
+                ProcessEvent::Stdout("got over the wire".into()),
+                ProcessEvent::Exited(ExitStatus::from_code(3)),
+            ]
+        );
+        (ssh, p.remote_pid())
+    });
+    close(Some(ssh), sshd, &[pid]);
 }

@@ -22,6 +22,9 @@ const PID_TAG: &str = "__HARNESS_PID__ ";
 const ERR_TAG: &str = "__HARNESS_ERR__ ";
 /// How long stdout lines wait for the pid report, so that `Started` is always the first event.
 const START_ORDER_WAIT: Duration = Duration::from_secs(10);
+/// How long a client that has exited may take to have its report read: its reader thread can
+/// lag behind the exit.
+const REPORT_GRACE: Duration = Duration::from_millis(500);
 
 /// How a command string reaches a POSIX shell somewhere else.
 pub trait Transport: Clone + Send + Sync + 'static {
@@ -75,7 +78,18 @@ pub(crate) fn wrapper_script(cmd: &Command, watchdog: bool) -> String {
         quote(&cmd.program)
     ));
     if !watchdog {
-        s.push_str(&format!("exec setsid sh -c {}\n", quote(&inner)));
+        // A background job rather than `exec setsid`: setsid forks, and its parent exits at
+        // once, when the caller leads a process group, as the login shell of an ssh session
+        // does; a background job never leads one. Its stdin is passed explicitly, because a
+        // background job's stdin is otherwise /dev/null.
+        s.push_str(&format!(
+            "exec 3<&0\n\
+             setsid sh -c {} <&3 3<&- &\n\
+             pid=$!\n\
+             exec 3<&-\n\
+             wait \"$pid\"\n",
+            quote(&inner)
+        ));
         return s;
     }
     s.push_str(&format!(
@@ -99,6 +113,8 @@ enum Report {
     Pid(u32),
     NoDir,
     NotFound,
+    /// No report came before the client ended; nobody waits for one any more.
+    Abandoned,
 }
 
 #[derive(Default)]
@@ -112,6 +128,15 @@ struct Ready {
 impl Ready {
     fn set(&self, r: Report) {
         *self.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        self.cv.notify_all();
+    }
+
+    /// Ends every wait for a report that has not come.
+    fn abandon(&self) {
+        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        if report.is_none() {
+            *report = Some(Report::Abandoned);
+        }
         self.cv.notify_all();
     }
 
@@ -206,6 +231,11 @@ pub(crate) async fn spawn<T: Transport>(
         )
         .await
     };
+    if ready.get().is_none() {
+        ready.wait(REPORT_GRACE);
+    }
+    // Also releases the blocking thread above when the client won the race.
+    ready.abandon();
     let host = transport.location();
     match ready.get() {
         Some(Report::Pid(pid)) => {
@@ -231,10 +261,9 @@ pub(crate) async fn spawn<T: Transport>(
             program: cmd.program.clone(),
             host: Some(host),
         }),
-        None => {
+        None | Some(Report::Abandoned) => {
             // The client ended without a report: the connection (or container) failed. Its own
-            // words are in the stderr lines collected so far; give the reader a moment to finish.
-            ready.wait(Duration::from_millis(100));
+            // words are in the stderr lines collected so far.
             let stderr = ready
                 .early_stderr
                 .lock()
