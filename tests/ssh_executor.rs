@@ -744,7 +744,7 @@ fn launchers_nest_ssh_run_through_a_sudo_stand_in() {
     .unwrap();
     std::fs::set_permissions(&sudo, std::fs::Permissions::from_mode(0o755)).unwrap();
     wait_executable(&sudo);
-    let ssh = run(async {
+    run(async {
         let inner = SudoLauncher::with_program(LocalLauncher, sudo.to_string_lossy());
         let ssh = builder(&sshd).connect(inner).await.unwrap();
         let out = ssh
@@ -758,7 +758,6 @@ fn launchers_nest_ssh_run_through_a_sudo_stand_in() {
         assert_gone(master, "ssh master started through sudo");
         assert!(!state.exists(), "{} was not removed", state.display());
     });
-    let () = ssh;
     close(None, sshd, &[]);
 }
 

@@ -33,8 +33,11 @@ const KEEPALIVE_COUNT_MAX: u32 = 3;
 /// [`SshLauncher::builder`] sets the options; [`SshBuilder::connect`] opens one master
 /// connection (`ssh -M`, ControlMaster). Every command then runs as a session over that
 /// connection: no new TCP connection, key exchange or authentication, so a command costs a few
-/// milliseconds instead of a few hundred. Clones share the connection; it closes when the last
-/// clone is dropped.
+/// milliseconds instead of a few hundred. Clones share the connection. When the last clone is
+/// dropped, the master is asked to exit (`ssh -O exit`), killed if it does not, and its private
+/// directory removed; the drop waits for that (milliseconds, at most a few seconds when the
+/// master hangs). If the harness dies instead, the master dies with it (`PR_SET_PDEATHSIG`
+/// through the inner launcher) and the host's sshd ends the session.
 ///
 /// Each command runs in a wrapper at the far end that reports its pid, runs it in a session
 /// and process group of its own, and kills that group when the connection drops (see
