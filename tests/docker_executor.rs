@@ -339,6 +339,7 @@ fn missing_image_program_and_container_are_named() {
             "{err}"
         );
         let message = err.to_string();
+        println!("{message}");
         assert!(
             message.contains("`harness-no-such-image:none`") && message.contains("not found"),
             "{message}"

@@ -94,11 +94,16 @@ pub async fn rest(mut events: EventStream) -> Vec<ProcessEvent> {
 }
 
 /// One test's Docker resources: its own busybox image and a label value of its own.
+///
+/// If the test fails before [`finish`](Self::finish), dropping this sweeps up synchronously
+/// what the test made (its containers, the compose projects that used its image, the image):
+/// handles that drop during a panic remove their containers on background threads, which the
+/// process may not wait for.
 pub struct DockerTest {
     /// The value of [`TEST_LABEL`] on everything this test starts.
     pub id: String,
-    /// The busybox image.
-    pub image: BuiltImage<LocalLauncher>,
+    tag: String,
+    image: Option<BuiltImage<LocalLauncher>>,
 }
 
 impl DockerTest {
@@ -114,16 +119,26 @@ impl DockerTest {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let image = DockerImage::busybox(format!("harness-test-busybox:{id}"))
+        let tag = format!("harness-test-busybox:{id}");
+        let image = DockerImage::busybox(&tag)
             .build(&LocalLauncher)
             .await
             .expect("build the busybox test image");
-        Some(DockerTest { id, image })
+        Some(DockerTest {
+            id,
+            tag,
+            image: Some(image),
+        })
+    }
+
+    /// The tag of this test's busybox image.
+    pub fn tag(&self) -> &str {
+        &self.tag
     }
 
     /// A container from this test's image, labelled as this test's, never pulled.
     pub fn container(&self) -> DockerContainer {
-        self.container_from(self.image.tag())
+        self.container_from(&self.tag)
     }
 
     /// A container from `image`, labelled as this test's, never pulled.
@@ -134,8 +149,7 @@ impl DockerTest {
     }
 
     /// Removes the image and checks that no container or image of this test is left.
-    pub async fn finish(self) {
-        let tag = self.image.tag().to_string();
+    pub async fn finish(mut self) {
         assert_gone(&[
             "ps",
             "-aq",
@@ -143,8 +157,58 @@ impl DockerTest {
             &format!("label={TEST_LABEL}={}", self.id),
         ])
         .await;
-        self.image.remove().await.expect("remove the test image");
-        assert_gone(&["images", "-q", &tag]).await;
+        assert_gone(&["ps", "-aq", "--filter", &format!("ancestor={}", self.tag)]).await;
+        let image = self.image.take().expect("finish runs once");
+        image.remove().await.expect("remove the test image");
+        assert_gone(&["images", "-q", &self.tag]).await;
+    }
+}
+
+impl Drop for DockerTest {
+    fn drop(&mut self) {
+        let Some(image) = self.image.take() else {
+            return;
+        };
+        // Removed below, after the containers that use it.
+        image.keep();
+        let docker = |args: &[&str]| {
+            StdCommand::new("docker")
+                .args(args)
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        let mine = [
+            format!("label={TEST_LABEL}={}", self.id),
+            format!("ancestor={}", self.tag),
+        ];
+        let mut projects = Vec::new();
+        for filter in &mine {
+            let format = "{{.ID}} {{.Label \"com.docker.compose.project\"}}";
+            for word in docker(&["ps", "-a", "--filter", filter, "--format", format]) {
+                if word.len() == 12 && word.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    docker(&["rm", "--force", "--volumes", &word]);
+                } else {
+                    projects.push(word);
+                }
+            }
+        }
+        for project in projects {
+            let label = format!("label=com.docker.compose.project={project}");
+            for net in docker(&["network", "ls", "-q", "--filter", &label]) {
+                docker(&["network", "rm", &net]);
+            }
+            for volume in docker(&["volume", "ls", "-q", "--filter", &label]) {
+                docker(&["volume", "rm", &volume]);
+            }
+        }
+        docker(&["image", "rm", &self.tag]);
+        eprintln!("swept up what test `{}` left", self.id);
     }
 }
 

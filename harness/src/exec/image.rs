@@ -33,8 +33,9 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// # smol::block_on(async {
 /// use harness::exec::{DockerContainer, DockerImage, Executor, LocalLauncher};
 /// // A locally built, dynamically linked binary, with its libraries, beside busybox.
+/// // (In an integration test: `env!("CARGO_BIN_EXE_my-server")`.)
 /// let image = DockerImage::busybox("my-server:test")
-///     .with_binary(env!("CARGO_BIN_EXE_my-server"), "/usr/local/bin/my-server")
+///     .with_binary("target/debug/my-server", "/usr/local/bin/my-server")
 ///     .with_file("tests/data/config.toml", "/etc/my-server.toml")
 ///     .build(&LocalLauncher)
 ///     .await?;
