@@ -8,7 +8,7 @@ mod docker_support;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use docker_support::{DockerTest, WAIT, assert_gone, http_get, run, within};
+use docker_support::{DockerTest, WAIT, assert_gone, assert_no_file, http_get, run, within};
 use harness::exec::{
     ComposeCli, ComposeService, Executor, ExitStatus, LaunchError, Launcher, LocalLauncher,
     ProcessEvent, ProcessHandle,
@@ -41,12 +41,13 @@ volumes:
     (dir, path.display().to_string())
 }
 
-/// Waits until the project's containers, networks and volumes are all gone.
+/// Waits until the project's containers, networks, volumes and label file are all gone.
 async fn assert_project_gone(project: &str) {
     let label = format!("label=com.docker.compose.project={project}");
     assert_gone(&["ps", "-aq", "--filter", &label]).await;
     assert_gone(&["network", "ls", "-q", "--filter", &label]).await;
     assert_gone(&["volume", "ls", "-q", "--filter", &label]).await;
+    assert_no_file(&format!("/tmp/{project}.harness-labels.yaml")).await;
 }
 
 #[test]
@@ -96,6 +97,14 @@ fn compose_up_exec_reach_by_name_logs_signal_and_down() {
         assert!(reply.contains("hello-from-web"), "{reply}");
         let web = run.handle.container_of("web").await.unwrap();
         assert!(web.contains(&project), "{web}");
+        // Compose's containers carry the ownership labels too.
+        let owner = docker_support::docker_lines(&[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"harness.pid\"}}",
+            &web,
+        ]);
+        assert_eq!(owner, [std::process::id().to_string()]);
 
         // A signal ends the followed service; its exit code is the container's.
         run.handle.kill().await.unwrap();

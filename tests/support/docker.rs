@@ -247,6 +247,15 @@ pub async fn assert_gone(args: &[&str]) {
     }
 }
 
+/// Waits until no file is at `path`, failing the test if one stays.
+pub async fn assert_no_file(path: &str) {
+    let deadline = Instant::now() + WAIT;
+    while std::path::Path::new(path).exists() {
+        assert!(Instant::now() < deadline, "left behind: {path}");
+        smol::Timer::after(Duration::from_millis(100)).await;
+    }
+}
+
 /// Fetches `/` over HTTP/1.0 from `addr`, retrying while the server is not up yet (docker's
 /// port proxy accepts connections before the container listens, then closes them).
 pub async fn http_get(addr: std::net::SocketAddr) -> String {

@@ -9,13 +9,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::exec::command::Command;
+use futures_lite::AsyncWriteExt;
+
 use crate::exec::docker::{
-    DockerExecLauncher, Removal, docker, failure, forward_events, unique_name,
+    DockerExecLauncher, MANAGED_LABEL, OWNER_PID_LABEL, Removal, docker, failure, forward_events,
+    unique_name,
 };
 use crate::exec::error::LaunchError;
 use crate::exec::event::{EventStream, ExitStatus, ProcessEvent};
+use crate::exec::image::json_string;
 use crate::exec::launcher::{Launcher, ProcessHandle};
 use crate::exec::pipe::{ChildInput, ChildOutput};
+use crate::exec::quote::{quote, quote_words};
 use crate::exec::remote::RemoteProcess;
 use crate::exec::signal::Signal;
 use crate::exec::target::Target;
@@ -64,8 +69,10 @@ impl ComposeCli {
 /// or every service with [`with_all_services`](Self::with_all_services)), then follows the
 /// service container's log as events. The project gets a unique name `harness-<random>` unless
 /// one is given, so that parallel tests never share containers, networks or volumes; compose
-/// labels everything it creates with it (`com.docker.compose.project`). Dropping the handle
-/// takes the whole project down, volumes included.
+/// labels everything it creates with it (`com.docker.compose.project`). Every service's
+/// containers also carry the ownership labels ([`MANAGED_LABEL`], [`OWNER_PID_LABEL`]), added
+/// by a second compose file written to `/tmp` where compose runs and removed with the project.
+/// Dropping the handle takes the whole project down, volumes included.
 ///
 /// ```no_run
 /// # smol::block_on(async {
@@ -123,19 +130,35 @@ impl ComposeService {
             Some(cli) => cli,
             None => ComposeCli::detect(&launcher).await?,
         };
-        let project = Project {
+        let mut project = Project {
             launcher: launcher.clone(),
             cli,
-            file: self.file.clone(),
+            files: vec![self.file.clone()],
             name: self
                 .project
                 .clone()
                 .unwrap_or_else(|| unique_name("harness")),
         };
+        // Compose has no option to label what `up` creates, but it merges files: a second file
+        // adds the ownership labels to every service's containers.
+        let services = project
+            .run(["config", "--services"], "list the services")
+            .await?;
+        let labels = format!("/tmp/{}.harness-labels.yaml", project.name);
+        write_file(&launcher, &labels, &label_override(&services.stdout)).await?;
+        project.files.push(labels.clone());
         // Armed before `up`, which may fail halfway and leave a network or containers behind.
+        let down = project.command(["down", "--volumes", "--remove-orphans"]);
+        let mut words = vec![down.get_program()];
+        words.extend(down.get_args().iter().map(String::as_str));
+        let down_then_forget = format!(
+            "{}; rc=$?; rm -f {}; exit $rc",
+            quote_words(words),
+            quote(&labels)
+        );
         let mut removal = Removal::new(
             launcher.clone(),
-            project.command(["down", "--volumes", "--remove-orphans"]),
+            Command::new("sh").args(["-c", &down_then_forget]),
             format!("take compose project `{}` down", project.name),
         );
         let mut up = vec!["up", "--detach"];
@@ -241,7 +264,8 @@ impl Target for ComposeService {
 struct Project<L> {
     launcher: L,
     cli: ComposeCli,
-    file: String,
+    /// The user's compose file, then our labels.
+    files: Vec<String>,
     name: String,
 }
 
@@ -251,14 +275,11 @@ impl<L: Launcher> Project<L> {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.cli
-            .command([
-                "--project-name",
-                self.name.as_str(),
-                "--file",
-                self.file.as_str(),
-            ])
-            .args(args)
+        let mut cmd = self.cli.command(["--project-name", self.name.as_str()]);
+        for file in &self.files {
+            cmd = cmd.arg("--file").arg(file.as_str());
+        }
+        cmd.args(args)
     }
 
     async fn run<I, S>(&self, args: I, doing: &str) -> Result<crate::exec::Output, LaunchError>
@@ -293,6 +314,50 @@ impl<L: Launcher> Project<L> {
                 container: format!("{}/{service}", self.name),
                 reason: "the service has no container".into(),
             })
+    }
+}
+
+/// A compose file that adds the ownership labels to each of `services`.
+fn label_override(services: &[String]) -> String {
+    let mut yaml = String::from("services:\n");
+    for service in services.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        yaml.push_str(&format!(
+            "  {}:\n    labels:\n      {MANAGED_LABEL}: \"true\"\n      {OWNER_PID_LABEL}: \"{}\"\n",
+            json_string(service),
+            std::process::id()
+        ));
+    }
+    yaml
+}
+
+/// Writes `contents` to `path` where `launcher` runs.
+async fn write_file<L: Launcher>(
+    launcher: &L,
+    path: &str,
+    contents: &str,
+) -> Result<(), LaunchError> {
+    let cmd = Command::new("sh")
+        .args(["-c", "cat > \"$1\"", "sh", path])
+        .piped_stdin();
+    let mut p = launcher.spawn(&cmd).await?;
+    let events = p.take_events().expect("a fresh handle has its events");
+    let mut stdin = p.take_stdin().expect("stdin was asked for");
+    let written = stdin.write_all(contents.as_bytes()).await;
+    let _ = stdin.close().await;
+    let out = events.collect().await;
+    let status = match out.status {
+        Some(s) => s,
+        None => p.wait().await?,
+    };
+    match written {
+        Ok(()) if status.success() => Ok(()),
+        Ok(()) => Err(LaunchError::CommandFailed {
+            doing: format!("write `{path}`"),
+            command: cmd.display(),
+            status,
+            stderr: out.stderr_text(),
+        }),
+        Err(e) => Err(LaunchError::io(format!("write `{path}`"), e)),
     }
 }
 
@@ -507,7 +572,7 @@ mod tests {
         let p = Project {
             launcher: LocalLauncher,
             cli: ComposeCli::Standalone,
-            file: "/x/compose.yaml".into(),
+            files: vec!["/x/compose.yaml".into()],
             name: "harness-abc".into(),
         };
         let cmd = p.command(["up", "--detach", "web"]);
@@ -526,5 +591,19 @@ mod tests {
         );
         let cmd = ComposeCli::Plugin.command(["version"]);
         assert_eq!(cmd.display(), "docker compose version");
+    }
+
+    #[test]
+    fn the_label_file_covers_every_service() {
+        let yaml = label_override(&["web".into(), "odd name".into(), "".into()]);
+        let pid = std::process::id();
+        assert_eq!(
+            yaml,
+            format!(
+                "services:\n  \"web\":\n    labels:\n      harness.managed: \"true\"\n      \
+                 harness.pid: \"{pid}\"\n  \"odd name\":\n    labels:\n      \
+                 harness.managed: \"true\"\n      harness.pid: \"{pid}\"\n"
+            )
+        );
     }
 }

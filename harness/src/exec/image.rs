@@ -462,7 +462,7 @@ fn write_tar(entries: &BTreeMap<String, Entry>) -> io::Result<Vec<u8>> {
 }
 
 /// `s` as a JSON string, for `--change` instructions.
-fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
