@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use crate::exec::event::{EventSink, LogFilter, OutputStream};
 
+/// Sees a line before the filter does; returning `false` swallows it.
+pub(crate) type LineTap = Arc<dyn Fn(OutputStream, &str) -> bool + Send + Sync>;
+
 /// A program with its arguments, environment and working directory.
 ///
 /// Mirrors `std::process::Command`, but is plain data: a launcher decides where it runs (locally,
@@ -33,7 +36,7 @@ pub struct Command {
     pub(crate) sink: Option<EventSink>,
     /// Sees every line before the filter; returning `false` swallows it. Remote launchers use it
     /// to read their wrapper's control lines.
-    pub(crate) tap: Option<Arc<dyn Fn(OutputStream, &str) -> bool + Send + Sync>>,
+    pub(crate) tap: Option<LineTap>,
     /// Whether the launcher sends `Started` itself; remote launchers send the remote pid instead.
     pub(crate) announce_start: bool,
     /// Whether the launcher sends `Exited`; log followers of attached services leave it to

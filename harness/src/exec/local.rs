@@ -172,15 +172,10 @@ fn reap(
     let pid = Pid::from_raw(shared.pid as i32).expect("a child pid is positive");
     // Wait without reaping first: until the zombie is reaped its pid (and so its process group
     // id) cannot be reused, so signals sent under the state lock can never hit a stranger.
-    loop {
-        match rustix::process::waitid(
-            rustix::process::WaitId::Pid(pid),
-            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
-        ) {
-            Err(rustix::io::Errno::INTR) => continue,
-            _ => break,
-        }
-    }
+    while let Err(rustix::io::Errno::INTR) = rustix::process::waitid(
+        rustix::process::WaitId::Pid(pid),
+        WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+    ) {}
     let status = {
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.dropped {
