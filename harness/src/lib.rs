@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod exec;
+pub mod registry;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
