@@ -50,6 +50,7 @@
 mod error;
 mod events;
 mod model;
+mod persist;
 mod store;
 
 pub use error::RegistryError;
@@ -61,4 +62,5 @@ pub use model::{
     Endpoint, ExecutionInfo, ExecutionKind, HealthResult, Location, Network, ServiceEntry,
     ServiceState, StateKind, Timestamp, Timestamps,
 };
+pub use persist::{AutosaveGuard, FORMAT_VERSION, LoadWarning, PersistError, Recovery, Snapshot};
 pub use store::Registry;

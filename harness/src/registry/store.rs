@@ -369,6 +369,22 @@ impl Registry {
         self.inner.bus.last_sequence()
     }
 
+    /// Every service, the sequence number of the last event and the change count, read at
+    /// one moment.
+    pub(crate) async fn read_state(&self) -> (Services, u64, u64) {
+        let services = self.inner.services.read().await;
+        (
+            services.clone(),
+            self.inner.bus.last_sequence(),
+            self.generation(),
+        )
+    }
+
+    /// How many changes the registry has seen.
+    pub(crate) fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
     /// Records a change and publishes its events. Called while holding the write lock.
     fn publish_change(&self, events: impl IntoIterator<Item = RegistryEvent>) {
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
@@ -488,6 +504,24 @@ fn dependents_of(services: &Services, name: &str) -> Vec<String> {
         .filter(|e| e.dependencies.iter().any(|d| d == name))
         .map(|e| e.name.clone())
         .collect()
+}
+
+/// Checks a whole set of entries, as loaded from a file: names match their keys and are not
+/// empty, dependencies are present and acyclic.
+pub(crate) fn check_all(services: &Services) -> Result<(), RegistryError> {
+    for (name, entry) in services {
+        if name.is_empty() {
+            return Err(RegistryError::EmptyName);
+        }
+        check_dependencies(services, entry)?;
+        if let Some(cycle) = find_cycle(services, entry) {
+            return Err(RegistryError::DependencyCycle {
+                service: name.clone(),
+                cycle,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The events that describe the change from `old` to `new`.
