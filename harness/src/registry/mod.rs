@@ -13,6 +13,10 @@
 //!   timestamp. [`Registry::subscribe`] gives a [`Subscription`] with its own bounded queue, so a
 //!   slow subscriber never holds up the registry or other subscribers; one that falls behind is
 //!   told how many events it missed ([`RecvError::Lagged`]) and goes on.
+//! - The registry persists as a JSON [`Snapshot`]: [`Registry::save`] writes atomically and
+//!   keeps the previous file as `<file>.bak`; [`Registry::load_or_new`] recovers from a
+//!   corrupted file (kept aside, backup loaded, [`LoadWarning`] returned);
+//!   [`Registry::autosave`] saves after changes, debounced, from a thread of its own.
 //!
 //! ```
 //! use harness::registry::{Endpoint, Registry, ServiceEntry, ServiceState};
@@ -40,10 +44,34 @@
 //! # Ok(()) }) }
 //! ```
 //!
+//! Keeping the registry on disk across runs:
+//!
+//! ```
+//! use std::time::Duration;
+//! use harness::registry::{Registry, ServiceEntry};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> { smol::block_on(async {
+//! # let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("registry.json");
+//! let (registry, warning) = Registry::load_or_new(&path).await?;
+//! if let Some(warning) = warning {
+//!     eprintln!("warning: {warning}");
+//! }
+//! {
+//!     let _autosave = registry.autosave(&path, Duration::from_millis(200))?;
+//!     registry.register(ServiceEntry::local_process("db")).await?;
+//! } // Dropping the guard writes the last change.
+//! let (reloaded, _) = Registry::load_or_new(&path).await?;
+//! assert!(reloaded.contains("db").await);
+//! # Ok(()) }) }
+//! ```
+//!
 //! # Known limits
 //!
 //! - One registry lives in one process; sharing it with other processes is the WebSocket API's
 //!   job.
+//! - Each autosave guard owns one thread; a snapshot is the whole registry, which suits
+//!   registries of up to some thousands of services.
 //! - Address resolution by caller location follows ADR-007's simple rule
 //!   ([`Location::network_to`]); it does not probe reachability.
 

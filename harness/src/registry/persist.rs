@@ -327,16 +327,21 @@ impl Drop for AutosaveGuard {
 }
 
 fn autosave_loop(registry: &Registry, path: &Path, debounce: Duration, shared: &AutosaveShared) {
-    // No generation yet: the first pass writes the registry as it is.
+    // The generation last written, and the one last tried (written or failed). Neither is
+    // set at first, so the first pass writes the registry as it is.
     let mut saved: Option<u64> = None;
+    let mut tried: Option<u64> = None;
     loop {
         // Listen before looking, so a change or a stop in between still wakes us.
         let change = registry.inner.changed.listen();
         let stopping = shared.stop.load(Ordering::Acquire);
-        if saved == Some(registry.generation()) {
-            if stopping {
-                return;
-            }
+        let generation = registry.generation();
+        if saved == Some(generation) && stopping {
+            return;
+        }
+        // Up to date, or a write of this state just failed: wait for the next change rather
+        // than retry in a loop. A stop still gets one more try, below.
+        if saved == Some(generation) || (tried == Some(generation) && !stopping) {
             change.wait();
             continue;
         }
@@ -358,6 +363,7 @@ fn autosave_loop(registry: &Registry, path: &Path, debounce: Duration, shared: &
             last_sequence,
             services: services.into_values().collect(),
         };
+        tried = Some(generation);
         match snapshot.write(path) {
             Ok(()) => {
                 saved = Some(generation);
@@ -366,11 +372,9 @@ fn autosave_loop(registry: &Registry, path: &Path, debounce: Duration, shared: &
             Err(e) => {
                 shared.failures.fetch_add(1, Ordering::AcqRel);
                 tracing::warn!("failed to autosave the registry: {e}");
-                if stopping || shared.stop.load(Ordering::Acquire) {
+                if stopping {
                     return;
                 }
-                // Retry after the next change, not in a tight loop.
-                saved = Some(generation);
             }
         }
     }
