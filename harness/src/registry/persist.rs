@@ -235,7 +235,8 @@ impl Registry {
     /// Changes are coalesced: after a change the thread waits `debounce`, then writes the state
     /// as it is then, so a burst of changes within `debounce` costs one write and the file is
     /// at most about `debounce` behind. It also writes once soon after it starts. Dropping the
-    /// guard writes any change not yet saved, then stops the thread. A failed write is logged
+    /// guard writes any change not yet saved, then stops the thread; [`AutosaveGuard::stop`]
+    /// does the same and says whether that last write worked. A failed write is logged
     /// and retried after the next change.
     pub fn autosave(
         &self,
@@ -274,7 +275,7 @@ pub struct AutosaveGuard {
     shared: Arc<AutosaveShared>,
     registry: Registry,
     path: PathBuf,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Result<(), PersistError>>>,
 }
 
 struct AutosaveShared {
@@ -312,21 +313,46 @@ impl fmt::Debug for AutosaveGuard {
     }
 }
 
-impl Drop for AutosaveGuard {
-    fn drop(&mut self) {
+impl AutosaveGuard {
+    /// Stops autosave: writes any change not yet saved, waits for the thread, and returns the
+    /// error of that last write if it failed (the file then holds an older state).
+    pub fn stop(mut self) -> Result<(), PersistError> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<(), PersistError> {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.wake.notify(usize::MAX);
         // The thread may be waiting for a change rather than in a debounce.
         self.registry.inner.changed.notify(usize::MAX);
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!(path = %self.path.display(), "the registry autosave thread panicked");
+        match self.thread.take().map(JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(PersistError::Io {
+                doing: "autosave registry file",
+                path: self.path.clone(),
+                source: io::Error::other("the autosave thread panicked"),
+            }),
         }
     }
 }
 
-fn autosave_loop(registry: &Registry, path: &Path, debounce: Duration, shared: &AutosaveShared) {
+impl Drop for AutosaveGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish() {
+            tracing::error!("failed to save the registry's last state: {e}");
+        }
+    }
+}
+
+/// Runs until stopped; returns the error of the last write if the registry's final state could
+/// not be saved.
+fn autosave_loop(
+    registry: &Registry,
+    path: &Path,
+    debounce: Duration,
+    shared: &AutosaveShared,
+) -> Result<(), PersistError> {
     // The generation last written, and the one last tried (written or failed). Neither is
     // set at first, so the first pass writes the registry as it is.
     let mut saved: Option<u64> = None;
@@ -337,7 +363,7 @@ fn autosave_loop(registry: &Registry, path: &Path, debounce: Duration, shared: &
         let stopping = shared.stop.load(Ordering::Acquire);
         let generation = registry.generation();
         if saved == Some(generation) && stopping {
-            return;
+            return Ok(());
         }
         // Up to date, or a write of this state just failed: wait for the next change rather
         // than retry in a loop. A stop still gets one more try, below.
@@ -364,18 +390,23 @@ fn autosave_loop(registry: &Registry, path: &Path, debounce: Duration, shared: &
             services: services.into_values().collect(),
         };
         tried = Some(generation);
-        match snapshot.write(path) {
+        let result = snapshot.write(path);
+        match &result {
             Ok(()) => {
                 saved = Some(generation);
                 shared.saves.fetch_add(1, Ordering::AcqRel);
             }
             Err(e) => {
                 shared.failures.fetch_add(1, Ordering::AcqRel);
-                tracing::warn!("failed to autosave the registry: {e}");
-                if stopping {
-                    return;
+                if !stopping {
+                    tracing::warn!("failed to autosave the registry: {e}");
                 }
             }
+        }
+        // The final write, made after the stop was asked for, is the last: changes that keep
+        // coming from elsewhere must not keep the thread alive.
+        if stopping {
+            return result;
         }
     }
 }
