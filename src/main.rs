@@ -6,6 +6,7 @@
 //! does not exist.
 
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,8 @@ enum Command {
     /// Run one command here, on a host over SSH, or inside a container, and stream its output
     /// as it arrives.
     Run(run::RunArgs),
+    /// Serve the WebSocket API over a registry kept in a file, until Ctrl-C or SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,5 +37,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::serve(args),
     }
 }

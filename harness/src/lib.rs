@@ -5,6 +5,7 @@
 //! this machine, on other hosts over SSH and inside containers.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod exec;
 pub mod registry;
 

@@ -1,0 +1,3 @@
+//! WebSocket API figures (filled in below).
+
+fn main() {}
