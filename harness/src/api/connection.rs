@@ -29,6 +29,7 @@ use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{Message as WsMessage, WebSocketConfig};
 use futures_lite::{StreamExt as _, future};
+use futures_util::SinkExt;
 use serde_json::json;
 
 use crate::api::auth::{AccessPolicy, Refusal};
@@ -37,10 +38,13 @@ use crate::api::protocol::{
     encode_error, parse_incoming,
 };
 use crate::api::server::{LiveGuard, Shared};
-use crate::registry::{Event, RecvError, Subscription};
+use crate::registry::{Event, RecvError, Subscription, TryRecvError};
 
 /// The close code for a client that cannot keep up (RFC 6455 "policy violation").
 const TOO_SLOW: u16 = 1008;
+
+/// How many waiting events one write may carry.
+const MAX_BATCH: usize = 256;
 
 /// Why a connection ended other than by an orderly close.
 #[derive(Debug, thiserror::Error)]
@@ -450,7 +454,27 @@ impl<'ex> Session<'ex> {
         }
     }
 
+    /// Sends an event and whatever else is already waiting in the queue (up to a bound), in
+    /// one write: under a burst, one system call carries many events.
     async fn on_event(&mut self, event: Result<Arc<Event>, RecvError>) -> Result<(), End> {
+        self.queue_event(event).await?;
+        for _ in 0..MAX_BATCH {
+            let Some(sub) = &mut self.subscription else {
+                break;
+            };
+            let next = match sub.try_recv() {
+                Ok(event) => Ok(event),
+                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                Err(TryRecvError::Empty) => break,
+            };
+            self.queue_event(next).await?;
+        }
+        self.write(None).await
+    }
+
+    /// Queues one event (or a report of missed ones) for the next flush.
+    async fn queue_event(&mut self, event: Result<Arc<Event>, RecvError>) -> Result<(), End> {
         match event {
             Ok(event) => {
                 if self
@@ -466,7 +490,7 @@ impl<'ex> Session<'ex> {
                     event.event.kind().as_str(),
                     &*event,
                 );
-                self.send(text).await
+                self.write(Some(WsMessage::text(text))).await
             }
             Err(RecvError::Lagged(n)) => {
                 self.missed += n;
@@ -484,8 +508,8 @@ impl<'ex> Session<'ex> {
                     ));
                 }
                 let params = json!({ "missed": n });
-                self.send(encode(None, MessageType::Event, "events_missed", &params))
-                    .await
+                let text = encode(None, MessageType::Event, "events_missed", &params);
+                self.write(Some(WsMessage::text(text))).await
             }
             Err(RecvError::Closed) => {
                 // The registry is gone: no more events will come.
@@ -513,14 +537,28 @@ impl<'ex> Session<'ex> {
         self.send_message(WsMessage::text(text)).await
     }
 
-    /// Writes one message, giving up when it makes no progress for the send timeout: the
-    /// client is then stuck, and is closed.
     async fn send_message(&mut self, message: WsMessage) -> Result<(), End> {
+        self.write(Some(message)).await?;
+        self.write(None).await
+    }
+
+    /// Queues `message` for sending, or with `None` flushes what is queued, giving up when it
+    /// makes no progress for the send timeout: the client is then stuck, and is closed.
+    async fn write(&mut self, message: Option<WsMessage>) -> Result<(), End> {
         let timeout = self.shared.limits.send_timeout;
-        let sent = future::or(async { Some(self.ws.send(message).await) }, async {
-            Timer::after(timeout).await;
-            None
-        })
+        let ws = &mut self.ws;
+        let sent = future::or(
+            async {
+                Some(match message {
+                    Some(message) => SinkExt::feed(ws, message).await,
+                    None => SinkExt::flush(ws).await,
+                })
+            },
+            async {
+                Timer::after(timeout).await;
+                None
+            },
+        )
         .await;
         match sent {
             Some(Ok(())) => Ok(()),
