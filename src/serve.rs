@@ -108,13 +108,15 @@ fn serve_inner(args: &ServeArgs) -> Result<(), String> {
     let served = smol::block_on(server.serve_until(async move { waiter.wait().await }));
     signal_handle.close();
     let _ = watcher.join();
-    // Dropping the guard writes any change not yet saved.
-    drop(autosave);
+    // Writes any change not yet saved; a failure here means the file holds an older state.
+    let saved = autosave.stop().map_err(|e| e.to_string());
+    served.map_err(|e| format!("serve the WebSocket API: {e}"))?;
+    saved?;
     println!(
         "harness serve: stopped; state saved to {}",
         args.state.display()
     );
-    served.map_err(|e| format!("serve the WebSocket API: {e}"))
+    Ok(())
 }
 
 /// Whether any of the addresses is reachable from other machines.
