@@ -1,8 +1,16 @@
 //! harness starts a topology of services (local processes, Docker containers, hosts reached over
 //! SSH) for integration tests, and tears it down afterwards.
 //!
-//! This release holds the command executor, [`exec`]: one API to run and control processes on
-//! this machine, on other hosts over SSH and inside containers.
+//! The layers, lowest first (a lower layer never uses a higher one):
+//!
+//! - [`exec`]: the command executor: one API to run and control processes on this machine, on
+//!   other hosts over SSH and inside containers.
+//! - [`registry`]: the services of a topology, their states, endpoints and dependencies, with
+//!   events and crash-safe persistence.
+//! - [`api`]: the WebSocket API over the registry (`harness serve`).
+//!
+//! The library needs no particular async runtime: it runs its background work on threads of its
+//! own, so it works under smol, tokio or a plain `block_on`.
 #![warn(missing_docs)]
 
 pub mod api;
