@@ -7,14 +7,14 @@ use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
-use crate::exec::event::{EventSink, LogFilter, OutputStream, ProcessEvent};
+use crate::exec::event::{EventSink, Lines, LogFilter, OutputStream};
 
 /// How lines are routed: the tap sees every line first (and may swallow it), then the filter.
 #[derive(Clone)]
 pub(crate) struct LineRoute {
     pub(crate) sink: EventSink,
     pub(crate) filter: Option<Arc<dyn LogFilter>>,
-    pub(crate) tap: Option<Arc<dyn Fn(OutputStream, &str) -> bool + Send + Sync>>,
+    pub(crate) tap: Option<crate::exec::command::LineTap>,
 }
 
 /// Reads `pipe` to its end on a thread of its own, turning it into line events.
@@ -53,7 +53,7 @@ fn read_lines(mut pipe: impl Read, stream: OutputStream, route: &LineRoute) {
             // Nobody reads the events any more; keep draining so the child never blocks.
             continue;
         }
-        let mut batch = Vec::new();
+        let mut batch = Lines::with_capacity(n);
         let mut chunk = &buf[..n];
         while let Some(pos) = chunk.iter().position(|&b| b == b'\n') {
             let line = if partial.is_empty() {
@@ -67,35 +67,30 @@ fn read_lines(mut pipe: impl Read, stream: OutputStream, route: &LineRoute) {
             chunk = &chunk[pos + 1..];
         }
         partial.extend_from_slice(chunk);
-        listening = route.sink.send(batch);
+        listening = route.sink.send_lines(stream, batch);
     }
     if listening && !partial.is_empty() {
-        let mut batch = Vec::new();
+        let mut batch = Lines::default();
         push_line(&mut batch, &partial, stream, route);
-        route.sink.send(batch);
+        route.sink.send_lines(stream, batch);
     }
 }
 
-fn push_line(batch: &mut Vec<ProcessEvent>, line: &[u8], stream: OutputStream, route: &LineRoute) {
+fn push_line(batch: &mut Lines, line: &[u8], stream: OutputStream, route: &LineRoute) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let text = match std::str::from_utf8(line) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(line).into_owned(),
-    };
-    if let Some(tap) = &route.tap {
-        if !tap(stream, &text) {
-            return;
-        }
+    // Borrowed when the line is valid UTF-8, as nearly every line is: no allocation here.
+    let text = String::from_utf8_lossy(line);
+    if let Some(tap) = &route.tap
+        && !tap(stream, &text)
+    {
+        return;
     }
-    if let Some(filter) = &route.filter {
-        if !filter.keep(stream, &text) {
-            return;
-        }
+    if let Some(filter) = &route.filter
+        && !filter.keep(stream, &text)
+    {
+        return;
     }
-    batch.push(match stream {
-        OutputStream::Stdout => ProcessEvent::Stdout(text),
-        OutputStream::Stderr => ProcessEvent::Stderr(text),
-    });
+    batch.push(&text);
 }
 
 /// A child's stdin, as an async writer. Dropping it closes the pipe (the child sees EOF).
