@@ -16,6 +16,7 @@
 pub mod api;
 pub mod exec;
 pub mod registry;
+pub mod topology;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

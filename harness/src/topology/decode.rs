@@ -1,0 +1,1016 @@
+//! The located YAML tree to the model, reporting every mistake with its place.
+//!
+//! Each function returns `None` after recording a diagnostic, and its caller goes on with the
+//! next field, so that one run finds every mistake of a file.
+
+use indexmap::IndexMap;
+
+use super::diagnostic::{Diagnostic, Sources, Span};
+use super::model::{
+    BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, HealthCheck, LogPattern,
+    NetworkConfig, PortSpec, Probe, ProcessTarget, RemoteLanTarget, ServiceConfig, ServiceTarget,
+    Subnet, TopologyConfig, WireguardTarget,
+};
+use super::parse::{Key, Node, ScalarKind, Value};
+use super::suggest::{closest, one_of};
+
+/// The target kinds, as the ADR writes them under `target:`.
+pub(crate) const TARGET_KINDS: &[&str] = &["process", "docker", "remote_lan", "wireguard"];
+const TOP_FIELDS: &[&str] = &["network", "services"];
+const NETWORK_FIELDS: &[&str] = &["wireguard_subnet", "lan_interface", "dns_port"];
+const SERVICE_FIELDS: &[&str] = &["target", "dependencies", "health_check", "port", "config"];
+const PROCESS_FIELDS: &[&str] = &["binary", "args", "env", "working_dir"];
+const DOCKER_FIELDS: &[&str] = &[
+    "image",
+    "build",
+    "env",
+    "ports",
+    "volumes",
+    "command",
+    "entrypoint",
+    "working_dir",
+];
+const BUILD_FIELDS: &[&str] = &["binary", "base"];
+const REMOTE_LAN_FIELDS: &[&str] = &[
+    "host",
+    "user",
+    "binary",
+    "args",
+    "env",
+    "working_dir",
+    "port",
+    "key",
+];
+const WIREGUARD_FIELDS: &[&str] = &["host", "user", "package"];
+const PROBES: &[&str] = &["tcp", "http", "command", "log"];
+const HEALTH_FIELDS: &[&str] = &[
+    "tcp",
+    "http",
+    "command",
+    "log",
+    "interval",
+    "timeout",
+    "retries",
+    "start_period",
+];
+const HTTP_FIELDS: &[&str] = &["path", "status"];
+
+/// Names people bring from docker compose or habit, and the field they mean here.
+const ALIASES: &[(&str, &str)] = &[
+    ("depends_on", "dependencies"),
+    ("healthcheck", "health_check"),
+    ("environment", "env"),
+    ("cwd", "working_dir"),
+    ("workdir", "working_dir"),
+    ("cmd", "command"),
+    ("test", "command"),
+];
+
+/// What the decoder made of one file (or of a file merged with its overlays).
+pub(crate) struct Decoded {
+    pub config: TopologyConfig,
+    /// Every name under `services:`, also of services that did not decode.
+    pub names: Vec<(String, Span)>,
+    /// Per service, where each field path was written.
+    pub spans: IndexMap<String, IndexMap<String, Span>>,
+    /// Services whose target did not decode; only their names and dependencies are checked.
+    pub broken: Vec<String>,
+}
+
+pub(crate) struct Decoder<'a> {
+    sources: &'a Sources,
+    pub errors: Vec<Diagnostic>,
+    spans: IndexMap<String, Span>,
+}
+
+/// The entries of a mapping that was checked for unknown keys.
+struct Fields<'n> {
+    entries: Vec<(&'n Key, &'n Node)>,
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, name: &str) -> Option<(&'n Key, &'n Node)> {
+        self.entries.iter().find(|(k, _)| k.name == name).copied()
+    }
+
+    /// The entry unless it is missing or null.
+    fn present(&self, name: &str) -> Option<(&'n Key, &'n Node)> {
+        self.get(name)
+            .filter(|(_, n)| !matches!(n.value, Value::Null))
+    }
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(sources: &'a Sources) -> Self {
+        Self {
+            sources,
+            errors: Vec::new(),
+            spans: IndexMap::new(),
+        }
+    }
+
+    fn error(&mut self, span: Span, message: impl Into<String>) {
+        let diagnostic = self.sources.error(span, message);
+        self.errors.push(diagnostic);
+    }
+
+    fn push(&mut self, diagnostic: Diagnostic) {
+        self.errors.push(diagnostic);
+    }
+
+    fn record(&mut self, path: &str, span: Span) {
+        self.spans.insert(path.to_string(), span);
+    }
+
+    /// Decodes a whole topology.
+    pub fn topology(&mut self, root: &Node) -> Decoded {
+        let mut decoded = Decoded {
+            config: TopologyConfig {
+                network: NetworkConfig::default(),
+                services: IndexMap::new(),
+                files: Vec::new(),
+            },
+            names: Vec::new(),
+            spans: IndexMap::new(),
+            broken: Vec::new(),
+        };
+        let Some(fields) = self.fields(root, None, "topology", TOP_FIELDS) else {
+            return decoded;
+        };
+        if let Some((_, node)) = fields.present("network") {
+            decoded.config.network = self.network(node);
+        }
+        match fields.get("services") {
+            None => self.error(
+                root.span,
+                "missing field `services`: a topology lists its services under `services:`",
+            ),
+            Some((_, node)) => self.services(node, &mut decoded),
+        }
+        decoded
+    }
+
+    fn network(&mut self, node: &Node) -> NetworkConfig {
+        let mut network = NetworkConfig::default();
+        let Some(fields) = self.fields(node, None, "network", NETWORK_FIELDS) else {
+            return network;
+        };
+        if let Some((_, n)) = fields.present("wireguard_subnet")
+            && let Some(text) = self.text(n, "`wireguard_subnet`")
+        {
+            match text.parse::<Subnet>() {
+                Ok(subnet) => network.wireguard_subnet = subnet,
+                Err(message) => self.error(n.span, message),
+            }
+        }
+        if let Some((_, n)) = fields.present("lan_interface") {
+            network.lan_interface = self.text(n, "`lan_interface`");
+        }
+        if let Some((_, n)) = fields.present("dns_port") {
+            network.dns_port = self.port_number(n, "for `dns_port`");
+        }
+        network
+    }
+
+    fn services(&mut self, node: &Node, decoded: &mut Decoded) {
+        let entries = match &node.value {
+            Value::Null => return,
+            Value::Map(entries) => entries,
+            other => {
+                let found = other.describe();
+                return self.error(
+                    node.span,
+                    format!("expected a mapping of service names to services for `services`, found {found}"),
+                );
+            }
+        };
+        for (key, service) in entries {
+            decoded.names.push((key.name.clone(), key.span));
+            self.spans.clear();
+            let (config, complete) = self.service(key, service);
+            if !complete {
+                decoded.broken.push(key.name.clone());
+            }
+            decoded
+                .spans
+                .insert(key.name.clone(), std::mem::take(&mut self.spans));
+            decoded.config.services.insert(key.name.clone(), config);
+        }
+    }
+
+    /// Decodes one service; the flag is false when its target did not decode and a stand-in
+    /// took its place.
+    fn service(&mut self, key: &Key, node: &Node) -> (ServiceConfig, bool) {
+        let name = &key.name;
+        let mut service = ServiceConfig {
+            name: name.clone(),
+            // A stand-in until the real target decodes; a service whose target fails is
+            // reported and never leaves the loader.
+            target: ServiceTarget::Process(ProcessTarget::default()),
+            dependencies: Vec::new(),
+            health_check: None,
+            port: PortSpec::Unset,
+            config: serde_json::Map::new(),
+            locations: FieldLocations::new(self.sources.location(key.span)),
+        };
+        let context = format!("service `{name}`");
+        let Some(fields) = self.fields(node, Some(key), &context, SERVICE_FIELDS) else {
+            return (service, false);
+        };
+        let mut complete = false;
+        match fields.get("target") {
+            None => self.error(
+                key.span,
+                format!(
+                    "service `{name}` has no `target`: expected one of {}",
+                    one_of(TARGET_KINDS)
+                ),
+            ),
+            Some((target_key, target)) => {
+                self.record("target", target_key.span);
+                if let Some(target) = self.target(name, target_key, target) {
+                    service.target = target;
+                    complete = true;
+                }
+            }
+        }
+        if let Some((k, n)) = fields.get("dependencies") {
+            self.record("dependencies", k.span);
+            service.dependencies = self
+                .list(n, "dependencies", "`dependencies`")
+                .unwrap_or_default();
+        }
+        if let Some((k, n)) = fields.present("health_check") {
+            self.record("health_check", k.span);
+            service.health_check = self.health_check(name, k, n);
+        }
+        if let Some((_, n)) = fields.present("port") {
+            self.record("port", n.span);
+            service.port = self.port_spec(n).unwrap_or_default();
+        }
+        if let Some((k, n)) = fields.get("config") {
+            self.record("config", k.span);
+            service.config = self.config(n).unwrap_or_default();
+        }
+        for (path, span) in &self.spans {
+            service
+                .locations
+                .fields
+                .insert(path.clone(), self.sources.location(*span));
+        }
+        (service, complete)
+    }
+
+    fn target(&mut self, service: &str, key: &Key, node: &Node) -> Option<ServiceTarget> {
+        let context = format!("target of service `{service}`");
+        let fields = self.fields(node, Some(key), &context, TARGET_KINDS)?;
+        let kinds: Vec<(&Key, &Node)> = fields.entries.clone();
+        let known: Vec<&(&Key, &Node)> = kinds
+            .iter()
+            .filter(|(k, _)| TARGET_KINDS.contains(&k.name.as_str()))
+            .collect();
+        match known.as_slice() {
+            [] => {
+                if kinds.is_empty() {
+                    let what = if matches!(node.value, Value::Null) {
+                        "is empty"
+                    } else {
+                        "names no kind"
+                    };
+                    self.error(
+                        key.span,
+                        format!(
+                            "target of service `{service}` {what}: expected one of {}",
+                            one_of(TARGET_KINDS)
+                        ),
+                    );
+                }
+                None
+            }
+            [(kind_key, kind_node)] => {
+                let path = format!("target.{}", kind_key.name);
+                self.record(&path, kind_key.span);
+                let context = format!("`{}` target of service `{service}`", kind_key.name);
+                match kind_key.name.as_str() {
+                    "process" => self
+                        .process(kind_key, kind_node, &path, &context)
+                        .map(ServiceTarget::Process),
+                    "docker" => self
+                        .docker(kind_key, kind_node, &path, &context)
+                        .map(ServiceTarget::Docker),
+                    "remote_lan" => self
+                        .remote_lan(kind_key, kind_node, &path, &context)
+                        .map(ServiceTarget::RemoteLan),
+                    _ => self
+                        .wireguard(kind_key, kind_node, &context)
+                        .map(ServiceTarget::Wireguard),
+                }
+            }
+            [(first, _), (second, _), ..] => {
+                let diagnostic = self
+                    .sources
+                    .error(
+                        second.span,
+                        format!(
+                            "target of service `{service}` names two kinds, `{}` and `{}`: a service runs in exactly one place",
+                            first.name, second.name
+                        ),
+                    )
+                    .with_note(self.sources.note_at(first.span, format!("`{}` is named here", first.name)));
+                self.push(diagnostic);
+                None
+            }
+        }
+    }
+
+    fn process(
+        &mut self,
+        key: &Key,
+        node: &Node,
+        path: &str,
+        context: &str,
+    ) -> Option<ProcessTarget> {
+        let fields = self.fields(node, Some(key), context, PROCESS_FIELDS)?;
+        let binary = self.required_text(&fields, key, "binary", path, context);
+        let args = self.list_field(&fields, "args", path);
+        let env = self.env_field(&fields, path);
+        let working_dir = self.optional_text(&fields, "working_dir", path);
+        Some(ProcessTarget {
+            binary: binary?,
+            args: args?,
+            env: env?,
+            working_dir: working_dir?,
+        })
+    }
+
+    fn docker(
+        &mut self,
+        key: &Key,
+        node: &Node,
+        path: &str,
+        context: &str,
+    ) -> Option<DockerTarget> {
+        let fields = self.fields(node, Some(key), context, DOCKER_FIELDS)?;
+        let image = self.required_text(&fields, key, "image", path, context);
+        let build = match fields.present("build") {
+            None => Some(None),
+            Some((k, n)) => {
+                let build_path = format!("{path}.build");
+                self.record(&build_path, k.span);
+                self.build(k, n, &build_path, context).map(Some)
+            }
+        };
+        let env = self.env_field(&fields, path);
+        let ports = match fields.get("ports") {
+            None => Some(Vec::new()),
+            Some((k, n)) => {
+                let ports_path = format!("{path}.ports");
+                self.record(&ports_path, k.span);
+                self.ports(n, &ports_path)
+            }
+        };
+        let volumes = self.list_field(&fields, "volumes", path);
+        let command = self.optional_list_field(&fields, "command", path);
+        let entrypoint = self.optional_list_field(&fields, "entrypoint", path);
+        let working_dir = self.optional_text(&fields, "working_dir", path);
+        Some(DockerTarget {
+            image: image?,
+            build: build?,
+            env: env?,
+            ports: ports?,
+            volumes: volumes?,
+            command: command?,
+            entrypoint: entrypoint?,
+            working_dir: working_dir?,
+        })
+    }
+
+    fn build(&mut self, key: &Key, node: &Node, path: &str, context: &str) -> Option<DockerBuild> {
+        let context = format!("`build` of the {context}");
+        let fields = self.fields(node, Some(key), &context, BUILD_FIELDS)?;
+        let binary = self.required_text(&fields, key, "binary", path, &context);
+        let base = match fields.present("base") {
+            None => Some(BuildBase::default()),
+            Some((k, n)) => {
+                self.record(&format!("{path}.base"), k.span);
+                match self.text(n, "`base`")?.as_str() {
+                    "scratch" => Some(BuildBase::Scratch),
+                    "busybox" => Some(BuildBase::Busybox),
+                    other => {
+                        self.error(
+                            n.span,
+                            format!(
+                                "unknown image base `{other}`: expected `scratch` or `busybox`"
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        Some(DockerBuild {
+            binary: binary?,
+            base: base?,
+        })
+    }
+
+    fn remote_lan(
+        &mut self,
+        key: &Key,
+        node: &Node,
+        path: &str,
+        context: &str,
+    ) -> Option<RemoteLanTarget> {
+        let fields = self.fields(node, Some(key), context, REMOTE_LAN_FIELDS)?;
+        let host = self.required_text(&fields, key, "host", path, context);
+        let user = self.required_text(&fields, key, "user", path, context);
+        let binary = self.required_text(&fields, key, "binary", path, context);
+        let args = self.list_field(&fields, "args", path);
+        let env = self.env_field(&fields, path);
+        let working_dir = self.optional_text(&fields, "working_dir", path);
+        let port = match fields.present("port") {
+            None => Some(None),
+            Some((k, n)) => {
+                self.record(&format!("{path}.port"), k.span);
+                self.port_number(n, "for the SSH `port`").map(Some)
+            }
+        };
+        let key_file = self.optional_text(&fields, "key", path);
+        Some(RemoteLanTarget {
+            host: host?,
+            user: user?,
+            binary: binary?,
+            args: args?,
+            env: env?,
+            working_dir: working_dir?,
+            port: port?,
+            key: key_file?,
+        })
+    }
+
+    fn wireguard(&mut self, key: &Key, node: &Node, context: &str) -> Option<WireguardTarget> {
+        let path = "target.wireguard";
+        let fields = self.fields(node, Some(key), context, WIREGUARD_FIELDS)?;
+        let host = self.required_text(&fields, key, "host", path, context);
+        let user = self.required_text(&fields, key, "user", path, context);
+        let package = self.required_text(&fields, key, "package", path, context);
+        Some(WireguardTarget {
+            host: host?,
+            user: user?,
+            package: package?,
+        })
+    }
+
+    fn health_check(&mut self, service: &str, key: &Key, node: &Node) -> Option<HealthCheck> {
+        let context = format!("health check of service `{service}`");
+        let fields = self.fields(node, Some(key), &context, HEALTH_FIELDS)?;
+        let probes: Vec<(&Key, &Node)> = fields
+            .entries
+            .iter()
+            .filter(|(k, _)| PROBES.contains(&k.name.as_str()))
+            .copied()
+            .collect();
+        let probe = match probes.as_slice() {
+            [] => {
+                self.error(
+                    key.span,
+                    format!(
+                        "{context} names no probe: expected one of {}",
+                        one_of(PROBES)
+                    ),
+                );
+                None
+            }
+            [(k, n)] => self.probe(k, n),
+            [(first, _), (second, _), ..] => {
+                let diagnostic = self
+                    .sources
+                    .error(
+                        second.span,
+                        format!(
+                            "{context} names two probes, `{}` and `{}`: give one",
+                            first.name, second.name
+                        ),
+                    )
+                    .with_note(
+                        self.sources
+                            .note_at(first.span, format!("`{}` is named here", first.name)),
+                    );
+                self.push(diagnostic);
+                None
+            }
+        };
+        let mut check = HealthCheck::new(Probe::Tcp);
+        let mut ok = true;
+        for (name, slot) in [
+            ("interval", &mut check.interval),
+            ("timeout", &mut check.timeout),
+            ("start_period", &mut check.start_period),
+        ] {
+            if let Some((k, n)) = fields.present(name) {
+                self.record(&format!("health_check.{name}"), k.span);
+                match self.duration(n, name) {
+                    Some(d) => *slot = d,
+                    None => ok = false,
+                }
+            }
+        }
+        if let Some((k, n)) = fields.present("retries") {
+            self.record("health_check.retries", k.span);
+            match self.integer(n, "a count (0 or more) for `retries`", 0, u32::MAX.into()) {
+                Some(r) => check.retries = r as u32,
+                None => ok = false,
+            }
+        }
+        check.probe = probe?;
+        ok.then_some(check)
+    }
+
+    fn probe(&mut self, key: &Key, node: &Node) -> Option<Probe> {
+        let path = format!("health_check.{}", key.name);
+        self.record(&path, key.span);
+        match key.name.as_str() {
+            "tcp" => {
+                self.fields(node, Some(key), "`tcp` probe", &[])?;
+                Some(Probe::Tcp)
+            }
+            "http" => {
+                let fields = self.fields(node, Some(key), "`http` probe", HTTP_FIELDS)?;
+                let path_field = match fields.present("path") {
+                    None => Some("/".to_string()),
+                    Some((k, n)) => {
+                        self.record(&format!("{path}.path"), k.span);
+                        let p = self.text(n, "`path`")?;
+                        if p.starts_with('/') {
+                            Some(p)
+                        } else {
+                            self.error(
+                                n.span,
+                                format!("the http probe's path must start with `/`, found `{p}`"),
+                            );
+                            None
+                        }
+                    }
+                };
+                let status = match fields.present("status") {
+                    None => Some(200),
+                    Some((k, n)) => {
+                        self.record(&format!("{path}.status"), k.span);
+                        self.integer(n, "an HTTP status (100 to 599) for `status`", 100, 599)
+                            .map(|s| s as u16)
+                    }
+                };
+                Some(Probe::Http {
+                    path: path_field?,
+                    status: status?,
+                })
+            }
+            "command" => {
+                let command = self.list(node, &path, "`command`")?;
+                if command.is_empty() {
+                    self.error(
+                        node.span,
+                        "the `command` probe needs a program: `command: [program, args...]`",
+                    );
+                    return None;
+                }
+                Some(Probe::Command(command))
+            }
+            _ => {
+                let pattern = self.text(node, "a regular expression for `log`")?;
+                match regex::Regex::new(&pattern) {
+                    Ok(regex) => Some(Probe::Log(LogPattern(regex))),
+                    Err(e) => {
+                        let why = e.to_string();
+                        let why = why.lines().last().unwrap_or("invalid").trim();
+                        let why = why.strip_prefix("error: ").unwrap_or(why);
+                        self.error(
+                            node.span,
+                            format!("invalid regular expression for `log`: {why}"),
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn port_spec(&mut self, node: &Node) -> Option<PortSpec> {
+        let Value::Scalar(s) = &node.value else {
+            let found = node.value.describe();
+            self.error(
+                node.span,
+                format!("expected a port number or `auto` for `port`, found {found}"),
+            );
+            return None;
+        };
+        match s.kind {
+            ScalarKind::Str if s.text == "auto" => Some(PortSpec::Auto),
+            ScalarKind::Int(0) => {
+                self.error(
+                    node.span,
+                    "port 0 is not a port: write `port: auto` for a free one",
+                );
+                None
+            }
+            ScalarKind::Int(_) => self.port_number(node, "for `port`").map(PortSpec::Fixed),
+            _ => {
+                let found = &s.text;
+                let help = if s.kind == ScalarKind::Str && found.parse::<u16>().is_ok() {
+                    format!(": write it without quotes, `port: {found}`")
+                } else {
+                    String::new()
+                };
+                self.error(
+                    node.span,
+                    format!("expected a port number or `auto` for `port`, found `{found}`{help}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn ports(&mut self, node: &Node, path: &str) -> Option<Vec<u16>> {
+        let items = match &node.value {
+            Value::Null => return Some(Vec::new()),
+            Value::Seq(items) => items,
+            other => {
+                let found = other.describe();
+                self.error(
+                    node.span,
+                    format!("expected a list of container ports for `ports`, found {found}"),
+                );
+                return None;
+            }
+        };
+        let mut ports = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            self.record(&format!("{path}[{i}]"), item.span);
+            match self.port_number(item, "in `ports`") {
+                Some(p) => ports.push(p),
+                None => ok = false,
+            }
+        }
+        ok.then_some(ports)
+    }
+
+    fn config(&mut self, node: &Node) -> Option<serde_json::Map<String, serde_json::Value>> {
+        match &node.value {
+            Value::Null => Some(serde_json::Map::new()),
+            Value::Map(_) => match to_json(node) {
+                serde_json::Value::Object(map) => Some(map),
+                _ => None,
+            },
+            other => {
+                let found = other.describe();
+                self.error(
+                    node.span,
+                    format!("expected a mapping for `config`, found {found}"),
+                );
+                None
+            }
+        }
+    }
+
+    // Field helpers.
+
+    /// Checks that `node` is a mapping (null counts as empty) whose keys are all in `allowed`,
+    /// reporting each unknown key with the closest valid name.
+    fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        owner: Option<&Key>,
+        context: &str,
+        allowed: &[&str],
+    ) -> Option<Fields<'n>> {
+        let entries = match &node.value {
+            Value::Null => {
+                return Some(Fields {
+                    entries: Vec::new(),
+                });
+            }
+            Value::Map(entries) => entries,
+            other => {
+                let found = other.describe();
+                let what = match owner {
+                    Some(key) => format!("`{}`", key.name),
+                    None => context.to_string(),
+                };
+                self.error(
+                    node.span,
+                    format!("expected a mapping for {what}, found {found}"),
+                );
+                return None;
+            }
+        };
+        for (key, _) in entries {
+            if !allowed.contains(&key.name.as_str()) {
+                let diagnostic = self.unknown_field(key, context, allowed);
+                self.push(diagnostic);
+            }
+        }
+        Some(Fields {
+            entries: entries.iter().map(|(k, v)| (k, v)).collect(),
+        })
+    }
+
+    fn unknown_field(&self, key: &Key, context: &str, allowed: &[&str]) -> Diagnostic {
+        let name = key.name.as_str();
+        // Typos of the aliases count too: `enviroment` means `env`.
+        let aliases = ALIASES.iter().filter(|(_, meant)| allowed.contains(meant));
+        let candidates = allowed
+            .iter()
+            .copied()
+            .chain(aliases.clone().map(|(alias, _)| *alias));
+        let near = closest(name, candidates).or_else(|| {
+            aliases
+                .clone()
+                .find(|(alias, _)| *alias == name)
+                .map(|(alias, _)| *alias)
+        });
+        let meant = near.map(|near| {
+            aliases
+                .clone()
+                .find(|(alias, _)| *alias == near)
+                .map_or(near, |(_, meant)| *meant)
+        });
+        if let Some(meant) = meant {
+            return self.sources.error(
+                key.span,
+                format!("unknown field `{name}`, did you mean `{meant}`?"),
+            );
+        }
+        let diagnostic = self
+            .sources
+            .error(key.span, format!("unknown field `{name}` in {context}"));
+        let misplaced = if TARGET_KINDS.contains(&name) && allowed == SERVICE_FIELDS {
+            Some(format!(
+                "a target kind goes under `target:`, as in `target: {{ {name}: ... }}`"
+            ))
+        } else if SERVICE_FIELDS.contains(&name) && allowed != SERVICE_FIELDS {
+            Some(format!(
+                "`{name}` is a field of the service itself: move it out of the target"
+            ))
+        } else {
+            None
+        };
+        match (misplaced, allowed) {
+            (Some(help), _) => diagnostic.with_help(help),
+            (None, []) => diagnostic.with_help("this takes no fields: write `{}`"),
+            (None, _) => diagnostic.with_help(format!("expected {}", one_of(allowed))),
+        }
+    }
+
+    /// Any scalar as text: numbers and booleans as written.
+    fn text(&mut self, node: &Node, what: &str) -> Option<String> {
+        match &node.value {
+            Value::Scalar(s) => Some(s.text.clone()),
+            other => {
+                let found = other.describe();
+                self.error(
+                    node.span,
+                    format!("expected a string for {what}, found {found}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn required_text(
+        &mut self,
+        fields: &Fields<'_>,
+        owner: &Key,
+        name: &str,
+        path: &str,
+        context: &str,
+    ) -> Option<String> {
+        match fields.get(name) {
+            None => {
+                self.error(owner.span, format!("missing field `{name}` in {context}"));
+                None
+            }
+            Some((_, n)) => {
+                self.record(&format!("{path}.{name}"), n.span);
+                let text = self.text(n, &format!("`{name}`"))?;
+                if text.is_empty() {
+                    self.error(n.span, format!("`{name}` is empty"));
+                    return None;
+                }
+                Some(text)
+            }
+        }
+    }
+
+    fn optional_text(
+        &mut self,
+        fields: &Fields<'_>,
+        name: &str,
+        path: &str,
+    ) -> Option<Option<String>> {
+        match fields.present(name) {
+            None => Some(None),
+            Some((_, n)) => {
+                self.record(&format!("{path}.{name}"), n.span);
+                self.text(n, &format!("`{name}`")).map(Some)
+            }
+        }
+    }
+
+    /// A list of scalars (null is empty); each element's place is recorded as `path[i]`.
+    fn list(&mut self, node: &Node, path: &str, what: &str) -> Option<Vec<String>> {
+        let items = match &node.value {
+            Value::Null => return Some(Vec::new()),
+            Value::Seq(items) => items,
+            other => {
+                let found = other.describe();
+                let diagnostic = self.sources.error(
+                    node.span,
+                    format!("expected a list of strings for {what}, found {found}"),
+                );
+                let diagnostic = match &node.value {
+                    Value::Scalar(s) if s.kind == ScalarKind::Str => diagnostic.with_help(format!(
+                        "write a list: `[{}]`",
+                        s.text
+                            .split_whitespace()
+                            .map(|w| format!("\"{w}\""))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                    _ => diagnostic,
+                };
+                self.push(diagnostic);
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            self.record(&format!("{path}[{i}]"), item.span);
+            match &item.value {
+                Value::Scalar(s) => out.push(s.text.clone()),
+                other => {
+                    let found = other.describe();
+                    self.error(
+                        item.span,
+                        format!("expected a string in {what}, found {found}"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn list_field(&mut self, fields: &Fields<'_>, name: &str, path: &str) -> Option<Vec<String>> {
+        match fields.get(name) {
+            None => Some(Vec::new()),
+            Some((k, n)) => {
+                let path = format!("{path}.{name}");
+                self.record(&path, k.span);
+                self.list(n, &path, &format!("`{name}`"))
+            }
+        }
+    }
+
+    fn optional_list_field(
+        &mut self,
+        fields: &Fields<'_>,
+        name: &str,
+        path: &str,
+    ) -> Option<Option<Vec<String>>> {
+        match fields.present(name) {
+            None => Some(None),
+            Some(_) => self.list_field(fields, name, path).map(Some),
+        }
+    }
+
+    /// `env:`, a mapping of variable names to scalars; null (an `env:` holding only comments,
+    /// as in the ADR) is empty.
+    fn env_field(&mut self, fields: &Fields<'_>, path: &str) -> Option<EnvMap> {
+        let Some((key, node)) = fields.get("env") else {
+            return Some(EnvMap::new());
+        };
+        let path = format!("{path}.env");
+        self.record(&path, key.span);
+        let entries = match &node.value {
+            Value::Null => return Some(EnvMap::new()),
+            Value::Map(entries) => entries,
+            other => {
+                let found = other.describe();
+                self.error(
+                    node.span,
+                    format!(
+                        "expected a mapping of variable names to values for `env`, found {found}"
+                    ),
+                );
+                return None;
+            }
+        };
+        let mut env = EnvMap::new();
+        let mut ok = true;
+        for (k, v) in entries {
+            self.record(&format!("{path}.{}", k.name), v.span);
+            if !super::envfile::is_valid_name(&k.name) {
+                self.error(
+                    k.span,
+                    format!("`{}` is not a valid environment variable name: use letters, digits and `_`, not starting with a digit", k.name),
+                );
+                ok = false;
+                continue;
+            }
+            match &v.value {
+                Value::Scalar(s) => {
+                    env.insert(k.name.clone(), s.text.clone());
+                }
+                other => {
+                    let found = other.describe();
+                    let help = if matches!(other, Value::Null) {
+                        format!(": write `{}: \"\"` for an empty value", k.name)
+                    } else {
+                        String::new()
+                    };
+                    self.error(
+                        v.span,
+                        format!(
+                            "expected a string value for `{}`, found {found}{help}",
+                            k.name
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(env)
+    }
+
+    /// An integer from `min` to `max`; `what` reads after "expected", as in "a port number
+    /// (1 to 65535) for `port`".
+    fn integer(&mut self, node: &Node, what: &str, min: i128, max: i128) -> Option<i128> {
+        let found = match &node.value {
+            Value::Scalar(s) => match s.kind {
+                ScalarKind::Int(i) if (min..=max).contains(&i) => return Some(i),
+                _ => format!("`{}`", s.text),
+            },
+            other => other.describe().to_string(),
+        };
+        self.error(node.span, format!("expected {what}, found {found}"));
+        None
+    }
+
+    fn port_number(&mut self, node: &Node, what: &str) -> Option<u16> {
+        self.integer(
+            node,
+            &format!("a port number (1 to 65535) {what}"),
+            1,
+            65535,
+        )
+        .map(|p| p as u16)
+    }
+
+    fn duration(&mut self, node: &Node, name: &str) -> Option<std::time::Duration> {
+        let expected = format!("expected a duration such as `500ms` or `2s` for `{name}`");
+        let Value::Scalar(s) = &node.value else {
+            let found = node.value.describe();
+            self.error(node.span, format!("{expected}, found {found}"));
+            return None;
+        };
+        if let Ok(d) = super::parse_duration(&s.text) {
+            return Some(d);
+        }
+        let diagnostic = self
+            .sources
+            .error(node.span, format!("{expected}, found `{}`", s.text));
+        self.push(match s.kind {
+            ScalarKind::Int(n) => diagnostic.with_help(format!("add a unit: `{n}s` or `{n}ms`")),
+            _ => diagnostic,
+        });
+        None
+    }
+}
+
+/// A YAML node as a JSON value, for the free-form `config:`.
+fn to_json(node: &Node) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &node.value {
+        Value::Null => J::Null,
+        Value::Scalar(s) => match s.kind {
+            ScalarKind::Str => J::String(s.text.clone()),
+            ScalarKind::Bool(b) => J::Bool(b),
+            ScalarKind::Int(i) => i64::try_from(i)
+                .map(J::from)
+                .or_else(|_| u64::try_from(i).map(J::from))
+                .unwrap_or_else(|_| J::String(s.text.clone())),
+            ScalarKind::Float(x) => serde_json::Number::from_f64(x)
+                .map(J::Number)
+                .unwrap_or_else(|| J::String(s.text.clone())),
+        },
+        Value::Seq(items) => J::Array(items.iter().map(to_json).collect()),
+        Value::Map(entries) => J::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.name.clone(), to_json(v)))
+                .collect(),
+        ),
+    }
+}

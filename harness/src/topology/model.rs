@@ -1,0 +1,484 @@
+//! The topology model: what a services.yaml file says, as plain data.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Serialize, Serializer};
+
+/// A whole topology: the network settings and every service, in the order of the file.
+///
+/// Build one with [`TopologyConfig::load`] (or its overlay variants); a loaded topology has
+/// passed every check in the module documentation, so its dependency graph is acyclic and every
+/// name it mentions exists.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TopologyConfig {
+    /// The optional `network:` section (ADR section 2).
+    pub network: NetworkConfig,
+    /// Every service by name, in the order the file lists them (overlays append new services).
+    pub services: IndexMap<String, ServiceConfig>,
+    /// The files this topology was read from: the main file first, then each overlay in the
+    /// order it was applied. Relative paths inside the topology (binaries, packages, volumes)
+    /// are meant relative to the main file's directory, [`TopologyConfig::project_dir`], as
+    /// docker compose does with its override files.
+    #[serde(skip)]
+    pub files: Vec<PathBuf>,
+}
+
+impl TopologyConfig {
+    /// The directory of the main topology file, against which relative paths in the topology
+    /// are resolved; `.` for a topology read from a bare file name or from memory.
+    pub fn project_dir(&self) -> &Path {
+        match self.files.first().and_then(|f| f.parent()) {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        }
+    }
+
+    /// One service by name.
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.get(name)
+    }
+}
+
+/// The `network:` section. Every field is optional.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NetworkConfig {
+    /// The WireGuard mesh's subnet, used only when a service has a `wireguard` target.
+    /// Defaults to the ADR's `10.42.0.0/16`.
+    pub wireguard_subnet: Subnet,
+    /// The interface through which LAN hosts are reached. `None` (the default) leaves the
+    /// choice to the network layer, which takes the interface of the default route: the ADR's
+    /// `eth0` is an example, not a name every machine has.
+    pub lan_interface: Option<String>,
+    /// The DNS server's port when one is set; see [`NetworkConfig::dns_port_or_default`].
+    pub dns_port: Option<u16>,
+}
+
+impl NetworkConfig {
+    /// The ADR's default subnet for the WireGuard mesh, `10.42.0.0/16`.
+    pub const DEFAULT_WIREGUARD_SUBNET: Subnet = Subnet {
+        addr: Ipv4Addr::new(10, 42, 0, 0),
+        prefix: 16,
+    };
+
+    /// The DNS port to use: the configured one, else the ADR's defaults, 53 when running as
+    /// root and 5353 otherwise (a non-root user cannot bind a port below 1024).
+    pub fn dns_port_or_default(&self, root: bool) -> u16 {
+        self.dns_port.unwrap_or(if root { 53 } else { 5353 })
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            wireguard_subnet: Self::DEFAULT_WIREGUARD_SUBNET,
+            lan_interface: None,
+            dns_port: None,
+        }
+    }
+}
+
+/// An IPv4 subnet such as `10.42.0.0/16`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Subnet {
+    /// The network address; host bits are zero.
+    pub addr: Ipv4Addr,
+    /// The prefix length, 0 to 32.
+    pub prefix: u8,
+}
+
+impl FromStr for Subnet {
+    type Err = String;
+
+    /// Parses `A.B.C.D/N`; the error says what was expected.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expected = || format!("expected an IPv4 subnet such as `10.42.0.0/16`, found `{s}`");
+        let (addr, prefix) = s.split_once('/').ok_or_else(expected)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| expected())?;
+        let prefix: u8 = prefix.parse().map_err(|_| expected())?;
+        if prefix > 32 {
+            return Err(format!("subnet prefix /{prefix} is longer than 32 bits"));
+        }
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        if u32::from(addr) & !mask != 0 {
+            let network = Ipv4Addr::from(u32::from(addr) & mask);
+            return Err(format!(
+                "`{s}` has host bits set; the subnet is `{network}/{prefix}`"
+            ));
+        }
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Serialize for Subnet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Environment variables in the order the file gives them.
+pub type EnvMap = IndexMap<String, String>;
+
+/// One service: where it runs and what it needs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceConfig {
+    /// The service's name, the key under `services:`; see [`validate_service_name`] for the
+    /// rule.
+    ///
+    /// [`validate_service_name`]: super::validate_service_name
+    pub name: String,
+    /// Where and how it runs.
+    pub target: ServiceTarget,
+    /// Services that must be healthy before this one starts, in the order the file lists them.
+    pub dependencies: Vec<String>,
+    /// How to tell that the service is ready; `None` leaves it to the orchestrator's default.
+    pub health_check: Option<HealthCheck>,
+    /// The port the service listens on.
+    pub port: PortSpec,
+    /// The ADR's free-form `config:` map (section 5), converted to JSON values. An empty or
+    /// comment-only `config:` is an empty map.
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Where in which file each part of the service was written.
+    #[serde(skip)]
+    pub locations: FieldLocations,
+}
+
+impl ServiceConfig {
+    /// Where the service's name was written: the place to point at when the service as a whole
+    /// fails ("service api-server failed to start").
+    pub fn location(&self) -> &SourceLocation {
+        &self.locations.service
+    }
+
+    /// Where a field of this service was written, by its path from the service:
+    /// `target.process.args[1]`, `target.docker.env.POSTGRES_PASSWORD`, `dependencies[0]`,
+    /// `health_check.interval`, `port`. A path that was not written (a default) gives the
+    /// nearest written ancestor, and in the end the service's own location.
+    pub fn location_of(&self, path: &str) -> &SourceLocation {
+        self.locations.find(path)
+    }
+
+    /// The env var prefix for this service, such as `API_SERVER`; see [`env_prefix`].
+    ///
+    /// [`env_prefix`]: super::env_prefix
+    pub fn env_prefix(&self) -> String {
+        super::env_prefix(&self.name)
+    }
+}
+
+/// Source locations of a service's parts, by path (see [`ServiceConfig::location_of`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldLocations {
+    /// The service's name under `services:`.
+    pub service: SourceLocation,
+    /// Every field and element that was written, by path, in file order.
+    pub fields: IndexMap<String, SourceLocation>,
+}
+
+impl FieldLocations {
+    /// The locations of a service written at `service`, with no fields recorded yet.
+    pub fn new(service: SourceLocation) -> Self {
+        Self {
+            service,
+            fields: IndexMap::new(),
+        }
+    }
+
+    /// The exact location of `path` if it was written, else the nearest ancestor's, else the
+    /// service's.
+    pub fn find(&self, path: &str) -> &SourceLocation {
+        let mut path = path;
+        loop {
+            if let Some(location) = self.fields.get(path) {
+                return location;
+            }
+            match path.rfind(['.', '[']) {
+                Some(cut) => path = &path[..cut],
+                None => return &self.service,
+            }
+        }
+    }
+}
+
+/// A place in a topology file: file, line and column, both counted from 1, the column in
+/// characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SourceLocation {
+    /// The file, as it was given to the loader.
+    pub file: Arc<Path>,
+    /// The line, from 1.
+    pub line: u32,
+    /// The column in characters, from 1.
+    pub column: u32,
+}
+
+impl fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// Where a service runs. In the file, exactly one of `process:`, `docker:`, `remote_lan:` or
+/// `wireguard:` under `target:`, as the ADR writes it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceTarget {
+    /// A local process (`target: { process: {...} }`).
+    Process(ProcessTarget),
+    /// A Docker container on this machine (`target: { docker: {...} }`).
+    Docker(DockerTarget),
+    /// A program on a LAN host reached over SSH (`target: { remote_lan: {...} }`).
+    RemoteLan(RemoteLanTarget),
+    /// A package deployed to a remote host that joins the WireGuard mesh
+    /// (`target: { wireguard: {...} }`).
+    Wireguard(WireguardTarget),
+}
+
+impl ServiceTarget {
+    /// The target's kind as the file writes it: `process`, `docker`, `remote_lan`,
+    /// `wireguard`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Process(_) => "process",
+            Self::Docker(_) => "docker",
+            Self::RemoteLan(_) => "remote_lan",
+            Self::Wireguard(_) => "wireguard",
+        }
+    }
+
+    /// The environment the file gives the service (empty for `wireguard`, whose package
+    /// carries its own).
+    pub fn env(&self) -> Option<&EnvMap> {
+        match self {
+            Self::Process(t) => Some(&t.env),
+            Self::Docker(t) => Some(&t.env),
+            Self::RemoteLan(t) => Some(&t.env),
+            Self::Wireguard(_) => None,
+        }
+    }
+}
+
+/// `target: { process: {...} }`: a program started on this machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessTarget {
+    /// The program: a path (relative to the project directory when relative and containing a
+    /// `/`), or a name looked up in `PATH`.
+    pub binary: String,
+    /// Its arguments; `${...}` placeholders are substituted at start.
+    pub args: Vec<String>,
+    /// Extra environment on top of the caller's; values may hold placeholders.
+    pub env: EnvMap,
+    /// The working directory; the project directory when unset.
+    pub working_dir: Option<String>,
+}
+
+/// `target: { docker: {...} }`: a container on this machine's Docker engine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DockerTarget {
+    /// The image, such as `postgres:14`; the tag given to the image when `build` is set.
+    pub image: String,
+    /// Build the image locally instead of pulling it (CI has no registry).
+    pub build: Option<DockerBuild>,
+    /// The container's environment; values may hold placeholders.
+    pub env: EnvMap,
+    /// Container ports to publish, each on a free host port.
+    pub ports: Vec<u16>,
+    /// Volumes as `docker run -v` takes them: `SOURCE:TARGET[:OPTIONS]`.
+    pub volumes: Vec<String>,
+    /// Replaces the image's command (`CMD`); placeholders are substituted.
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// The working directory inside the container.
+    pub working_dir: Option<String>,
+}
+
+/// `docker: { build: {...} }`: an image made here from a local binary, with no registry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DockerBuild {
+    /// The binary copied into the image and made its entrypoint.
+    pub binary: String,
+    /// The base: an empty image or one with a busybox shell and tools.
+    pub base: BuildBase,
+}
+
+/// What a locally built image starts from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildBase {
+    /// An empty image (`FROM scratch`): the binary must be static.
+    Scratch,
+    /// busybox-static as `/bin/sh` and the usual tools.
+    #[default]
+    Busybox,
+}
+
+/// `target: { remote_lan: {...} }`: a program on a LAN host, started over SSH.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RemoteLanTarget {
+    /// The host name or address.
+    pub host: String,
+    /// The SSH user.
+    pub user: String,
+    /// The program on that host.
+    pub binary: String,
+    /// Its arguments; placeholders are substituted.
+    pub args: Vec<String>,
+    /// Its environment; values may hold placeholders.
+    pub env: EnvMap,
+    /// The working directory on the host.
+    pub working_dir: Option<String>,
+    /// The SSH port, 22 when unset.
+    pub port: Option<u16>,
+    /// The SSH private key file, else the SSH client's defaults.
+    pub key: Option<String>,
+}
+
+/// `target: { wireguard: {...} }`: a package deployed to a remote host on the mesh.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WireguardTarget {
+    /// The host name or address.
+    pub host: String,
+    /// The SSH user.
+    pub user: String,
+    /// The package tarball to deploy (ADR section 4).
+    pub package: String,
+}
+
+/// The `port:` of a service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PortSpec {
+    /// No `port:` in the file.
+    #[default]
+    Unset,
+    /// `port: N`: this exact port.
+    Fixed(u16),
+    /// `port: auto`: a free port chosen at start.
+    Auto,
+}
+
+impl PortSpec {
+    /// The port, when fixed.
+    pub fn fixed(self) -> Option<u16> {
+        match self {
+            Self::Fixed(port) => Some(port),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for PortSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Unset => s.serialize_none(),
+            Self::Fixed(port) => s.serialize_u16(*port),
+            Self::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+/// `health_check:`: one probe plus its timing.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HealthCheck {
+    /// What is tried.
+    pub probe: Probe,
+    /// Time between two tries (`interval: 100ms`). Default 100 ms, for a test harness that
+    /// wants services up quickly.
+    #[serde(serialize_with = "serialize_duration")]
+    pub interval: Duration,
+    /// How long one try may take before it counts as failed. Default 1 s.
+    #[serde(serialize_with = "serialize_duration")]
+    pub timeout: Duration,
+    /// Consecutive failures, after the start period, that make the service unhealthy.
+    /// Default 3.
+    pub retries: u32,
+    /// Time after start during which failures do not count, as in Docker: the first success
+    /// still makes the service healthy at once. Default 30 s.
+    #[serde(serialize_with = "serialize_duration")]
+    pub start_period: Duration,
+}
+
+impl HealthCheck {
+    /// Default time between tries.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
+    /// Default time one try may take.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+    /// Default consecutive failures after the start period.
+    pub const DEFAULT_RETRIES: u32 = 3;
+    /// Default start period.
+    pub const DEFAULT_START_PERIOD: Duration = Duration::from_secs(30);
+
+    /// A check with `probe` and the default timing.
+    pub fn new(probe: Probe) -> Self {
+        Self {
+            probe,
+            interval: Self::DEFAULT_INTERVAL,
+            timeout: Self::DEFAULT_TIMEOUT,
+            retries: Self::DEFAULT_RETRIES,
+            start_period: Self::DEFAULT_START_PERIOD,
+        }
+    }
+}
+
+/// The kinds of health probe.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    /// `tcp: {}`: the service's port accepts a connection.
+    Tcp,
+    /// `http: { path, status }`: a GET on the service's port answers with this status.
+    Http {
+        /// The request path, `/` by default.
+        path: String,
+        /// The expected status, 200 by default.
+        status: u16,
+    },
+    /// `command: [program, args...]`: the command exits with status 0. It runs where the
+    /// service runs; placeholders are substituted.
+    Command(Vec<String>),
+    /// `log: REGEX`: a line of the service's output matches.
+    Log(LogPattern),
+}
+
+/// A compiled `log:` pattern. Two patterns are equal when their source text is.
+#[derive(Clone, Debug)]
+pub struct LogPattern(pub regex::Regex);
+
+impl LogPattern {
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// Whether `line` matches.
+    pub fn is_match(&self, line: &str) -> bool {
+        self.0.is_match(line)
+    }
+}
+
+impl PartialEq for LogPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Serialize for LogPattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&super::format_duration(*d))
+}
