@@ -10,11 +10,12 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use harness::topology::{
-    DependencyGraph, EnvFileError, PlaceholderError, PortSpec, Probe, ServiceTarget,
-    TopologyConfig, TopologyError, addr_var, env_prefix, render_env_file, substitute,
-    write_env_file,
+    DependencyGraph, EnvFileError, HealthCheck, PlaceholderError, PortSpec, Probe, ServiceTarget,
+    TopologyConfig, TopologyError, addr_var, env_prefix, format_duration, parse_duration,
+    render_env_file, substitute, write_env_file,
 };
 
 const FILES: &str = "tests/topology_files";
@@ -31,7 +32,20 @@ fn compare(actual: &str, expected: &Path) {
             expected.display()
         )
     });
-    assert_eq!(actual, wanted, "output differs from {}", expected.display());
+    if actual != wanted {
+        let line = actual
+            .lines()
+            .zip(wanted.lines())
+            .position(|(a, w)| a != w)
+            .unwrap_or_else(|| actual.lines().count().min(wanted.lines().count()));
+        panic!(
+            "output differs from {} at line {}:\n  got:      {:?}\n  expected: {:?}\nwhole output:\n{actual}",
+            expected.display(),
+            line + 1,
+            actual.lines().nth(line),
+            wanted.lines().nth(line),
+        );
+    }
 }
 
 /// The files in `dir` ending in `.yaml`, sorted.
@@ -450,13 +464,24 @@ fn overlays_switch_targets_add_services_and_merge_maps() {
     let added = &topology.services["load"];
     assert_eq!(
         added.location().to_string(),
-        format!("{}:9:3", overlays[1].display())
+        format!("{}:10:3", overlays[1].display())
     );
+
+    // `key: null` removed the interval (back to the default) and a whole service.
+    let check = kv.health_check.as_ref().unwrap();
+    assert_eq!(check.interval, HealthCheck::DEFAULT_INTERVAL);
+    assert_eq!(check.timeout, Duration::from_secs(2));
+    assert!(!topology.services.contains_key("debug-shell"));
 
     // The overlays change nothing when not applied.
     let plain = TopologyConfig::load(&base).unwrap();
     assert_eq!(plain.services["kv"].target.kind(), "process");
+    assert_eq!(
+        plain.services["kv"].health_check.as_ref().unwrap().interval,
+        Duration::from_millis(50)
+    );
     assert!(!plain.services.contains_key("load"));
+    assert!(plain.services.contains_key("debug-shell"));
 }
 
 #[test]
@@ -524,4 +549,38 @@ fn harness_overlay_child() {
     let topology = TopologyConfig::load_with_env(dir.join("base.yaml"), &[&last]).unwrap();
     assert_eq!(topology.services["kv"].target.kind(), "process");
     assert_eq!(topology.files.last(), Some(&last));
+}
+
+#[test]
+fn durations_read_and_write_in_human_units() {
+    for (text, millis) in [
+        ("500ms", 500),
+        ("2s", 2000),
+        ("1.5s", 1500),
+        ("1m30s", 90_000),
+        ("1h", 3_600_000),
+        (" 250ms ", 250),
+    ] {
+        assert_eq!(
+            parse_duration(text),
+            Ok(Duration::from_millis(millis)),
+            "{text}"
+        );
+    }
+    assert_eq!(parse_duration("10us"), Ok(Duration::from_micros(10)));
+    for bad in ["", "5", "ms", "5 s", "5sec", "-1s", "1..5s"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+    }
+    for (millis, text) in [
+        (0, "0ms"),
+        (500, "500ms"),
+        (2000, "2s"),
+        (90_000, "90s"),
+        (1500, "1500ms"),
+    ] {
+        let d = Duration::from_millis(millis);
+        assert_eq!(format_duration(d), text);
+        assert_eq!(parse_duration(text), Ok(d));
+    }
+    assert_eq!(format_duration(Duration::from_nanos(1500)), "1500ns");
 }

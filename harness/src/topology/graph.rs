@@ -68,10 +68,7 @@ impl<'a> DependencyGraph<'a> {
         for list in &mut dependents {
             list.sort_unstable();
         }
-        let mut layer = vec![usize::MAX; names.len()];
-        for i in 0..names.len() {
-            layer_of(i, &deps, &mut layer);
-        }
+        let layer = layers(&deps, &dependents);
         Ok(Self {
             names,
             deps,
@@ -152,18 +149,23 @@ impl<'a> DependencyGraph<'a> {
     }
 }
 
-/// The layer of service `i`: 0 without dependencies, else one more than its deepest
-/// dependency. Callers have checked that there is no cycle.
-fn layer_of(i: usize, deps: &[Vec<usize>], layer: &mut [usize]) -> usize {
-    if layer[i] == usize::MAX {
-        let l = deps[i]
-            .iter()
-            .map(|&d| layer_of(d, deps, layer) + 1)
-            .max()
-            .unwrap_or(0);
-        layer[i] = l;
+/// Each service's layer: 0 without dependencies, else one more than its deepest dependency.
+/// Kahn's algorithm, so that a long chain needs no deep recursion; callers have checked that
+/// there is no cycle.
+fn layers(deps: &[Vec<usize>], dependents: &[Vec<usize>]) -> Vec<usize> {
+    let mut waiting: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut layer = vec![0; deps.len()];
+    let mut ready: Vec<usize> = (0..deps.len()).filter(|&i| waiting[i] == 0).collect();
+    while let Some(i) = ready.pop() {
+        for &d in &dependents[i] {
+            layer[d] = layer[d].max(layer[i] + 1);
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                ready.push(d);
+            }
+        }
     }
-    layer[i]
+    layer
 }
 
 /// One cycle per group of services that depend on each other in a circle (strongly connected

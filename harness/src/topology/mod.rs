@@ -22,6 +22,40 @@
 //!     health_check: { http: { path: /health, status: 200 } }
 //! ```
 //!
+//! ```
+//! use std::collections::HashMap;
+//! use harness::topology::{ServiceTarget, TopologyConfig, addr_var};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let yaml = r#"
+//! services:
+//!   db:
+//!     target: { process: { binary: ./db, args: ["--port", "${port}"] } }
+//!     port: 5432
+//!   api-server:
+//!     target: { process: { binary: ./api, args: ["--db", "${DB_ADDR}"] } }
+//!     dependencies: [db]
+//! "#;
+//! let topology = TopologyConfig::from_yaml("services.yaml", yaml)?;
+//! assert_eq!(topology.graph()?.start_order(), [["db"], ["api-server"]]);
+//!
+//! let api = &topology.services["api-server"];
+//! let values = HashMap::from([(addr_var("db"), "127.0.0.1:5432".to_string())]);
+//! let ServiceTarget::Process(process) = api.substituted(&values)?.target else {
+//!     unreachable!("api-server is a process");
+//! };
+//! assert_eq!(process.args, ["--db", "127.0.0.1:5432"]);
+//! assert_eq!(api.location().to_string(), "services.yaml:6:3");
+//!
+//! // A typo is refused with its place and the likely fix.
+//! let error = TopologyConfig::from_yaml("bad.yaml", "services:\n  db:\n    targte: {}\n")
+//!     .unwrap_err();
+//! assert!(error.to_string().contains(
+//!     "bad.yaml:3:5: unknown field `targte`, did you mean `target`?"
+//! ));
+//! # Ok(()) }
+//! ```
+//!
 //! - [`TopologyConfig::load`] reads a file, [`TopologyConfig::load_with_overlays`] merges
 //!   overlay files over it (see [Overlays](self#overlays)), and
 //!   [`TopologyConfig::load_with_env`] also applies the overlays named by `HARNESS_OVERLAY`.
