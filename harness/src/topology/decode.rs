@@ -705,7 +705,9 @@ impl<'a> Decoder<'a> {
             }
         };
         for (key, _) in entries {
-            if !allowed.contains(&key.name.as_str()) {
+            // `x-` fields are extensions, ignored as docker compose ignores them: a place for
+            // YAML anchors that are merged elsewhere.
+            if !allowed.contains(&key.name.as_str()) && !key.name.starts_with("x-") {
                 let diagnostic = self.unknown_field(key, context, allowed);
                 self.push(diagnostic);
             }

@@ -103,7 +103,9 @@
 //! | `health_check` | one of `tcp: {}`, `http: { path, status }`, `command: [...]`, `log: REGEX`; `interval` (100ms), `timeout` (1s), `retries` (3), `start_period` (30s) |
 //! | `config` | free-form; an empty or comment-only value is an empty map |
 //!
-//! An `env:` or `args:` holding only comments (YAML null) is empty, as in the ADR's
+//! Fields whose names start with `x-` are ignored at any level, as docker compose does, to
+//! hold YAML anchors that services merge (`<<: *defaults`). An `env:` or `args:` holding only
+//! comments (YAML null) is empty, as in the ADR's
 //! "Configuration Management" example. Numbers and booleans in strings' places (`PORT: 8080`)
 //! are taken as written. Booleans are YAML 1.2's `true` and `false` only, so `no` stays a
 //! string.
@@ -132,8 +134,10 @@
 //! whole service). A `target` naming a different kind replaces the old target whole; one naming
 //! the same kind merges into it. An overlay may add services, but may not leave a service
 //! without a target. Checks run on the merged result, and a mistake in an overlay is reported
-//! at the overlay's file and line. Relative paths in any of the files are meant relative to
-//! the main file's directory ([`TopologyConfig::project_dir`]).
+//! at the overlay's file and line.
+//!
+//! Relative paths (binaries, packages, volumes) are kept as written, whichever file they come
+//! from; [`TopologyConfig::project_dir`] gives the main file's directory for resolving them.
 //!
 //! `HARNESS_OVERLAY` names overlays too: a `:`-separated list of files, relative to the current
 //! directory, applied in order before those given on the command line

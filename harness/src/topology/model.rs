@@ -23,15 +23,15 @@ pub struct TopologyConfig {
     pub services: IndexMap<String, ServiceConfig>,
     /// The files this topology was read from: the main file first, then each overlay in the
     /// order it was applied. Relative paths inside the topology (binaries, packages, volumes)
-    /// are meant relative to the main file's directory, [`TopologyConfig::project_dir`], as
-    /// docker compose does with its override files.
+    /// are kept as written.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
 }
 
 impl TopologyConfig {
-    /// The directory of the main topology file, against which relative paths in the topology
-    /// are resolved; `.` for a topology read from a bare file name or from memory.
+    /// The directory of the main topology file, for resolving relative paths in the topology
+    /// against it (as docker compose does, also for paths in its override files); `.` for a
+    /// topology read from a bare file name or from memory.
     pub fn project_dir(&self) -> &Path {
         match self.files.first().and_then(|f| f.parent()) {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -272,8 +272,7 @@ impl ServiceTarget {
 /// `target: { process: {...} }`: a program started on this machine.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ProcessTarget {
-    /// The program: a path (relative to the project directory when relative and containing a
-    /// `/`), or a name looked up in `PATH`.
+    /// The program: a path, or a bare name to look up in `PATH`.
     pub binary: String,
     /// Its arguments; `${...}` placeholders are substituted at start.
     pub args: Vec<String>,

@@ -94,6 +94,9 @@ fn syntax_error(sources: &Sources, file: usize, error: &serde_saphyr::Error) -> 
         .strip_suffix(&format!(" at line {line}, column {column}"))
         .unwrap_or(&plain)
         .to_string();
+    if message.starts_with("multiple YAML documents") {
+        message = "a topology file holds one YAML document, and a second one starts here".into();
+    }
     if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
         let key = key.split(", set DuplicateKeyPolicy").next().unwrap_or(key);
         message = format!("duplicate key `{key}`");

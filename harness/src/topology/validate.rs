@@ -30,7 +30,7 @@ pub fn validate_service_name(name: &str) -> Result<(), String> {
     } else if name.len() > MAX_SERVICE_NAME_LEN {
         Some("it is longer than 63 characters")
     } else if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
-        Some("it must start with a lowercase letter")
+        Some("it must start with a lowercase ASCII letter")
     } else if name.ends_with('-') {
         Some("it must not end with `-`")
     } else if !name
