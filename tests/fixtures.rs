@@ -1158,6 +1158,27 @@ fn kv_server_stores_in_postgres_and_caches_in_redis() {
         "0"
     );
 
+    // Redis comes back (empty): kv-server notices on a later request and caches again.
+    let mut redis = start_redis(redis_port);
+    redis.wait_line("Ready to accept connections");
+    let deadline = Instant::now() + WAIT;
+    while get(&addr, "/kv/greeting").header("x-kv-source") != Some("cache") {
+        assert!(
+            Instant::now() < deadline,
+            "never cached again: {:#?}",
+            kv.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kv.wait_line(&format!(
+        "kv-server: redis at 127.0.0.1:{redis_port} is back; caching again"
+    ));
+    assert_eq!(
+        redis_get(redis_port, "kv:greeting").as_deref(),
+        Some("hello from postgres")
+    );
+    assert_eq!(exit_code(redis.terminate()), Some(0));
+
     // Stop in reverse order; everything goes.
     assert_eq!(exit_code(kv.terminate()), Some(0));
     postgres.stop();
