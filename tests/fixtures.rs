@@ -1247,3 +1247,90 @@ fn kv_server_authenticates_with_md5_and_scram_passwords() {
     none.wait_line("the server wants a password for kv_md5; set POSTGRES_PASSWORD");
     postgres.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The topology files.
+
+/// For each service of `topology`: its name, its dependencies, and the environment variable
+/// each dependency reaches it through.
+fn dependencies(topology: &harness::topology::TopologyConfig) -> Vec<(String, Vec<String>)> {
+    topology
+        .services
+        .values()
+        .map(|s| {
+            (
+                s.name.clone(),
+                s.dependencies
+                    .iter()
+                    .map(|d| harness::topology::addr_var(d))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn topologies_load_and_name_programs_that_exist() {
+    use harness::topology::{ServiceTarget, TopologyConfig};
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("fixtures/topologies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let names: Vec<_> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["demo.yaml", "failing.yaml", "kv-postgres-redis.yaml"]
+    );
+
+    let mut loaded = Vec::new();
+    for file in &files {
+        let topology = TopologyConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
+        for service in topology.services.values() {
+            let ServiceTarget::Process(process) = &service.target else {
+                panic!("{}: {} is not a process", file.display(), service.name);
+            };
+            // Our programs by their cargo path; anything else relative to the workspace root.
+            let program = match process.binary.strip_prefix("./target/debug/") {
+                Some(name) => bin(name),
+                None => root.join(&process.binary),
+            };
+            assert!(
+                program.is_file(),
+                "{}: {} runs {}, which is missing",
+                file.display(),
+                service.name,
+                program.display()
+            );
+        }
+        loaded.push(dependencies(&topology));
+    }
+
+    // The dependency variables are the ones the programs read (kv-server: KV_STORE_ADDR,
+    // POSTGRES_ADDR, REDIS_ADDR); the rest only order the start.
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let expected = vec![
+        vec![
+            ("kv-store".to_owned(), vec![]),
+            ("kv-api".to_owned(), strings(&["KV_STORE_ADDR"])),
+            ("echo".to_owned(), vec![]),
+            ("web".to_owned(), strings(&["KV_API_ADDR", "ECHO_ADDR"])),
+        ],
+        vec![
+            ("healthy".to_owned(), vec![]),
+            ("broken".to_owned(), strings(&["HEALTHY_ADDR"])),
+            ("never".to_owned(), strings(&["BROKEN_ADDR"])),
+        ],
+        vec![
+            ("postgres".to_owned(), vec![]),
+            ("redis".to_owned(), vec![]),
+            ("kv".to_owned(), strings(&["POSTGRES_ADDR", "REDIS_ADDR"])),
+        ],
+    ];
+    assert_eq!(loaded, expected);
+}
