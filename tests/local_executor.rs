@@ -64,6 +64,7 @@ fn echo_yields_started_line_and_exit() {
             result.handle.wait().await.unwrap(),
             ExitStatus::from_code(0)
         );
+        drop(result);
         gone(pid, "echo").await;
     });
 }
@@ -110,7 +111,10 @@ fn cat_echoes_piped_stdin() {
         assert_eq!(output.stdout, ["one", "two", "three"]);
         assert!(output.stderr.is_empty(), "{:?}", output.stderr);
         assert!(output.success());
-        gone(p.pid(), "cat").await;
+        // Reaped when its handle goes (until then it is our zombie).
+        let pid = p.pid();
+        drop(p);
+        gone(pid, "cat").await;
     });
 }
 
@@ -162,7 +166,10 @@ fn lines_arrive_while_the_process_runs() {
         assert!(is_alive(p.pid()));
         std::fs::write(&flag, b"").unwrap();
         assert_eq!(rest(&mut events).await, [out("second"), code(0)]);
-        gone(p.pid(), "the streaming process").await;
+        // Reaped when its handle goes (until then it is our zombie).
+        let pid = p.pid();
+        drop(p);
+        gone(pid, "the streaming process").await;
     });
 }
 
@@ -199,7 +206,10 @@ fn terminate_is_trapped_and_reported() {
         until_line(&mut events, "got TERM").await;
         assert_eq!(no_stderr(rest(&mut events).await), [code(143)]);
         assert_eq!(p.wait().await.unwrap(), ExitStatus::from_code(143));
-        gone(p.pid(), "the trapping shell").await;
+        // Reaped when its handle goes (until then it is our zombie).
+        let pid = p.pid();
+        drop(p);
+        gone(pid, "the trapping shell").await;
     });
 }
 
@@ -229,7 +239,10 @@ fn reload_and_user_signals_leave_the_process_running() {
             [ProcessEvent::Exited(killed_by(Signal::Kill))]
         );
         assert_eq!(p.wait().await.unwrap(), killed_by(Signal::Kill));
-        gone(p.pid(), "the trapping shell").await;
+        // Reaped when its handle goes (until then it is our zombie).
+        let pid = p.pid();
+        drop(p);
+        gone(pid, "the trapping shell").await;
     });
 }
 
@@ -269,7 +282,10 @@ fn an_untrapped_terminate_ends_the_process_and_later_signals_fail() {
             matches!(err, LaunchError::AlreadyExited { pid } if pid == p.pid()),
             "{err}"
         );
-        gone(p.pid(), "sleep").await;
+        // Reaped when its handle goes (until then it is our zombie).
+        let pid = p.pid();
+        drop(p);
+        gone(pid, "sleep").await;
     });
 }
 
@@ -958,15 +974,13 @@ fn a_process_holding_its_pipes_open_still_reports_its_exit() {
         let _cleanup = KillOnDrop(sleep_pid);
         assert_eq!(p.wait().await.unwrap(), ExitStatus::from_code(0));
         assert_eq!(next(&mut events).await, Some(code(0)));
-        // The leader is reaped, so its group can no longer be signalled safely by id: the
-        // orphaned child is cleaned up by pid.
+        // The leader has exited, but what it left in its group lives on until the handle goes.
         assert!(is_alive(sleep_pid));
         drop(p);
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(sleep_pid as i32).unwrap(),
-            rustix::process::Signal::KILL,
+        gone(
+            sleep_pid,
+            "the background sleep the exited leader left in its group",
         )
-        .unwrap();
-        gone(sleep_pid, "the background sleep").await;
+        .await;
     });
 }

@@ -8,7 +8,6 @@ use crate::exec::error::LaunchError;
 use crate::exec::event::{EventSink, EventStream, ExitStatus, ProcessEvent};
 use crate::exec::launcher::{Launcher, ProcessHandle};
 use crate::exec::local::LocalLauncher;
-use crate::exec::pipe::{ChildInput, ChildOutput};
 use crate::exec::signal::Signal;
 use crate::exec::systemd::SystemdService;
 
@@ -86,17 +85,23 @@ impl ManagedService {
         }
     }
 
-    /// Follows this file (from its current end) as the service's output, instead of (or, for a
-    /// process, in the absence of) its own log source.
+    /// Follows this file as the service's output, instead of (or, for a process, in the absence
+    /// of) its own log source. Lines appended after the attach are delivered, none before.
     pub fn log_file(mut self, path: impl Into<String>) -> Self {
         self.log_file = Some(path.into());
         self
     }
 
-    /// The command that follows the service's output from now on, if it has one.
-    pub fn follow_command(&self) -> Option<Command> {
+    /// The command that follows the service's output from now on, if it has one. For a log
+    /// file, `offset` is its size at attach time: following from that byte, rather than from
+    /// the end whenever `tail` gets to open it, loses nothing written in between.
+    pub fn follow_command(&self, offset: u64) -> Option<Command> {
         if let Some(path) = &self.log_file {
-            return Some(Command::new("tail").args(["-n", "0", "-F"]).arg(path));
+            return Some(
+                Command::new("tail")
+                    .args(["-c", &format!("+{}", offset + 1), "-F"])
+                    .arg(path),
+            );
         }
         match &self.kind {
             Kind::Pid(_) | Kind::PidFile(_) => None,
@@ -108,6 +113,15 @@ impl ManagedService {
             Kind::Unit(unit) => Some(SystemdService::new(unit.clone()).journal_command()),
         }
     }
+}
+
+/// The size of `path` where the launcher runs; 0 if it does not exist yet.
+async fn file_size<L: Launcher>(launcher: &L, path: &str) -> Result<u64, LaunchError> {
+    let script = format!("wc -c < {} 2>/dev/null || echo 0", crate::exec::quote(path));
+    let out = launcher
+        .output(&Command::new("sh").args(["-c", &script]))
+        .await?;
+    Ok(out.stdout_text().trim().parse().unwrap_or(0))
 }
 
 /// Attaches through a launcher: the commands that follow logs, send signals and check liveness
@@ -190,16 +204,19 @@ impl<L: Launcher> AttachedService<L> {
                 st.main_pid
             }
         };
-        if let (Some(pid), Kind::Pid(_) | Kind::PidFile(_)) = (pid, &service.kind) {
-            if !alive(launcher, pid).await? {
+        if let (Some(pid), Kind::Pid(_) | Kind::PidFile(_)) = (pid, &service.kind)
+            && !alive(launcher, pid).await? {
                 return Err(LaunchError::AlreadyExited { pid });
             }
-        }
         let (sink, events) = EventStream::channel();
         sink.send_one(ProcessEvent::Started {
             pid: pid.unwrap_or(0),
         });
-        let follower = match service.follow_command() {
+        let offset = match &service.log_file {
+            Some(path) => file_size(launcher, path).await?,
+            None => 0,
+        };
+        let follower = match service.follow_command(offset) {
             Some(mut cmd) => {
                 cmd.sink = Some(sink.clone());
                 cmd.announce_start = false;
@@ -248,14 +265,6 @@ impl<L: Launcher> ProcessHandle for AttachedService<L> {
 
     fn take_events(&mut self) -> Option<EventStream> {
         self.events.take()
-    }
-
-    fn take_stdin(&mut self) -> Option<ChildInput> {
-        None
-    }
-
-    fn take_stdout(&mut self) -> Option<ChildOutput> {
-        None
     }
 
     async fn signal(&self, signal: Signal) -> Result<(), LaunchError> {
@@ -351,7 +360,8 @@ mod tests {
         smol::block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let log = dir.path().join("app.log");
-            std::fs::File::create(&log).unwrap();
+            // Written before the attach: not the attached service's news, so not delivered.
+            std::fs::write(&log, "written before the attach\n").unwrap();
             // Started by someone else: a plain std child, not through a launcher.
             let mut other = std::process::Command::new("sh")
                 .arg("-c")
@@ -367,8 +377,8 @@ mod tests {
                 Some(ProcessEvent::Started { pid: other.id() })
             );
 
-            // Give tail a moment to open the file, then write to it as the service would.
-            async_io::Timer::after(Duration::from_millis(300)).await;
+            // Written before `tail` may have opened the file: still delivered, because it follows
+            // from the size the file had when we attached.
             writeln!(
                 std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
                 "hello from the service"

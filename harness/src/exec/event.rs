@@ -40,6 +40,15 @@ impl ExitStatus {
         }
     }
 
+    /// The status of a process that ended but whose exit code we cannot know: it was not our
+    /// child (an attached service), so its parent collected the code.
+    pub fn unknown() -> Self {
+        ExitStatus {
+            code: None,
+            signal: None,
+        }
+    }
+
     /// Whether the process exited with code 0.
     pub fn success(&self) -> bool {
         self.code == Some(0)

@@ -23,7 +23,8 @@ const PIPE_DRAIN_GRACE: Duration = Duration::from_millis(200);
 ///
 /// Each child runs in a process group of its own (so a signal reaches its children too), gets
 /// `SIGKILL` if the harness process dies (`PR_SET_PDEATHSIG`, set from one long-lived spawner
-/// thread), and is killed with its group when its handle is dropped while it runs. Output is
+/// thread), and its group is killed when its handle is dropped: while it runs, and also after it
+/// exited, so background children it left in its group go with it. Output is
 /// read on two threads per process and delivered as line events.
 ///
 /// ```no_run
@@ -170,22 +171,41 @@ fn reap(
     announce_exit: bool,
 ) {
     let pid = Pid::from_raw(shared.pid as i32).expect("a child pid is positive");
-    // Wait without reaping first: until the zombie is reaped its pid (and so its process group
-    // id) cannot be reused, so signals sent under the state lock can never hit a stranger.
-    while let Err(rustix::io::Errno::INTR) = rustix::process::waitid(
-        rustix::process::WaitId::Pid(pid),
-        WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
-    ) {}
+    // Wait without reaping: see `State::zombie`.
+    let waited = loop {
+        match rustix::process::waitid(
+            rustix::process::WaitId::Pid(pid),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Ok(Some(st)) => {
+                break st
+                    .exit_status()
+                    .map(ExitStatus::from_code)
+                    .or_else(|| st.terminating_signal().map(ExitStatus::from_signal));
+            }
+            _ => break None,
+        }
+    };
     let status = {
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.dropped {
-            // The handle is gone: take the rest of the group with the leader.
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
-        let status = child
-            .wait()
-            .map(ExitStatus::from)
-            .unwrap_or(ExitStatus::from_code(-1));
+        let status = match waited {
+            Some(status) if !state.dropped => {
+                state.zombie = Some(child);
+                status
+            }
+            _ => {
+                // The handle is gone (or the status could not be read without reaping): take
+                // the rest of the group with the leader, then reap.
+                if state.kill_group {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
+                child
+                    .wait()
+                    .map(ExitStatus::from)
+                    .unwrap_or(ExitStatus::from_code(-1))
+            }
+        };
         state.status = Some(status);
         status
     };
@@ -207,9 +227,16 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    /// Set once the child has been reaped.
+    /// Set once the child has exited.
     status: Option<ExitStatus>,
+    /// The exited child, kept unreaped while its handle lives. As long as the zombie exists,
+    /// its pid, which is also its process group id, cannot be reused, so killing the group on
+    /// drop (to take the children it left behind) can never hit a stranger.
+    zombie: Option<std::process::Child>,
+    /// The handle is gone: reap at once.
     dropped: bool,
+    /// The handle was dropped without `detach`: kill the group.
+    kill_group: bool,
 }
 
 /// A process started by [`LocalLauncher`].
@@ -227,8 +254,8 @@ impl LocalProcess {
         self.shared.pid
     }
 
-    /// Lets the process outlive this handle: dropping the handle no longer kills it. It still
-    /// dies with the harness process (`PR_SET_PDEATHSIG`).
+    /// Lets the process outlive this handle: dropping the handle no longer kills it (nor what it
+    /// left in its process group). It still dies with the harness process (`PR_SET_PDEATHSIG`).
     pub fn detach(mut self) {
         self.kill_on_drop = false;
     }
@@ -298,14 +325,16 @@ impl ProcessHandle for LocalProcess {
 
 impl Drop for LocalProcess {
     fn drop(&mut self) {
-        if !self.kill_on_drop {
-            return;
-        }
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         state.dropped = true;
-        if state.status.is_none() {
+        state.kill_group = self.kill_on_drop;
+        if self.kill_on_drop {
+            // Running, or exited and held as a zombie: either way the group id is still ours.
             let pid = Pid::from_raw(self.shared.pid as i32).expect("a child pid is positive");
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+        if let Some(mut zombie) = state.zombie.take() {
+            let _ = zombie.wait();
         }
     }
 }

@@ -24,6 +24,7 @@
 //! - Systemd targets generate `systemctl`/`portablectl`/`journalctl` command lines; they are
 //!   unit-tested, but not run against a live systemd in CI, which has none.
 
+mod attach;
 mod command;
 mod compose;
 mod docker;
@@ -44,11 +45,12 @@ mod sudo;
 mod systemd;
 mod target;
 
+pub use attach::{AttachedService, Attacher, LocalAttacher, ManagedService, ServiceAttacher};
 pub use command::Command;
 pub use compose::{ComposeCli, ComposeHandle, ComposeService};
 pub use docker::{
-    ContainerHandle, DockerContainer, DockerExecLauncher, DockerNetwork, MANAGED_LABEL, OWNER_PID_LABEL,
-    Pull,
+    ContainerHandle, DockerContainer, DockerExecLauncher, DockerNetwork, MANAGED_LABEL,
+    OWNER_PID_LABEL, Pull,
 };
 pub use error::LaunchError;
 pub use event::{EventStream, ExitStatus, LogFilter, Output, OutputStream, ProcessEvent};
