@@ -19,7 +19,6 @@ use crate::exec::error::LaunchError;
 use crate::exec::event::{EventStream, ExitStatus, ProcessEvent};
 use crate::exec::image::json_string;
 use crate::exec::launcher::{Launcher, ProcessHandle};
-use crate::exec::pipe::{ChildInput, ChildOutput};
 use crate::exec::quote::{quote, quote_words};
 use crate::exec::remote::RemoteProcess;
 use crate::exec::signal::Signal;
@@ -500,14 +499,6 @@ impl<L: Launcher> ProcessHandle for ComposeHandle<L> {
 
     fn take_events(&mut self) -> Option<EventStream> {
         self.events.take()
-    }
-
-    fn take_stdin(&mut self) -> Option<ChildInput> {
-        None
-    }
-
-    fn take_stdout(&mut self) -> Option<ChildOutput> {
-        None
     }
 
     /// Sends `signal` to the service's containers (`kill --signal`).

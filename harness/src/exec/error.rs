@@ -89,7 +89,10 @@ pub enum LaunchError {
         reason: String,
     },
     /// A container image is neither present nor pullable.
-    #[error("use image `{image}`: not found locally and cannot be pulled{}", stderr_tail(reason))]
+    #[error(
+        "use image `{image}`: not found locally and cannot be pulled{}",
+        stderr_tail(reason)
+    )]
     NoSuchImage {
         /// The image reference.
         image: String,

@@ -74,10 +74,15 @@ pub trait ProcessHandle: Send + Sync {
     fn take_events(&mut self) -> Option<EventStream>;
 
     /// Takes the stdin pipe, if the command asked for one with `Command::piped_stdin`.
-    fn take_stdin(&mut self) -> Option<ChildInput>;
+    /// Handles of things that have no pipes of ours (containers, units) have none.
+    fn take_stdin(&mut self) -> Option<ChildInput> {
+        None
+    }
 
     /// Takes raw stdout, if the command asked for it with `Command::raw_stdout`.
-    fn take_stdout(&mut self) -> Option<ChildOutput>;
+    fn take_stdout(&mut self) -> Option<ChildOutput> {
+        None
+    }
 
     /// Sends `signal` to the process and its process group.
     fn signal(&self, signal: Signal) -> impl Future<Output = Result<(), LaunchError>> + Send;

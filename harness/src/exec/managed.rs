@@ -17,7 +17,6 @@ use crate::exec::command::Command;
 use crate::exec::error::LaunchError;
 use crate::exec::event::{EventSink, EventStream, ExitStatus, ProcessEvent};
 use crate::exec::launcher::{Launcher, ProcessHandle};
-use crate::exec::pipe::{ChildInput, ChildOutput};
 use crate::exec::signal::Signal;
 use crate::exec::target::Target;
 
@@ -300,14 +299,6 @@ impl<L: Launcher> ProcessHandle for ManagedHandle<L> {
 
     fn take_events(&mut self) -> Option<EventStream> {
         self.events.take()
-    }
-
-    fn take_stdin(&mut self) -> Option<ChildInput> {
-        None
-    }
-
-    fn take_stdout(&mut self) -> Option<ChildOutput> {
-        None
     }
 
     /// Sends `signal` to the running incarnation's process group. Fails between an exit and

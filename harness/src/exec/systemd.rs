@@ -10,7 +10,6 @@ use crate::exec::command::Command;
 use crate::exec::error::LaunchError;
 use crate::exec::event::{EventStream, ExitStatus, ProcessEvent};
 use crate::exec::launcher::{Launcher, ProcessHandle};
-use crate::exec::pipe::{ChildInput, ChildOutput};
 use crate::exec::signal::Signal;
 use crate::exec::target::Target;
 
@@ -424,14 +423,6 @@ impl<L: Launcher> ProcessHandle for UnitHandle<L> {
 
     fn take_events(&mut self) -> Option<EventStream> {
         self.events.take()
-    }
-
-    fn take_stdin(&mut self) -> Option<ChildInput> {
-        None
-    }
-
-    fn take_stdout(&mut self) -> Option<ChildOutput> {
-        None
     }
 
     async fn signal(&self, signal: Signal) -> Result<(), LaunchError> {

@@ -12,7 +12,7 @@ use crate::exec::docker::cli::{self, Removal, docker, forward_events, unique_nam
 use crate::exec::error::LaunchError;
 use crate::exec::event::{EventStream, ExitStatus, LogFilter, ProcessEvent};
 use crate::exec::launcher::{Launcher, ProcessHandle};
-use crate::exec::pipe::{ChildInput, ChildOutput};
+use crate::exec::pipe::ChildInput;
 use crate::exec::remote::RemoteProcess;
 use crate::exec::signal::Signal;
 use crate::exec::target::Target;
@@ -502,11 +502,10 @@ fn parse_state(lines: &[String]) -> State {
     for line in it {
         if let Some(rest) = line.strip_prefix("port ") {
             let mut w = rest.split_whitespace();
-            if let (Some(p), Some(ip), Some(hp)) = (w.next(), w.next(), w.next()) {
-                if let Ok(hp) = hp.parse() {
+            if let (Some(p), Some(ip), Some(hp)) = (w.next(), w.next(), w.next())
+                && let Ok(hp) = hp.parse() {
                     s.ports.push((p.to_string(), ip.to_string(), hp));
                 }
-            }
         } else if let Some(rest) = line.strip_prefix("net ") {
             let mut w = rest.split_whitespace();
             if let Some(n) = w.next() {
@@ -626,10 +625,6 @@ impl<L: Launcher> ProcessHandle for ContainerHandle<L> {
 
     fn take_stdin(&mut self) -> Option<ChildInput> {
         self.stdin.take()
-    }
-
-    fn take_stdout(&mut self) -> Option<ChildOutput> {
-        None
     }
 
     /// Sends `signal` to the container's main process (`docker kill --signal`).

@@ -377,16 +377,14 @@ fn classify(location: &str, timeout: Duration, status: ExitStatus, stderr: &str)
 /// `Warning: Identity file PATH not accessible: ...`.
 fn key_complaint(stderr: &str) -> Option<std::path::PathBuf> {
     for line in stderr.lines() {
-        if let Some(rest) = line.trim().strip_prefix("Load key \"") {
-            if let Some((path, _)) = rest.split_once("\":") {
+        if let Some(rest) = line.trim().strip_prefix("Load key \"")
+            && let Some((path, _)) = rest.split_once("\":") {
                 return Some(path.into());
             }
-        }
-        if let Some(rest) = line.trim().strip_prefix("Warning: Identity file ") {
-            if let Some((path, _)) = rest.split_once(" not accessible") {
+        if let Some(rest) = line.trim().strip_prefix("Warning: Identity file ")
+            && let Some((path, _)) = rest.split_once(" not accessible") {
                 return Some(path.into());
             }
-        }
     }
     None
 }
