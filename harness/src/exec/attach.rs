@@ -205,9 +205,10 @@ impl<L: Launcher> AttachedService<L> {
             }
         };
         if let (Some(pid), Kind::Pid(_) | Kind::PidFile(_)) = (pid, &service.kind)
-            && !alive(launcher, pid).await? {
-                return Err(LaunchError::AlreadyExited { pid });
-            }
+            && !alive(launcher, pid).await?
+        {
+            return Err(LaunchError::AlreadyExited { pid });
+        }
         let (sink, events) = EventStream::channel();
         sink.send_one(ProcessEvent::Started {
             pid: pid.unwrap_or(0),

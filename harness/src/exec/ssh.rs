@@ -320,12 +320,13 @@ impl<L: Launcher> Launcher for SshLauncher<L> {
 /// Splits `host:port`, `[v6]:port`, `[v6]` and a bare host or IPv6 address.
 fn split_host_port(s: &str) -> (String, Option<u16>) {
     if let Some(rest) = s.strip_prefix('[')
-        && let Some((host, tail)) = rest.split_once(']') {
-            return (
-                host.to_string(),
-                tail.strip_prefix(':').and_then(|p| p.parse().ok()),
-            );
-        }
+        && let Some((host, tail)) = rest.split_once(']')
+    {
+        return (
+            host.to_string(),
+            tail.strip_prefix(':').and_then(|p| p.parse().ok()),
+        );
+    }
     match s.rsplit_once(':') {
         // More than one colon and no brackets: an IPv6 address without a port.
         Some((host, port)) if !host.contains(':') => match port.parse() {

@@ -220,9 +220,10 @@ where
                 }
             });
             if let Some(status) = finish(exit)
-                && listening {
-                    sink.send_one(ProcessEvent::Exited(status));
-                }
+                && listening
+            {
+                sink.send_one(ProcessEvent::Exited(status));
+            }
         })
         .map(|_| ())
         .map_err(|e| LaunchError::io("start an event forwarding thread", e))

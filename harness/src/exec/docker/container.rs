@@ -503,9 +503,10 @@ fn parse_state(lines: &[String]) -> State {
         if let Some(rest) = line.strip_prefix("port ") {
             let mut w = rest.split_whitespace();
             if let (Some(p), Some(ip), Some(hp)) = (w.next(), w.next(), w.next())
-                && let Ok(hp) = hp.parse() {
-                    s.ports.push((p.to_string(), ip.to_string(), hp));
-                }
+                && let Ok(hp) = hp.parse()
+            {
+                s.ports.push((p.to_string(), ip.to_string(), hp));
+            }
         } else if let Some(rest) = line.strip_prefix("net ") {
             let mut w = rest.split_whitespace();
             if let Some(n) = w.next() {

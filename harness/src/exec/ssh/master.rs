@@ -378,13 +378,15 @@ fn classify(location: &str, timeout: Duration, status: ExitStatus, stderr: &str)
 fn key_complaint(stderr: &str) -> Option<std::path::PathBuf> {
     for line in stderr.lines() {
         if let Some(rest) = line.trim().strip_prefix("Load key \"")
-            && let Some((path, _)) = rest.split_once("\":") {
-                return Some(path.into());
-            }
+            && let Some((path, _)) = rest.split_once("\":")
+        {
+            return Some(path.into());
+        }
         if let Some(rest) = line.trim().strip_prefix("Warning: Identity file ")
-            && let Some((path, _)) = rest.split_once(" not accessible") {
-                return Some(path.into());
-            }
+            && let Some((path, _)) = rest.split_once(" not accessible")
+        {
+            return Some(path.into());
+        }
     }
     None
 }
