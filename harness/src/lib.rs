@@ -7,6 +7,8 @@
 //!   other hosts over SSH and inside containers.
 //! - [`registry`]: the services of a topology, their states, endpoints and dependencies, with
 //!   events and crash-safe persistence.
+//! - [`orchestrator`]: starts a topology's services in dependency order, checks their health
+//!   and stops them again ([`orchestrator::ServiceManager`]).
 //! - [`api`]: the WebSocket API over the registry (`harness serve`).
 //!
 //! The library needs no particular async runtime: it runs its background work on threads of its
@@ -15,6 +17,7 @@
 
 pub mod api;
 pub mod exec;
+pub mod orchestrator;
 pub mod registry;
 pub mod topology;
 

@@ -1,0 +1,126 @@
+//! The orchestrator's errors: why a topology or a service could not be started or stopped.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::exec::{ExitStatus, LaunchError};
+use crate::registry::RegistryError;
+use crate::topology::{EnvFileError, GraphError, SourceLocation, SubstitutionError};
+
+use super::logs::{LogLine, render_tail};
+
+/// Starting, stopping or controlling services failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrchestratorError {
+    /// A service did not start or did not become healthy. Everything the same call had started
+    /// was stopped again.
+    #[error(
+        "start service {service} ({location}): {reason}\nlast lines of its output:{}",
+        render_tail(log_tail)
+    )]
+    StartFailed {
+        /// The service.
+        service: String,
+        /// Where the topology file defines it.
+        location: SourceLocation,
+        /// Why (boxed: it may carry a large launch error).
+        reason: Box<StartFailure>,
+        /// The last lines of its output (at most [`FAILURE_TAIL`](super::FAILURE_TAIL)).
+        log_tail: Vec<LogLine>,
+    },
+    /// The name is not a service of the topology.
+    #[error("find service {0}: the topology has no such service")]
+    UnknownService(String),
+    /// A service was started alone while a service it needs is not running.
+    #[error("start service {service}: its dependency {dependency} is not running")]
+    DependencyNotRunning {
+        /// The service.
+        service: String,
+        /// The dependency that is not running.
+        dependency: String,
+    },
+    /// The per-run state directory could not be created.
+    #[error("create the state directory for the run: {0}")]
+    StateDir(#[source] io::Error),
+    /// The topology's dependency graph is broken (only for a topology built in code).
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// The registry refused a change.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A service could not be stopped.
+    #[error("stop service {service}: {source}")]
+    Stop {
+        /// The service.
+        service: String,
+        /// Why.
+        #[source]
+        source: LaunchError,
+    },
+}
+
+impl OrchestratorError {
+    /// The service a start failure is about.
+    pub fn failed_service(&self) -> Option<&str> {
+        match self {
+            Self::StartFailed { service, .. } => Some(service),
+            _ => None,
+        }
+    }
+}
+
+/// Why one service failed to start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartFailure {
+    /// Its process ended before it became healthy.
+    Exited(ExitStatus),
+    /// Its health check kept failing.
+    Unhealthy {
+        /// How many times the check was tried.
+        tries: u32,
+        /// What the last try said.
+        last_error: String,
+    },
+    /// A process target's binary is not there.
+    MissingBinary(PathBuf),
+    /// The target kind has no executor (yet).
+    Unsupported(&'static str),
+    /// The process could not be spawned.
+    Launch(LaunchError),
+    /// A placeholder could not be filled.
+    Substitution(SubstitutionError),
+    /// The env file could not be written.
+    EnvFile(EnvFileError),
+    /// No free port could be found, or the log file could not be opened.
+    Io {
+        /// What was being done.
+        doing: &'static str,
+        /// Why it failed.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exited(status) => write!(f, "it exited with {status} before it was healthy"),
+            Self::Unhealthy { tries, last_error } => {
+                write!(f, "health check failed after {tries} tries: {last_error}")
+            }
+            Self::MissingBinary(path) => write!(f, "binary {} does not exist", path.display()),
+            Self::Unsupported(kind) => {
+                write!(
+                    f,
+                    "`{kind}` targets cannot be started by this orchestrator yet"
+                )
+            }
+            Self::Launch(e) => e.fmt(f),
+            Self::Substitution(e) => e.fmt(f),
+            Self::EnvFile(e) => e.fmt(f),
+            Self::Io { doing, source } => write!(f, "{doing}: {source}"),
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! `ServiceExecutor`: how the manager starts and stops a service of one target kind.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::exec::{ExitStatus, LaunchError};
+use crate::topology::ServiceConfig;
+
+use super::error::StartFailure;
+use super::logs::LogBuffer;
+
+/// A boxed future that can move between threads, as trait objects return them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything a service needs to start, prepared by the manager: its configuration with every
+/// placeholder filled, its port, and the variables harness injects.
+#[derive(Debug, Clone)]
+pub struct StartSpec {
+    /// The service, with `${...}` placeholders substituted.
+    pub service: ServiceConfig,
+    /// Its port, if it has one.
+    pub port: Option<u16>,
+    /// What harness adds to its environment: `PORT` and `<DEP>_ADDR` for each dependency.
+    /// The topology's own `env` comes from [`StartSpec::service`] and wins over these.
+    pub injected_env: Vec<(String, String)>,
+    /// The directory relative binaries and working directories are resolved against.
+    pub base_dir: PathBuf,
+}
+
+impl StartSpec {
+    /// The service's whole environment on top of the caller's: the injected variables, then
+    /// the topology's `env` (which may override them).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.injected_env.clone();
+        if let Some(own) = self.service.target.env() {
+            for (name, value) in own {
+                env.retain(|(n, _)| n != name);
+                env.push((name.clone(), value.clone()));
+            }
+        }
+        env
+    }
+}
+
+/// Starts services of one target kind (processes now; containers next).
+///
+/// The manager owns ordering, ports, health checks and the registry; an executor only makes
+/// the service run and feeds its output to the log it is given.
+pub trait ServiceExecutor: Send + Sync {
+    /// Starts the service and returns once it runs (not once it is healthy).
+    fn start<'a>(
+        &'a self,
+        spec: &'a StartSpec,
+        log: LogBuffer,
+    ) -> BoxFuture<'a, Result<Box<dyn RunningService>, StartFailure>>;
+}
+
+/// A service an executor started.
+pub trait RunningService: Send + Sync {
+    /// Its process id, if it has one on this machine.
+    fn pid(&self) -> Option<u32>;
+
+    /// How it ended, once it has.
+    fn exit_status(&self) -> Option<ExitStatus>;
+
+    /// Asks it to stop (SIGTERM to its process group), waits up to `grace`, then kills it.
+    /// Returns how it ended.
+    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>>;
+}

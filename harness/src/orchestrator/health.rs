@@ -1,0 +1,218 @@
+//! Health checks: `tcp`, `http`, `command` and `log` probes, tried until the service is
+//! healthy, exits, or fails too often.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+use async_net::TcpStream;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+
+use crate::exec::{Command, Launcher, LocalLauncher};
+use crate::registry::{HealthResult, Registry};
+use crate::topology::{HealthCheck, Probe};
+
+use super::error::StartFailure;
+use super::executor::RunningService;
+use super::logs::LogBuffer;
+use super::ports::LOCAL_HOST;
+
+/// What a probe needs to know about the service it checks.
+pub(crate) struct ProbeContext<'a> {
+    pub(crate) port: Option<u16>,
+    pub(crate) log: &'a LogBuffer,
+    pub(crate) env: &'a [(String, String)],
+    pub(crate) base_dir: &'a Path,
+}
+
+/// The check used when a service has none: a `tcp` connect when it has a port (a port that
+/// accepts connections is the least a dependent needs), otherwise none at all: the service
+/// counts as healthy once it runs.
+pub(crate) fn default_check(port: Option<u16>) -> Option<HealthCheck> {
+    port.map(|_| HealthCheck {
+        probe: Probe::Tcp,
+        interval: HealthCheck::DEFAULT_INTERVAL,
+        timeout: HealthCheck::DEFAULT_TIMEOUT,
+        retries: HealthCheck::DEFAULT_RETRIES,
+        start_period: HealthCheck::DEFAULT_START_PERIOD,
+    })
+}
+
+/// Tries `check` until it succeeds; returns how many tries it took.
+///
+/// As in Docker, failures during the start period do not count, and the first success makes the
+/// service healthy at once; after the start period, `retries` consecutive failures fail it. A
+/// service that exits meanwhile fails at once. Every result goes to the registry.
+pub(crate) async fn wait_healthy(
+    name: &str,
+    check: &HealthCheck,
+    service: &dyn RunningService,
+    context: &ProbeContext<'_>,
+    registry: &Registry,
+) -> Result<u32, StartFailure> {
+    let started = Instant::now();
+    let mut tries = 0;
+    let mut failures = 0;
+    loop {
+        if let Some(status) = service.exit_status() {
+            return Err(StartFailure::Exited(status));
+        }
+        tries += 1;
+        let begun = Instant::now();
+        let outcome = probe(&check.probe, check.timeout, context).await;
+        let latency = begun.elapsed();
+        let result = match &outcome {
+            Ok(detail) => HealthResult::new(true, detail.clone(), latency),
+            Err(error) => HealthResult::new(false, error.clone(), latency),
+        };
+        // The registry may have dropped the service meanwhile; the check goes on regardless.
+        let _ = registry.record_health(name, result).await;
+        match outcome {
+            Ok(_) => return Ok(tries),
+            Err(last_error) => {
+                // A probe that failed because the service died says less than its exit does.
+                if let Some(status) = service.exit_status() {
+                    return Err(StartFailure::Exited(status));
+                }
+                if started.elapsed() >= check.start_period {
+                    failures += 1;
+                    if failures >= check.retries.max(1) {
+                        return Err(StartFailure::Unhealthy { tries, last_error });
+                    }
+                }
+            }
+        }
+        Timer::after(check.interval).await;
+    }
+}
+
+/// One try of `probe`, bounded by `timeout`. `Ok` carries a short description of the success.
+pub(crate) async fn probe(
+    probe: &Probe,
+    timeout: Duration,
+    context: &ProbeContext<'_>,
+) -> Result<String, String> {
+    let attempt = async {
+        match probe {
+            Probe::Tcp => {
+                let addr = addr_of(context.port)?;
+                TcpStream::connect(addr)
+                    .await
+                    .map(|_| format!("{addr} accepts connections"))
+                    .map_err(|e| format!("connect to {addr}: {e}"))
+            }
+            Probe::Http { path, status } => {
+                let addr = addr_of(context.port)?;
+                let got = http_status(addr, path).await?;
+                if got == *status {
+                    Ok(format!("GET {path} answered {got}"))
+                } else {
+                    Err(format!(
+                        "GET http://{addr}{path} answered {got}, expected {status}"
+                    ))
+                }
+            }
+            Probe::Command(argv) => run_command(argv, context).await,
+            Probe::Log(pattern) => {
+                if context.log.matched() {
+                    Ok(format!("a line matched `{}`", pattern.as_str()))
+                } else {
+                    Err(format!("no line matched `{}` yet", pattern.as_str()))
+                }
+            }
+        }
+    };
+    future::or(attempt, async {
+        Timer::after(timeout).await;
+        Err(format!("no answer within {timeout:?}"))
+    })
+    .await
+}
+
+fn addr_of(port: Option<u16>) -> Result<SocketAddr, String> {
+    port.map(|p| SocketAddr::from((LOCAL_HOST, p)))
+        .ok_or_else(|| "the service has no port to check".to_string())
+}
+
+/// A minimal HTTP/1.1 GET: sends the request and reads the status line.
+async fn http_status(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: harness\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("send GET {path} to {addr}: {e}"))?;
+    let mut head = Vec::new();
+    let mut buf = [0; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("read the answer to GET {path} from {addr}: {e}"))?;
+        if n == 0 || head.len() > 4096 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let line = line.lines().next().unwrap_or_default();
+    parse_status_line(line)
+        .ok_or_else(|| format!("GET {path} from {addr}: not an HTTP answer: {line:?}"))
+}
+
+/// The status code of `HTTP/1.1 200 OK`.
+fn parse_status_line(line: &str) -> Option<u16> {
+    let mut parts = line.split(' ');
+    let version = parts.next()?;
+    if !version.starts_with("HTTP/") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+async fn run_command(argv: &[String], context: &ProbeContext<'_>) -> Result<String, String> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| "the health check's command is empty".to_string())?;
+    let command = Command::new(program.clone())
+        .args(args)
+        .envs(context.env.iter().cloned())
+        .current_dir(context.base_dir.to_string_lossy());
+    let output = LocalLauncher
+        .output(&command)
+        .await
+        .map_err(|e| e.to_string())?;
+    match output.status {
+        Some(status) if status.success() => Ok(format!("`{}` exited with 0", command.display())),
+        status => {
+            let status = status.map_or("no status".to_string(), |s| s.to_string());
+            let stderr = output.stderr_text();
+            let stderr = stderr.trim();
+            Err(if stderr.is_empty() {
+                format!("`{}` ended with {status}", command.display())
+            } else {
+                format!("`{}` ended with {status}: {stderr}", command.display())
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_status_lines() {
+        assert_eq!(parse_status_line("HTTP/1.1 200 OK"), Some(200));
+        assert_eq!(
+            parse_status_line("HTTP/1.0 503 Service Unavailable"),
+            Some(503)
+        );
+        assert_eq!(parse_status_line("SSH-2.0-OpenSSH"), None);
+    }
+}

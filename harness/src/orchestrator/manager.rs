@@ -1,0 +1,696 @@
+//! `ServiceManager`: starts a topology in dependency order, keeps the registry current, and
+//! stops what it started.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+
+use crate::api::{ActionFailure, ServiceCommand, ServiceController};
+use crate::registry::{
+    Endpoint, ExecutionInfo, ExecutionKind, HealthResult, Location, Registry, ServiceEntry,
+    ServiceState,
+};
+use crate::topology::{Probe, ServiceConfig, ServiceTarget, TopologyConfig, write_env_file};
+
+use super::env::{injected_env, placeholder_values};
+use super::error::{OrchestratorError, StartFailure};
+use super::executor::{RunningService, ServiceExecutor, StartSpec};
+use super::health::{ProbeContext, default_check, wait_healthy};
+use super::logs::{DEFAULT_LOG_TAIL, FAILURE_TAIL, LogBuffer, LogLine};
+use super::ports::{LOCAL_HOST, assign_port};
+use super::process::ProcessExecutor;
+
+/// How long a service may take to stop after SIGTERM before it is killed.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The name of every service's endpoint in the registry.
+pub const MAIN_ENDPOINT: &str = "main";
+
+/// Something that happened while starting or stopping a topology, for progress displays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// The service runs and its health check is being tried.
+    Waiting {
+        /// The service.
+        service: String,
+        /// Its process id, if it has one.
+        pid: Option<u32>,
+        /// The services it depends on (all healthy by now).
+        dependencies: Vec<String>,
+    },
+    /// The service is healthy.
+    Healthy {
+        /// The service.
+        service: String,
+        /// Its address, if it has a port.
+        addr: Option<SocketAddr>,
+        /// Time from spawning it to its first successful health check.
+        after: Duration,
+    },
+    /// The service failed to start; the error follows.
+    Failed {
+        /// The service.
+        service: String,
+    },
+    /// The service is being stopped.
+    Stopping {
+        /// The service.
+        service: String,
+    },
+    /// The service has stopped.
+    Stopped {
+        /// The service.
+        service: String,
+    },
+}
+
+type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Where a service stands, as [`ServiceManager::status`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceStatus {
+    /// The service.
+    pub name: String,
+    /// Its state in the registry.
+    pub state: ServiceState,
+    /// Its process id while it runs.
+    pub pid: Option<u32>,
+    /// Its address, once its port is known.
+    pub addr: Option<SocketAddr>,
+    /// Its last health check's outcome.
+    pub health: Option<HealthResult>,
+    /// How long it has been running.
+    pub uptime: Option<Duration>,
+}
+
+/// Starts, stops and restarts the services of one topology, with one [`ServiceExecutor`] per
+/// target kind.
+///
+/// - [`ServiceManager::start_all`] starts the services layer by layer of the dependency graph
+///   ([`DependencyGraph::start_order`](crate::topology::DependencyGraph::start_order)): the
+///   services of a layer start in parallel, once every service of the layers before is
+///   healthy, so each starts only when all its dependencies are. If one fails, everything
+///   running is stopped again, in reverse order, and the error names the service, says why
+///   and shows its last lines of output.
+/// - Each service gets its port (`port: N`, or a free one for `auto`), `PORT` in its
+///   environment, `${port}`, `${host}`, `${addr}` and `${<DEP>_ADDR}` in its args and env, and
+///   `<DEP>_ADDR=127.0.0.1:PORT` for each dependency that has a port. An env file with the same
+///   variables, `<service>.env`, and its output, `<service>.log`, are kept in a state directory
+///   for the run (`harness-XXXXXX` in the temporary directory), removed by
+///   [`ServiceManager::stop_all`].
+/// - A service counts as started when its health check passes; one without a health check is
+///   checked with a `tcp` connect if it has a port, and is otherwise started once it runs.
+/// - The registry is kept current: an entry per service (location local, its execution kind
+///   and pid), its endpoint `main` at `127.0.0.1:PORT`, its states and every health result.
+/// - Stopping sends SIGTERM to the service's process group, waits the grace period
+///   ([`DEFAULT_STOP_GRACE`]), then sends SIGKILL.
+///
+/// Relative binary paths and working directories are resolved against the base directory,
+/// the current directory unless [`ServiceManager::with_base_dir`] sets another: a topology's
+/// `./target/debug/api-server` means the cargo project the command runs in.
+///
+/// The manager is a cheap handle: clones share the running services. When the last clone is
+/// dropped without [`ServiceManager::stop_all`], the services are killed (their process groups
+/// get SIGKILL) and the state directory is removed.
+#[derive(Clone)]
+pub struct ServiceManager {
+    topology: Arc<TopologyConfig>,
+    registry: Registry,
+    base_dir: PathBuf,
+    grace: Duration,
+    log_lines: usize,
+    executors: HashMap<&'static str, Arc<dyn ServiceExecutor>>,
+    progress: Option<ProgressFn>,
+    run: Arc<Mutex<Run>>,
+}
+
+/// What the manager knows about the current run.
+struct Run {
+    state_dir: Option<tempfile::TempDir>,
+    services: HashMap<String, Slot>,
+}
+
+struct Slot {
+    log: LogBuffer,
+    /// The port, assigned at the first start and kept across restarts, since dependents were
+    /// told it.
+    port: Option<Option<u16>>,
+    running: Option<Box<dyn RunningService>>,
+    healthy_since: Option<Instant>,
+}
+
+impl ServiceManager {
+    /// A manager for `topology` that records its services in `registry`. Nothing starts until
+    /// [`ServiceManager::start_all`] or [`ServiceManager::start`].
+    pub fn new(topology: TopologyConfig, registry: Registry) -> Self {
+        let mut executors: HashMap<&'static str, Arc<dyn ServiceExecutor>> = HashMap::new();
+        executors.insert("process", Arc::new(ProcessExecutor));
+        let services = topology
+            .services
+            .keys()
+            .map(|name| {
+                let slot = Slot {
+                    log: LogBuffer::new(name, DEFAULT_LOG_TAIL),
+                    port: None,
+                    running: None,
+                    healthy_since: None,
+                };
+                (name.clone(), slot)
+            })
+            .collect();
+        Self {
+            topology: Arc::new(topology),
+            registry,
+            base_dir: PathBuf::from("."),
+            grace: DEFAULT_STOP_GRACE,
+            log_lines: DEFAULT_LOG_TAIL,
+            executors,
+            progress: None,
+            run: Arc::new(Mutex::new(Run {
+                state_dir: None,
+                services,
+            })),
+        }
+    }
+
+    /// Resolves relative binaries and working directories against `dir` instead of the
+    /// current directory.
+    pub fn with_base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.base_dir = dir.into();
+        self
+    }
+
+    /// How long a stopping service may take after SIGTERM before it is killed.
+    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Calls `report` for each step of starting and stopping, as it happens.
+    pub fn with_progress(mut self, report: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(report));
+        self
+    }
+
+    /// Uses `executor` for targets of `kind` (`process`, `docker`, ...).
+    pub fn with_executor(
+        mut self,
+        kind: &'static str,
+        executor: impl ServiceExecutor + 'static,
+    ) -> Self {
+        self.executors.insert(kind, Arc::new(executor));
+        self
+    }
+
+    /// The topology.
+    pub fn topology(&self) -> &TopologyConfig {
+        &self.topology
+    }
+
+    /// The registry the manager keeps current.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The run's state directory (env files and logs), while services run.
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        self.lock()
+            .state_dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Run> {
+        self.run.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report(&self, progress: Progress) {
+        if let Some(report) = &self.progress {
+            report(&progress);
+        }
+    }
+
+    fn config(&self, name: &str) -> Result<&ServiceConfig, OrchestratorError> {
+        self.topology
+            .service(name)
+            .ok_or_else(|| OrchestratorError::UnknownService(name.to_string()))
+    }
+
+    /// Starts every service that is not running, in dependency order, and returns once all are
+    /// healthy. On failure everything running is stopped and the state directory removed.
+    pub async fn start_all(&self) -> Result<(), OrchestratorError> {
+        let graph = self.topology.graph()?;
+        // Every service is registered first, so that the registry shows the whole topology
+        // (and what never started stays pending) while it comes up.
+        for layer in graph.start_order() {
+            for name in layer.iter() {
+                self.register(self.config(name)?).await?;
+            }
+        }
+        for layer in graph.start_order() {
+            let results = join_all(layer.iter().map(|name| self.start_one(name))).await;
+            if let Some(error) = results.into_iter().find_map(Result::err) {
+                // The start already failed; a failure to stop as well is logged, not returned,
+                // so that the caller sees why the start failed.
+                if let Err(stop) = self.stop_all().await {
+                    tracing::warn!("after a failed start: {stop}");
+                }
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every running service, dependents before their dependencies (the services of a
+    /// layer in parallel), and removes the state directory.
+    pub async fn stop_all(&self) -> Result<(), OrchestratorError> {
+        let graph = self.topology.graph()?;
+        let mut first_error = None;
+        for layer in graph.stop_order() {
+            for result in join_all(layer.iter().map(|name| self.stop_one(name))).await {
+                if let Err(e) = result {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let dir = {
+            let mut run = self.lock();
+            for slot in run.services.values() {
+                slot.log.close_file();
+            }
+            run.state_dir.take()
+        };
+        if let Some(dir) = dir {
+            let path = dir.path().to_path_buf();
+            if let Err(e) = dir.close() {
+                tracing::warn!("remove state directory {}: {e}", path.display());
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Starts one service, whose dependencies must be running; returns once it is healthy.
+    /// Starting a running service does nothing.
+    pub async fn start(&self, name: &str) -> Result<(), OrchestratorError> {
+        let config = self.config(name)?;
+        for dependency in &config.dependencies {
+            let running = self
+                .lock()
+                .services
+                .get(dependency)
+                .is_some_and(|s| s.running.is_some());
+            if !running {
+                return Err(OrchestratorError::DependencyNotRunning {
+                    service: name.to_string(),
+                    dependency: dependency.clone(),
+                });
+            }
+        }
+        self.start_one(name).await
+    }
+
+    /// Stops one service. Its dependents keep running (and may notice). Stopping a service
+    /// that does not run does nothing.
+    pub async fn stop(&self, name: &str) -> Result<(), OrchestratorError> {
+        self.config(name)?;
+        self.stop_one(name).await
+    }
+
+    /// Stops and starts one service again, on the same port, and returns once it is healthy.
+    pub async fn restart(&self, name: &str) -> Result<(), OrchestratorError> {
+        self.stop(name).await?;
+        self.start(name).await
+    }
+
+    /// Where one service stands.
+    pub async fn status(&self, name: &str) -> Result<ServiceStatus, OrchestratorError> {
+        self.config(name)?;
+        let entry = self.registry.get(name).await.ok();
+        let (pid, port, uptime) = {
+            let run = self.lock();
+            let slot = &run.services[name];
+            (
+                slot.running.as_ref().and_then(|r| r.pid()),
+                slot.port.flatten(),
+                slot.healthy_since.map(|t| t.elapsed()),
+            )
+        };
+        Ok(ServiceStatus {
+            name: name.to_string(),
+            state: entry
+                .as_ref()
+                .map_or(ServiceState::Pending, |e| e.state.clone()),
+            pid,
+            addr: port.map(|p| SocketAddr::from((LOCAL_HOST, p))),
+            health: entry.and_then(|e| e.health),
+            uptime,
+        })
+    }
+
+    /// Where every service stands, in the topology's order.
+    pub async fn status_all(&self) -> Vec<ServiceStatus> {
+        let mut out = Vec::new();
+        for name in self.topology.services.keys() {
+            out.extend(self.status(name).await.ok());
+        }
+        out
+    }
+
+    /// The last lines (up to 1000) of a service's output, oldest first.
+    pub fn logs(&self, name: &str) -> Result<Vec<LogLine>, OrchestratorError> {
+        self.config(name)?;
+        Ok(self.lock().services[name].log.tail(self.log_lines))
+    }
+
+    /// Every line a service writes from now on, until the receiver is dropped.
+    pub fn follow(
+        &self,
+        name: &str,
+    ) -> Result<async_channel::Receiver<LogLine>, OrchestratorError> {
+        self.config(name)?;
+        let (tx, rx) = async_channel::unbounded();
+        self.lock().services[name].log.follow(tx);
+        Ok(rx)
+    }
+
+    /// Every line any service writes from now on, each carrying its service's name.
+    pub fn follow_all(&self) -> async_channel::Receiver<LogLine> {
+        let (tx, rx) = async_channel::unbounded();
+        for slot in self.lock().services.values() {
+            slot.log.follow(tx.clone());
+        }
+        rx
+    }
+
+    /// Creates the state directory if need be and registers the service if it is not yet.
+    async fn prepare(&self, config: &ServiceConfig) -> Result<PathBuf, OrchestratorError> {
+        let dir = {
+            let mut run = self.lock();
+            if run.state_dir.is_none() {
+                let dir = tempfile::Builder::new()
+                    .prefix("harness-")
+                    .tempdir()
+                    .map_err(OrchestratorError::StateDir)?;
+                run.state_dir = Some(dir);
+            }
+            run.state_dir
+                .as_ref()
+                .expect("just created")
+                .path()
+                .to_path_buf()
+        };
+        self.register(config).await?;
+        Ok(dir)
+    }
+
+    /// Registers a service unless it already is; its dependencies must be registered.
+    async fn register(&self, config: &ServiceConfig) -> Result<(), OrchestratorError> {
+        if !self.registry.contains(&config.name).await {
+            let kind = match &config.target {
+                ServiceTarget::Process(_) => ExecutionKind::Process,
+                ServiceTarget::Docker(_) => ExecutionKind::Docker,
+                ServiceTarget::RemoteLan(_) => ExecutionKind::RemoteLan,
+                ServiceTarget::Wireguard(_) => ExecutionKind::Wireguard,
+            };
+            let mut entry =
+                ServiceEntry::new(&config.name, Location::Local, ExecutionInfo::new(kind));
+            for dependency in &config.dependencies {
+                entry = entry.with_dependency(dependency);
+            }
+            if let Some(file) = self.topology.files.first() {
+                entry = entry.with_metadata("topology", file.display().to_string());
+            }
+            self.registry.register(entry).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts one service whose dependencies run, and waits until it is healthy.
+    async fn start_one(&self, name: &str) -> Result<(), OrchestratorError> {
+        let config = self.config(name)?;
+        let state_dir = self.prepare(config).await?;
+        let (log, port, dependency_ports) = {
+            let mut run = self.lock();
+            let dependency_ports: Vec<(String, Option<u16>)> = config
+                .dependencies
+                .iter()
+                .map(|d| (d.clone(), run.services[d].port.flatten()))
+                .collect();
+            let slot = run
+                .services
+                .get_mut(name)
+                .expect("every service has a slot");
+            if slot.running.is_some() {
+                return Ok(());
+            }
+            let port = match slot.port {
+                Some(port) => Ok(port),
+                None => assign_port(config.port),
+            };
+            (slot.log.clone(), port, dependency_ports)
+        };
+        let fail = |reason: StartFailure| self.fail(config, &log, reason);
+        self.registry
+            .set_state(name, ServiceState::Starting)
+            .await?;
+        let port = match port {
+            Ok(port) => port,
+            Err(source) => {
+                return Err(fail(StartFailure::Io {
+                    doing: "find a free port",
+                    source,
+                })
+                .await);
+            }
+        };
+        self.lock()
+            .services
+            .get_mut(name)
+            .expect("every service has a slot")
+            .port = Some(port);
+        if let Some(port) = port {
+            let endpoint = Endpoint::new(MAIN_ENDPOINT, SocketAddr::from((LOCAL_HOST, port)));
+            self.registry.set_endpoint(name, endpoint).await?;
+        }
+
+        let values = placeholder_values(port, &dependency_ports);
+        let service = match config.substituted(&values) {
+            Ok(service) => service,
+            Err(e) => return Err(fail(StartFailure::Substitution(e)).await),
+        };
+        let spec = StartSpec {
+            service,
+            port,
+            injected_env: injected_env(port, &dependency_ports),
+            base_dir: self.base_dir.clone(),
+        };
+        let env = spec.env();
+        if let Err(e) = write_env_file(state_dir.join(format!("{name}.env")), env.iter().cloned()) {
+            return Err(fail(StartFailure::EnvFile(e)).await);
+        }
+        if let Err(source) = log.write_to(&state_dir.join(format!("{name}.log"))) {
+            return Err(fail(StartFailure::Io {
+                doing: "open the service's log file",
+                source,
+            })
+            .await);
+        }
+        let check = spec
+            .service
+            .health_check
+            .clone()
+            .or_else(|| default_check(port));
+        log.watch(check.as_ref().and_then(|c| match &c.probe {
+            Probe::Log(pattern) => Some(pattern.clone()),
+            _ => None,
+        }));
+
+        let kind = config.target.kind();
+        let Some(executor) = self.executors.get(kind).cloned() else {
+            return Err(fail(StartFailure::Unsupported(kind)).await);
+        };
+        let spawned = Instant::now();
+        let mut running = match executor.start(&spec, log.clone()).await {
+            Ok(running) => running,
+            Err(reason) => return Err(fail(reason).await),
+        };
+        let pid = running.pid();
+        if let Some(pid) = pid {
+            self.registry
+                .update(name, |e| e.execution.pid = Some(pid))
+                .await?;
+        }
+        self.report(Progress::Waiting {
+            service: name.to_string(),
+            pid,
+            dependencies: config.dependencies.clone(),
+        });
+
+        let healthy = match &check {
+            Some(check) => {
+                let context = ProbeContext {
+                    port,
+                    log: &log,
+                    env: &env,
+                    base_dir: &self.base_dir,
+                };
+                wait_healthy(name, check, running.as_ref(), &context, &self.registry)
+                    .await
+                    .map(drop)
+            }
+            None => match running.exit_status() {
+                Some(status) => Err(StartFailure::Exited(status)),
+                None => Ok(()),
+            },
+        };
+        if let Err(reason) = healthy {
+            if let Err(e) = running.stop(self.grace).await {
+                tracing::warn!("stop service {name} after its failed start: {e}");
+            }
+            // Lines written just before the exit may still be on their way to the log.
+            async_io::Timer::after(Duration::from_millis(50)).await;
+            return Err(fail(reason).await);
+        }
+        let after = spawned.elapsed();
+        {
+            let mut run = self.lock();
+            let slot = run
+                .services
+                .get_mut(name)
+                .expect("every service has a slot");
+            slot.running = Some(running);
+            slot.healthy_since = Some(Instant::now());
+        }
+        self.registry.set_state(name, ServiceState::Running).await?;
+        self.report(Progress::Healthy {
+            service: name.to_string(),
+            addr: port.map(|p| SocketAddr::from((LOCAL_HOST, p))),
+            after,
+        });
+        Ok(())
+    }
+
+    /// Marks a service failed and builds the error that reports it.
+    async fn fail(
+        &self,
+        config: &ServiceConfig,
+        log: &LogBuffer,
+        reason: StartFailure,
+    ) -> OrchestratorError {
+        let _ = self
+            .registry
+            .set_state(&config.name, ServiceState::failed(reason.to_string()))
+            .await;
+        self.report(Progress::Failed {
+            service: config.name.clone(),
+        });
+        OrchestratorError::StartFailed {
+            service: config.name.clone(),
+            location: config.location().clone(),
+            reason: Box::new(reason),
+            log_tail: log.tail(FAILURE_TAIL),
+        }
+    }
+
+    async fn stop_one(&self, name: &str) -> Result<(), OrchestratorError> {
+        let running = {
+            let mut run = self.lock();
+            let slot = run
+                .services
+                .get_mut(name)
+                .expect("every service has a slot");
+            slot.healthy_since = None;
+            slot.running.take()
+        };
+        let Some(mut running) = running else {
+            return Ok(());
+        };
+        self.report(Progress::Stopping {
+            service: name.to_string(),
+        });
+        let _ = self.registry.set_state(name, ServiceState::Stopping).await;
+        let result = running.stop(self.grace).await;
+        // Dropping the handle kills what the service left in its process group.
+        drop(running);
+        let _ = self.registry.set_state(name, ServiceState::Stopped).await;
+        self.report(Progress::Stopped {
+            service: name.to_string(),
+        });
+        result.map(drop).map_err(|source| OrchestratorError::Stop {
+            service: name.to_string(),
+            source,
+        })
+    }
+}
+
+impl std::fmt::Debug for ServiceManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceManager")
+            .field(
+                "services",
+                &self.topology.services.keys().collect::<Vec<_>>(),
+            )
+            .field("base_dir", &self.base_dir)
+            .field("state_dir", &self.state_dir())
+            .finish()
+    }
+}
+
+impl ServiceController for ServiceManager {
+    fn control<'a>(
+        &'a self,
+        service: &'a str,
+        command: ServiceCommand,
+    ) -> crate::api::BoxFuture<'a, Result<(), ActionFailure>> {
+        Box::pin(async move {
+            match command {
+                ServiceCommand::Start => self.start(service).await?,
+                ServiceCommand::Stop => self.stop(service).await?,
+                ServiceCommand::Restart => self.restart(service).await?,
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Runs futures concurrently on the caller's task and returns their outputs in order.
+async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+/// The address a dependent uses for a local service.
+pub(crate) fn local_addr(port: u16) -> String {
+    SocketAddr::from((LOCAL_HOST, port)).to_string()
+}

@@ -1,0 +1,43 @@
+//! Ports: `port: N` as written, `port: auto` a free port chosen here.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+
+use crate::topology::PortSpec;
+
+/// The address every local service is reached at.
+pub(crate) const LOCAL_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// The port a service gets: the fixed one, a free one for `auto`, none when unset.
+///
+/// A free port is found by binding `127.0.0.1:0`, reading the port the kernel chose and closing
+/// the socket again. Between that moment and the service binding the port, another program may
+/// take it; the kernel hands out ephemeral ports in turn, so this is rare, and the service then
+/// fails its start with its own "address in use" error rather than silently using another port.
+pub(crate) fn assign_port(spec: PortSpec) -> io::Result<Option<u16>> {
+    match spec {
+        PortSpec::Unset => Ok(None),
+        PortSpec::Fixed(port) => Ok(Some(port)),
+        PortSpec::Auto => free_port().map(Some),
+    }
+}
+
+/// A port that was free on 127.0.0.1 a moment ago.
+pub(crate) fn free_port() -> io::Result<u16> {
+    let listener = TcpListener::bind(SocketAddr::from((LOCAL_HOST, 0)))?;
+    Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assigns_fixed_auto_and_no_port() {
+        assert_eq!(assign_port(PortSpec::Unset).unwrap(), None);
+        assert_eq!(assign_port(PortSpec::Fixed(5432)).unwrap(), Some(5432));
+        let port = assign_port(PortSpec::Auto).unwrap().expect("a port");
+        // The port was released, so it can be bound again.
+        TcpListener::bind(SocketAddr::from((LOCAL_HOST, port))).expect("the port is free");
+    }
+}

@@ -1,0 +1,134 @@
+//! `ProcessExecutor`: a service as a local process.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_io::Timer;
+use futures_lite::future;
+
+use crate::exec::{
+    Command, ExitStatus, LaunchError, Launcher, LocalLauncher, LocalProcess, OutputStream,
+    ProcessEvent, ProcessHandle,
+};
+use crate::topology::ServiceTarget;
+
+use super::error::StartFailure;
+use super::executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec};
+use super::logs::LogBuffer;
+
+/// Runs `process:` targets on this machine with [`LocalLauncher`]: each in a process group of
+/// its own, killed if harness dies.
+///
+/// The process inherits the caller's environment, plus the injected variables and the
+/// topology's `env` (as `std::process` and process-compose do). A `binary` with a `/` is a
+/// path, relative to the manager's base directory (the current directory unless set); a bare
+/// name is looked up in `PATH`. The process runs in its `working_dir`, else in the base
+/// directory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessExecutor;
+
+impl ServiceExecutor for ProcessExecutor {
+    fn start<'a>(
+        &'a self,
+        spec: &'a StartSpec,
+        log: LogBuffer,
+    ) -> BoxFuture<'a, Result<Box<dyn RunningService>, StartFailure>> {
+        Box::pin(async move {
+            let ServiceTarget::Process(target) = &spec.service.target else {
+                return Err(StartFailure::Unsupported(spec.service.target.kind()));
+            };
+            let binary = resolve_binary(&target.binary, &spec.base_dir)?;
+            let dir = match &target.working_dir {
+                Some(dir) => spec.base_dir.join(dir),
+                None => spec.base_dir.clone(),
+            };
+            let command = Command::new(binary.to_string_lossy())
+                .args(&target.args)
+                .envs(spec.env())
+                .current_dir(dir.to_string_lossy());
+            let mut process = LocalLauncher
+                .spawn(&command)
+                .await
+                .map_err(StartFailure::Launch)?;
+            let mut events = process
+                .take_events()
+                .expect("a fresh handle has its events");
+            // The output is read on a thread of its own so that it keeps flowing into the log
+            // whether or not anybody awaits anything.
+            std::thread::Builder::new()
+                .name(format!("harness-log-{}", process.pid()))
+                .spawn(move || {
+                    future::block_on(async {
+                        while let Some(event) = events.recv().await {
+                            match event {
+                                ProcessEvent::Stdout(line) => log.push(OutputStream::Stdout, line),
+                                ProcessEvent::Stderr(line) => log.push(OutputStream::Stderr, line),
+                                _ => {}
+                            }
+                        }
+                    })
+                })
+                .map_err(|source| StartFailure::Io {
+                    doing: "start a log reader thread",
+                    source,
+                })?;
+            Ok(Box::new(LocalService { process }) as Box<dyn RunningService>)
+        })
+    }
+}
+
+/// The program to run: a path resolved against `base` (and checked, so that a missing binary
+/// is reported with its full path), or a bare name left for `PATH`.
+fn resolve_binary(binary: &str, base: &Path) -> Result<PathBuf, StartFailure> {
+    if !binary.contains('/') {
+        return Ok(PathBuf::from(binary));
+    }
+    let path = base.join(binary);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(StartFailure::MissingBinary(path))
+    }
+}
+
+struct LocalService {
+    process: LocalProcess,
+}
+
+impl RunningService for LocalService {
+    fn pid(&self) -> Option<u32> {
+        Some(self.process.pid())
+    }
+
+    fn exit_status(&self) -> Option<ExitStatus> {
+        self.process.try_status()
+    }
+
+    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
+        Box::pin(async move {
+            if let Some(status) = self.process.try_status() {
+                return Ok(status);
+            }
+            match self.process.terminate().await {
+                Ok(()) | Err(LaunchError::AlreadyExited { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let process = &mut self.process;
+            let ended = future::or(async { Some(process.wait().await) }, async {
+                Timer::after(grace).await;
+                None
+            })
+            .await;
+            match ended {
+                Some(status) => status,
+                None => {
+                    match self.process.kill().await {
+                        Ok(()) | Err(LaunchError::AlreadyExited { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                    self.process.wait().await
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,457 @@
+//! The orchestrator with the real fixture programs: the demo topology comes up in dependency
+//! order and its services answer through the addresses harness injected; health checks of
+//! every kind; a failing topology is rolled back with the failing service named and its log
+//! tail shown; restart; and nothing is left running or on disk afterwards.
+
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use harness::api::{ServiceCommand, ServiceController};
+use harness::orchestrator::{OrchestratorError, Progress, ServiceManager};
+use harness::registry::{Registry, ServiceState, StateKind};
+use harness::topology::TopologyConfig;
+use rustix::process::Pid;
+
+use fixtures::{bin, project_dir, topology_file};
+
+/// How long any one test may take: generous, for a loaded 2-core CI runner. Never a
+/// measurement.
+const TEST_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs `test` on smol, failing if it does not finish within [`TEST_DEADLINE`].
+fn run<T>(test: impl std::future::Future<Output = T>) -> T {
+    smol::block_on(futures_lite::future::or(test, async {
+        smol::Timer::after(TEST_DEADLINE).await;
+        panic!("the test did not finish within {TEST_DEADLINE:?}");
+    }))
+}
+
+/// A manager for `topology` run from `project`, recording its progress.
+fn new_manager(
+    topology: TopologyConfig,
+    project: &Path,
+) -> (ServiceManager, Arc<Mutex<Vec<Progress>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let manager = ServiceManager::new(topology, Registry::new())
+        .with_base_dir(project)
+        .with_stop_grace(Duration::from_secs(5))
+        .with_progress(move |p| record.lock().unwrap().push(p.clone()));
+    (manager, seen)
+}
+
+/// A topology from YAML text written into `dir`.
+fn inline(dir: &Path, yaml: &str) -> TopologyConfig {
+    let path = dir.join("services.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    TopologyConfig::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The pid of every service that was started, from the progress reports.
+fn started_pids(progress: &[Progress]) -> Vec<(String, u32)> {
+    progress
+        .iter()
+        .filter_map(|p| match p {
+            Progress::Waiting {
+                service,
+                pid: Some(pid),
+                ..
+            } => Some((service.clone(), *pid)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Where in the progress reports `what` happened to `service`.
+fn position(progress: &[Progress], service: &str, healthy: bool) -> usize {
+    progress
+        .iter()
+        .position(|p| match p {
+            Progress::Waiting { service: s, .. } => !healthy && s == service,
+            Progress::Healthy { service: s, .. } => healthy && s == service,
+            _ => false,
+        })
+        .unwrap_or_else(|| panic!("no report for {service} in {progress:?}"))
+}
+
+/// Whether a process group still has a member. Every service is its group's leader, and the
+/// launcher reaps it, so an empty group means the service and everything it started are gone.
+fn group_alive(pid: u32) -> bool {
+    let pid = Pid::from_raw(pid as i32).unwrap();
+    rustix::process::test_kill_process_group(pid).is_ok()
+}
+
+fn assert_gone(pids: &[(String, u32)]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (service, pid) in pids {
+        while group_alive(*pid) {
+            assert!(
+                Instant::now() < deadline,
+                "{service} (process group {pid}) is still running"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+struct Response {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+/// One HTTP/1.1 request, with `Connection: close`.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Response {
+        status,
+        headers: head.to_ascii_lowercase(),
+        body: body.to_string(),
+    }
+}
+
+/// The variables in an env file, as `NAME=value` without quotes (the values here need none).
+fn env_file(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .lines()
+        .map(|l| {
+            let (name, value) = l.strip_prefix("export ").unwrap().split_once('=').unwrap();
+            (name.to_string(), value.trim_matches('\'').to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn demo_comes_up_in_order_and_answers_through_injected_addresses() {
+    let project = project_dir();
+    let topology = TopologyConfig::load(topology_file("demo.yaml")).unwrap();
+    let (manager, progress) = new_manager(topology, project.path());
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let state_dir = manager
+            .state_dir()
+            .expect("a state directory while running");
+
+        let status = manager.status_all().await;
+        let names: Vec<&str> = status.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["kv-store", "kv-api", "echo", "web"]);
+        for s in &status {
+            assert_eq!(s.state, ServiceState::Running, "{}", s.name);
+            assert!(s.pid.is_some() && s.addr.is_some(), "{s:?}");
+            assert!(s.health.as_ref().is_some_and(|h| h.healthy), "{s:?}");
+        }
+        let addr = |name: &str| {
+            status
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap()
+                .addr
+                .unwrap()
+        };
+
+        // Each service started only once its dependencies were healthy.
+        {
+            let progress = progress.lock().unwrap();
+            assert!(position(&progress, "kv-store", true) < position(&progress, "kv-api", false));
+            for dependency in ["kv-api", "echo"] {
+                assert!(position(&progress, dependency, true) < position(&progress, "web", false));
+            }
+        }
+
+        // kv-api stores through kv-store, which it reaches at the injected KV_STORE_ADDR.
+        let put = http(addr("kv-api"), "PUT", "/kv/greeting", "hello");
+        assert_eq!(put.status, 204);
+        let got = http(addr("kv-api"), "GET", "/kv/greeting", "");
+        assert_eq!((got.status, got.body.as_str()), (200, "hello"));
+        assert!(
+            got.headers.contains("x-kv-source: upstream"),
+            "{}",
+            got.headers
+        );
+        let direct = http(addr("kv-store"), "GET", "/kv/greeting", "");
+        assert_eq!((direct.status, direct.body.as_str()), (200, "hello"));
+
+        // echo got its port through `${port}`, and echoes.
+        let mut echo = TcpStream::connect(addr("echo")).unwrap();
+        echo.write_all(b"ping\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&echo).read_line(&mut line).unwrap();
+        assert_eq!(line, "ping\n");
+        assert_eq!(http(addr("web"), "GET", "/", "").body.trim(), "web");
+
+        // The env files say what each service was given.
+        let kv_api = env_file(&state_dir.join("kv-api.env"));
+        assert!(kv_api.contains(&("PORT".into(), addr("kv-api").port().to_string())));
+        assert!(kv_api.contains(&("KV_STORE_ADDR".into(), addr("kv-store").to_string())));
+        assert!(kv_api.contains(&("KV_BACKEND".into(), "upstream".into())));
+        let web = env_file(&state_dir.join("web.env"));
+        assert!(web.contains(&("KV_API_ADDR".into(), addr("kv-api").to_string())));
+        assert!(web.contains(&("ECHO_ADDR".into(), addr("echo").to_string())));
+
+        // Logs: the tail in memory and the file in the state directory.
+        let logs = manager.logs("echo").unwrap();
+        assert!(
+            logs.iter().any(|l| l.text.contains("listening on")),
+            "{logs:?}"
+        );
+        let file = std::fs::read_to_string(state_dir.join("echo.log")).unwrap();
+        assert!(file.contains("listening on"), "{file}");
+
+        // The registry has the endpoint and the pid.
+        let entry = manager.registry().get("kv-api").await.unwrap();
+        assert_eq!(entry.endpoint("main").unwrap().address, addr("kv-api"));
+        assert_eq!(
+            entry.execution.pid,
+            manager.status("kv-api").await.unwrap().pid
+        );
+
+        let pids = started_pids(&progress.lock().unwrap());
+        assert_eq!(pids.len(), 4);
+        manager.stop_all().await.unwrap();
+        assert_gone(&pids);
+        assert!(!state_dir.exists(), "{} is left", state_dir.display());
+        assert!(manager.state_dir().is_none());
+        for entry in manager.registry().list().await {
+            assert_eq!(entry.state, ServiceState::Stopped, "{}", entry.name);
+        }
+    });
+}
+
+#[test]
+fn failing_topology_is_rolled_back_and_names_the_service_with_its_log_tail() {
+    let project = project_dir();
+    let topology = TopologyConfig::load(topology_file("failing.yaml")).unwrap();
+    let (manager, progress) = new_manager(topology, project.path());
+    run(async {
+        let mut state_dir: Option<PathBuf> = None;
+        // The state directory exists only during the start; note its path meanwhile.
+        let watch = async {
+            loop {
+                if let Some(dir) = manager.state_dir() {
+                    state_dir.get_or_insert(dir);
+                }
+                smol::Timer::after(Duration::from_millis(10)).await;
+            }
+        };
+        let error = futures_lite::future::or(manager.start_all(), watch)
+            .await
+            .unwrap_err();
+        assert_eq!(error.failed_service(), Some("broken"));
+        let message = error.to_string();
+        assert!(message.contains("start service broken ("), "{message}");
+        assert!(message.contains("failing.yaml:16:3"), "{message}");
+        assert!(message.contains("health check failed after"), "{message}");
+        assert!(message.contains("answered 500, expected 200"), "{message}");
+        let OrchestratorError::StartFailed { log_tail, .. } = &error else {
+            panic!("{error:?}");
+        };
+        assert!(
+            log_tail.iter().any(|l| l.text.contains("failing-service")),
+            "{log_tail:?}"
+        );
+
+        let pids = started_pids(&progress.lock().unwrap());
+        let names: Vec<&str> = pids.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["healthy", "broken"]);
+        assert_gone(&pids);
+        let state_dir = state_dir.expect("the state directory existed during the start");
+        assert!(!state_dir.exists(), "{} is left", state_dir.display());
+
+        let registry = manager.registry();
+        assert_eq!(
+            registry.get("healthy").await.unwrap().state,
+            ServiceState::Stopped
+        );
+        assert_eq!(
+            registry.get("broken").await.unwrap().state.kind(),
+            StateKind::Failed
+        );
+        assert_eq!(
+            registry.get("never").await.unwrap().state,
+            ServiceState::Pending
+        );
+    });
+}
+
+#[test]
+fn exit_during_start_and_missing_binary_fail_with_their_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = bin("failing-service");
+    let topology = inline(
+        dir.path(),
+        &format!(
+            r#"
+services:
+  quitter:
+    target:
+      process:
+        binary: {}
+        env: {{ FAIL_MODE: exit }}
+    port: auto
+"#,
+            failing.display()
+        ),
+    );
+    let (manager, progress) = new_manager(topology, dir.path());
+    run(async {
+        let error = manager.start_all().await.unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("start service quitter"), "{message}");
+        assert!(message.contains("exited with exit code 3"), "{message}");
+        let OrchestratorError::StartFailed { log_tail, .. } = &error else {
+            panic!("{error:?}");
+        };
+        assert!(!log_tail.is_empty(), "the tail shows why it exited");
+        assert_gone(&started_pids(&progress.lock().unwrap()));
+    });
+
+    let topology = inline(
+        dir.path(),
+        "services:\n  ghost:\n    target: { process: { binary: ./no/such/server } }\n",
+    );
+    let (manager, _) = new_manager(topology, dir.path());
+    run(async {
+        let message = manager.start_all().await.unwrap_err().to_string();
+        let path = dir.path().join("./no/such/server");
+        assert!(message.contains("start service ghost ("), "{message}");
+        assert!(message.contains("services.yaml:2:3"), "{message}");
+        assert!(
+            message.contains(&format!("binary {} does not exist", path.display())),
+            "{message}"
+        );
+        assert!(manager.state_dir().is_none());
+    });
+}
+
+#[test]
+fn log_and_command_checks_restart_and_the_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = inline(
+        dir.path(),
+        &format!(
+            r#"
+services:
+  echo:
+    target:
+      process: {{ binary: {echo}, env: {{ HOST: 127.0.0.1 }} }}
+    port: auto
+    health_check: {{ log: "listening on", interval: 20ms }}
+  checked:
+    target:
+      process:
+        binary: {health}
+        env: {{ GREETING: hi }}
+    dependencies: [echo]
+    port: auto
+    health_check:
+      command: ["sh", "-c", "test \"$GREETING\" = hi && test \"$ECHO_ADDR\" = \"${{ECHO_ADDR}}\""]
+  sleeper:
+    target:
+      process: {{ binary: sleep, args: ["300"] }}
+"#,
+            echo = bin("echo-server").display(),
+            health = bin("http-health").display(),
+        ),
+    );
+    let (manager, progress) = new_manager(topology, dir.path());
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let sleeper = manager.status("sleeper").await.unwrap();
+        assert_eq!(sleeper.state, ServiceState::Running);
+        assert_eq!(sleeper.addr, None, "no port, no address");
+        let checked = manager.registry().get("checked").await.unwrap();
+        assert!(checked.health.unwrap().detail.contains("exited with 0"));
+
+        let before = manager.status("echo").await.unwrap();
+        manager.restart("echo").await.unwrap();
+        let after = manager.status("echo").await.unwrap();
+        assert_ne!(before.pid, after.pid);
+        assert_eq!(
+            before.addr, after.addr,
+            "a restarted service keeps its port"
+        );
+        assert_eq!(after.state, ServiceState::Running);
+        assert_gone(&[("echo".into(), before.pid.unwrap())]);
+        let mut echo = TcpStream::connect(after.addr.unwrap()).unwrap();
+        echo.write_all(b"again\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&echo).read_line(&mut line).unwrap();
+        assert_eq!(line, "again\n");
+        assert_eq!(manager.registry().get("echo").await.unwrap().restarts, 1);
+
+        // The WebSocket API's controller interface drives the same manager.
+        let old = manager.status("sleeper").await.unwrap().pid.unwrap();
+        manager
+            .control("sleeper", ServiceCommand::Stop)
+            .await
+            .unwrap();
+        assert_eq!(
+            manager.status("sleeper").await.unwrap().state,
+            ServiceState::Stopped
+        );
+        assert_gone(&[("sleeper".into(), old)]);
+        manager
+            .control("sleeper", ServiceCommand::Start)
+            .await
+            .unwrap();
+        assert_eq!(
+            manager.status("sleeper").await.unwrap().state,
+            ServiceState::Running
+        );
+        assert!(
+            manager
+                .control("nobody", ServiceCommand::Start)
+                .await
+                .is_err()
+        );
+
+        let mut pids = started_pids(&progress.lock().unwrap());
+        pids.extend(
+            manager
+                .status("sleeper")
+                .await
+                .unwrap()
+                .pid
+                .map(|p| ("sleeper".into(), p)),
+        );
+        manager.stop_all().await.unwrap();
+        assert_gone(&pids);
+    });
+}
+
+#[test]
+fn a_service_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = inline(
+        dir.path(),
+        "services:\n  stubborn:\n    target:\n      process:\n        binary: sh\n        args: [\"-c\", \"trap '' TERM; echo up; while true; do sleep 1; done\"]\n    health_check: { log: up }\n",
+    );
+    let (manager, progress) = new_manager(topology, dir.path());
+    let manager = manager.with_stop_grace(Duration::from_millis(300));
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let pids = started_pids(&progress.lock().unwrap());
+        manager.stop_all().await.unwrap();
+        assert_gone(&pids);
+    });
+}

@@ -1,0 +1,126 @@
+//! Finding (and if need be building) the fixture programs (`fixtures/src/bin/`), and a project
+//! directory in which the fixture topologies' `./target/debug/NAME` paths lead to them.
+//!
+//! The programs belong to another package of the workspace, so cargo gives tests no
+//! `CARGO_BIN_EXE_*` for them: they are looked up beside the test's own target directory
+//! (`target/debug/echo-server`). If one is missing or older than the fixtures' sources,
+//! `cargo build -p harness-fixtures --bins` runs once, into the same target directory.
+
+#![allow(dead_code, reason = "each test uses a part of these helpers")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+/// The directory cargo puts this profile's binaries in: `target/debug` for
+/// `target/debug/deps/TEST-HASH`.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/PROFILE/deps/TEST")
+        .to_path_buf()
+}
+
+/// The workspace root.
+pub fn workspace_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fixture topology file, `fixtures/topologies/NAME`.
+pub fn topology_file(name: &str) -> PathBuf {
+    workspace_dir().join("fixtures/topologies").join(name)
+}
+
+fn newest_source() -> SystemTime {
+    fn walk(dir: &Path, newest: &mut SystemTime) {
+        for entry in
+            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        {
+            let entry = entry.expect("a directory entry");
+            let meta = entry.metadata().expect("metadata");
+            if meta.is_dir() {
+                walk(&entry.path(), newest);
+            } else {
+                *newest = (*newest).max(meta.modified().expect("mtime"));
+            }
+        }
+    }
+    let root = workspace_dir().join("fixtures");
+    let mut newest = std::fs::metadata(root.join("Cargo.toml"))
+        .and_then(|m| m.modified())
+        .expect("fixtures/Cargo.toml");
+    walk(&root.join("src"), &mut newest);
+    newest
+}
+
+/// The path of fixture program `name`, built first if missing or stale.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let dir = profile_dir();
+    let path = dir.join(name);
+    let fresh = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= newest_source())
+    };
+    if !fresh(&path) {
+        BUILT.get_or_init(|| {
+            let profile = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("a profile directory");
+            let target_dir = dir.parent().expect("the target directory");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = Command::new(cargo);
+            build
+                .args(["build", "-p", "harness-fixtures", "--bins", "--target-dir"])
+                .arg(target_dir);
+            match profile {
+                "debug" => {}
+                "release" => {
+                    build.arg("--release");
+                }
+                other => {
+                    build.args(["--profile", other]);
+                }
+            }
+            let status = build
+                .current_dir(workspace_dir())
+                .status()
+                .expect("run cargo build");
+            assert!(
+                status.success(),
+                "cargo build -p harness-fixtures --bins failed: {status}"
+            );
+        });
+    }
+    assert!(
+        path.is_file(),
+        "{} is missing after building harness-fixtures",
+        path.display()
+    );
+    path
+}
+
+/// A temporary directory standing in for the project root: its `target/debug` is this
+/// profile's binary directory (whatever `CARGO_TARGET_DIR` says), so the fixture topologies'
+/// `./target/debug/NAME` paths work from it. Builds the fixture programs if needed.
+pub fn project_dir() -> tempfile::TempDir {
+    for name in ["echo-server", "http-health", "kv-server", "failing-service"] {
+        bin(name);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("harness-project-")
+        .tempdir()
+        .expect("a temporary directory");
+    std::fs::create_dir(dir.path().join("target")).expect("create target/");
+    let profile = profile_dir();
+    std::os::unix::fs::symlink(
+        &profile,
+        dir.path().join("target").join(profile.file_name().unwrap()),
+    )
+    .expect("link target/PROFILE");
+    dir
+}
