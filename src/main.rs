@@ -4,9 +4,15 @@
 //! 128 + N when it was killed by signal N; 125 when harness itself failed (bad arguments, an
 //! unreachable host, a missing container); 126 when the program cannot be executed; 127 when it
 //! does not exist.
+//!
+//! `harness up` exits with 0 once it has torn the topology down after Ctrl-C or SIGTERM; 1 when
+//! the topology failed to start (a service did not start or did not become healthy; the error
+//! names it and shows its last lines of output, and everything was stopped again); 125 when the
+//! topology file is invalid (nothing was started) or the teardown failed.
 
 mod run;
 mod serve;
+mod up;
 
 use std::process::ExitCode;
 
@@ -27,6 +33,9 @@ enum Command {
     Run(run::RunArgs),
     /// Serve the WebSocket API over a registry kept in a file, until Ctrl-C or SIGTERM.
     Serve(serve::ServeArgs),
+    /// Start a topology, print its services' addresses, follow their logs until Ctrl-C or
+    /// SIGTERM, then stop everything.
+    Up(up::UpArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,5 +47,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Up(args) => up::up(args),
     }
 }
