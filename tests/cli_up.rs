@@ -30,12 +30,25 @@ struct Up {
 
 impl Up {
     fn start(project: &Path, tmp: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        Self::start_with_overlay_env(project, tmp, args, None)
+    }
+
+    fn start_with_overlay_env(
+        project: &Path,
+        tmp: &Path,
+        args: &[&str],
+        overlay_env: Option<&str>,
+    ) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_harness"));
+        command.env_remove("HARNESS_OVERLAY");
+        if let Some(overlays) = overlay_env {
+            command.env("HARNESS_OVERLAY", overlays);
+        }
+        let mut child = command
             .arg("up")
             .args(args)
             .current_dir(project)
             .env("TMPDIR", tmp)
-            .env_remove("HARNESS_OVERLAY")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -192,8 +205,7 @@ fn up_runs_the_demo_until_sigterm_and_leaves_nothing() {
     // The request shows up in the followed logs, prefixed with the service's name.
     up.until("kv-api   | kv-server: 127.0.0.1:");
 
-    rustix::process::kill_process(Pid::from_raw(up.child.id() as i32).unwrap(), Signal::TERM)
-        .unwrap();
+    terminate(&up);
     let (code, stderr) = up.finish();
     assert_eq!(code, Some(0), "{stderr}");
     assert_gone(&pids);
@@ -241,5 +253,65 @@ fn up_exits_1_naming_the_failing_service_with_its_log_tail() {
     let names: Vec<&str> = pids.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["healthy", "broken"], "{progress:?}");
     assert_gone(&pids);
+    assert_empty(tmp.path());
+}
+
+fn terminate(up: &Up) {
+    rustix::process::kill_process(Pid::from_raw(up.child.id() as i32).unwrap(), Signal::TERM)
+        .unwrap();
+}
+
+#[test]
+fn sigterm_during_the_start_stops_what_was_started() {
+    let project = project_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let failing = topology_file("failing.yaml");
+    let mut up = Up::start(project.path(), tmp.path(), &[failing.to_str().unwrap()]);
+    // `broken` stays unhealthy for its whole start period: time enough to interrupt it.
+    let mut progress = up.until("waiting for broken");
+    progress.push(up.seen.last().unwrap().clone());
+    terminate(&up);
+    up.until("harness up: received SIGTERM during the start");
+    let (code, stderr) = up.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    let pids = waiting_pids(&progress);
+    assert_eq!(pids.len(), 2, "{progress:?}");
+    assert_gone(&pids);
+    assert_empty(tmp.path());
+}
+
+#[test]
+fn overlays_from_the_flag_and_the_environment_apply() {
+    let project = project_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    // One overlay drops `web`, the other `echo`; what is left is the kv chain.
+    std::fs::write(
+        project.path().join("no-web.yaml"),
+        "services:\n  web: null\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.path().join("no-echo.yaml"),
+        "services:\n  echo: null\n",
+    )
+    .unwrap();
+    let demo = topology_file("demo.yaml");
+    let mut up = Up::start_with_overlay_env(
+        project.path(),
+        tmp.path(),
+        &[demo.to_str().unwrap(), "--overlay", "no-echo.yaml"],
+        Some("no-web.yaml"),
+    );
+    let progress = up.until("SERVICE ");
+    let table = up.until("harness up: all 2 services healthy");
+    let names: Vec<&str> = table
+        .iter()
+        .map(|row| row.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(names, ["kv-store", "kv-api"]);
+    terminate(&up);
+    let (code, stderr) = up.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_gone(&waiting_pids(&progress));
     assert_empty(tmp.path());
 }
