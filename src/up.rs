@@ -165,6 +165,7 @@ fn print_progress(progress: &Progress) {
             println!("{service} healthy after {} ms", after.as_millis());
         }
         Progress::Failed { service } => println!("{service} failed"),
+        Progress::Exited { service, status } => println!("{service} exited with {status}"),
         Progress::Stopped { service } => println!("{service} stopped"),
         _ => {}
     }

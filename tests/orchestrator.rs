@@ -455,3 +455,55 @@ fn a_service_ignoring_sigterm_is_killed_after_the_grace_period() {
         assert_gone(&pids);
     });
 }
+
+#[test]
+fn a_service_that_exits_after_its_start_is_marked_failed_and_can_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = inline(
+        dir.path(),
+        &format!(
+            r#"
+services:
+  crasher:
+    target:
+      process:
+        binary: {}
+        env: {{ FAIL_MODE: crash-later, FAIL_AFTER_MS: "300" }}
+    port: auto
+    health_check: {{ http: {{ path: /health }} }}
+"#,
+            bin("failing-service").display()
+        ),
+    );
+    let (manager, progress) = new_manager(topology, dir.path());
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let first = manager.status("crasher").await.unwrap().pid.unwrap();
+        let mut state = manager.status("crasher").await.unwrap().state;
+        while state == ServiceState::Running {
+            smol::Timer::after(Duration::from_millis(20)).await;
+            state = manager.status("crasher").await.unwrap().state;
+        }
+        let ServiceState::Failed { reason } = state else {
+            panic!("{state:?}");
+        };
+        assert!(reason.contains("exited with exit code 3"), "{reason}");
+        assert_eq!(manager.status("crasher").await.unwrap().pid, None);
+        assert!(progress.lock().unwrap().iter().any(|p| matches!(
+            p,
+            Progress::Exited { service, status } if service == "crasher" && status.code() == Some(3)
+        )));
+        assert_gone(&[("crasher".into(), first)]);
+
+        // A failed service starts again; stopping it on purpose is not a failure.
+        manager.restart("crasher").await.unwrap();
+        let second = manager.status("crasher").await.unwrap().pid.unwrap();
+        assert_ne!(first, second);
+        manager.stop_all().await.unwrap();
+        assert_eq!(
+            manager.status("crasher").await.unwrap().state,
+            ServiceState::Stopped
+        );
+        assert_gone(&[("crasher".into(), second)]);
+    });
+}

@@ -65,6 +65,10 @@ pub trait RunningService: Send + Sync {
     /// How it ended, once it has.
     fn exit_status(&self) -> Option<ExitStatus>;
 
+    /// Calls `notify` once, when the service ends (at once if it already has). The manager uses
+    /// it to notice a service that exits on its own after it was started.
+    fn on_exit(&self, notify: Box<dyn FnOnce(ExitStatus) + Send>);
+
     /// Asks it to stop (SIGTERM to its process group), waits up to `grace`, then kills it.
     /// Returns how it ended.
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>>;

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
 
 use crate::api::{ActionFailure, ServiceCommand, ServiceController};
+use crate::exec::ExitStatus;
 use crate::registry::{
     Endpoint, ExecutionInfo, ExecutionKind, HealthResult, Location, Registry, ServiceEntry,
     ServiceState,
@@ -58,6 +59,13 @@ pub enum Progress {
     Failed {
         /// The service.
         service: String,
+    },
+    /// The service ended on its own after it was started; it is marked failed.
+    Exited {
+        /// The service.
+        service: String,
+        /// How it ended.
+        status: ExitStatus,
     },
     /// The service is being stopped.
     Stopping {
@@ -144,6 +152,8 @@ struct Slot {
     port: Option<Option<u16>>,
     running: Option<Box<dyn RunningService>>,
     healthy_since: Option<Instant>,
+    /// Counts starts, so that the exit of an old run is not taken for the current one's.
+    generation: u64,
 }
 
 impl ServiceManager {
@@ -161,6 +171,7 @@ impl ServiceManager {
                     port: None,
                     running: None,
                     healthy_since: None,
+                    generation: 0,
                 };
                 (name.clone(), slot)
             })
@@ -559,22 +570,75 @@ impl ServiceManager {
             return Err(fail(reason).await);
         }
         let after = spawned.elapsed();
-        {
+        // Running before the exit watch is set up, so that an exit right now is seen as one.
+        self.registry.set_state(name, ServiceState::Running).await?;
+        let generation = {
             let mut run = self.lock();
             let slot = run
                 .services
                 .get_mut(name)
                 .expect("every service has a slot");
-            slot.running = Some(running);
+            slot.generation += 1;
             slot.healthy_since = Some(Instant::now());
-        }
-        self.registry.set_state(name, ServiceState::Running).await?;
+            slot.generation
+        };
+        running.on_exit(self.exit_watcher(name, generation));
+        let exited = {
+            let mut run = self.lock();
+            let slot = run
+                .services
+                .get_mut(name)
+                .expect("every service has a slot");
+            if running.exit_status().is_some() {
+                // Already gone: the exit watcher marks it failed (or has).
+                Some(running)
+            } else {
+                slot.running = Some(running);
+                None
+            }
+        };
+        drop(exited);
         self.report(Progress::Healthy {
             service: name.to_string(),
             addr: port.map(|p| SocketAddr::from((LOCAL_HOST, p))),
             after,
         });
         Ok(())
+    }
+
+    /// What to do when run `generation` of a service ends: if it is still the current run (a
+    /// stop on purpose starts a new generation first), mark the service failed. Holds
+    /// the run weakly: the watcher lives inside the run's own slot.
+    fn exit_watcher(&self, name: &str, generation: u64) -> Box<dyn FnOnce(ExitStatus) + Send> {
+        let run: Weak<Mutex<Run>> = Arc::downgrade(&self.run);
+        let registry = self.registry.clone();
+        let progress = self.progress.clone();
+        let name = name.to_string();
+        Box::new(move |status| {
+            let Some(run) = run.upgrade() else { return };
+            let ended = {
+                let mut run = run.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(slot) = run.services.get_mut(&name) else {
+                    return;
+                };
+                if slot.generation != generation {
+                    return;
+                }
+                slot.healthy_since = None;
+                slot.running.take()
+            };
+            // Dropped outside the lock: dropping kills what the service left in its group.
+            drop(ended);
+            let reason = format!("exited with {status} after it was started");
+            // This runs on the service's output thread, which has nothing else to do now.
+            let _ = future::block_on(registry.set_state(&name, ServiceState::failed(reason)));
+            if let Some(report) = progress {
+                report(&Progress::Exited {
+                    service: name,
+                    status,
+                });
+            }
+        })
     }
 
     /// Marks a service failed and builds the error that reports it.
@@ -607,6 +671,8 @@ impl ServiceManager {
                 .get_mut(name)
                 .expect("every service has a slot");
             slot.healthy_since = None;
+            // A new generation: the exit that follows is this stop's, not a crash.
+            slot.generation += 1;
             slot.running.take()
         };
         let Some(mut running) = running else {

@@ -1,6 +1,7 @@
 //! `ProcessExecutor`: a service as a local process.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_io::Timer;
@@ -53,6 +54,8 @@ impl ServiceExecutor for ProcessExecutor {
             let mut events = process
                 .take_events()
                 .expect("a fresh handle has its events");
+            let exit = Arc::new(Mutex::new(ExitWatch::default()));
+            let watch = exit.clone();
             // The output is read on a thread of its own so that it keeps flowing into the log
             // whether or not anybody awaits anything.
             std::thread::Builder::new()
@@ -63,7 +66,8 @@ impl ServiceExecutor for ProcessExecutor {
                             match event {
                                 ProcessEvent::Stdout(line) => log.push(OutputStream::Stdout, line),
                                 ProcessEvent::Stderr(line) => log.push(OutputStream::Stderr, line),
-                                _ => {}
+                                ProcessEvent::Exited(status) => ExitWatch::exited(&watch, status),
+                                ProcessEvent::Started { .. } => {}
                             }
                         }
                     })
@@ -72,7 +76,7 @@ impl ServiceExecutor for ProcessExecutor {
                     doing: "start a log reader thread",
                     source,
                 })?;
-            Ok(Box::new(LocalService { process }) as Box<dyn RunningService>)
+            Ok(Box::new(LocalService { process, exit }) as Box<dyn RunningService>)
         })
     }
 }
@@ -93,6 +97,27 @@ fn resolve_binary(binary: &str, base: &Path) -> Result<PathBuf, StartFailure> {
 
 struct LocalService {
     process: LocalProcess,
+    exit: Arc<Mutex<ExitWatch>>,
+}
+
+/// The exit of a process as its output reader saw it (after its last line), and who to tell.
+#[derive(Default)]
+struct ExitWatch {
+    status: Option<ExitStatus>,
+    notify: Option<Box<dyn FnOnce(ExitStatus) + Send>>,
+}
+
+impl ExitWatch {
+    fn exited(watch: &Mutex<ExitWatch>, status: ExitStatus) {
+        let notify = {
+            let mut watch = watch.lock().unwrap_or_else(|e| e.into_inner());
+            watch.status = Some(status);
+            watch.notify.take()
+        };
+        if let Some(notify) = notify {
+            notify(status);
+        }
+    }
 }
 
 impl RunningService for LocalService {
@@ -102,6 +127,17 @@ impl RunningService for LocalService {
 
     fn exit_status(&self) -> Option<ExitStatus> {
         self.process.try_status()
+    }
+
+    fn on_exit(&self, notify: Box<dyn FnOnce(ExitStatus) + Send>) {
+        let mut watch = self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        match watch.status {
+            Some(status) => {
+                drop(watch);
+                notify(status);
+            }
+            None => watch.notify = Some(notify),
+        }
     }
 
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
