@@ -507,3 +507,93 @@ services:
         assert_gone(&[("crasher".into(), second)]);
     });
 }
+
+#[test]
+fn a_service_waits_only_for_its_own_dependencies_and_the_first_failure_ends_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let topology = inline(
+        dir.path(),
+        &format!(
+            r#"
+services:
+  slow:
+    target: {{ process: {{ binary: sleep, args: ["300"] }} }}
+    health_check: {{ command: ["test", "-e", "{go}"], interval: 20ms }}
+  fast:
+    target: {{ process: {{ binary: {echo} }} }}
+    port: auto
+  after-fast:
+    target: {{ process: {{ binary: {echo} }} }}
+    dependencies: [fast]
+    port: auto
+"#,
+            go = go.display(),
+            echo = bin("echo-server").display(),
+        ),
+    );
+    let (manager, progress) = new_manager(topology, dir.path());
+    run(async {
+        let release = async {
+            // `after-fast` comes up while `slow`, which it does not need, is still starting.
+            loop {
+                let after = manager.status("after-fast").await.unwrap().state;
+                if after == ServiceState::Running {
+                    break;
+                }
+                smol::Timer::after(Duration::from_millis(10)).await;
+            }
+            assert_eq!(
+                manager.status("slow").await.unwrap().state,
+                ServiceState::Starting
+            );
+            std::fs::write(&go, "").unwrap();
+        };
+        let (started, ()) = futures_lite::future::zip(manager.start_all(), release).await;
+        started.unwrap_or_else(|e| panic!("{e}"));
+        let pids = started_pids(&progress.lock().unwrap());
+        manager.stop_all().await.unwrap();
+        assert_gone(&pids);
+    });
+
+    // `hang` would take its whole 30 s start period to fail; `quitter` fails at once, and that
+    // ends the start: `hang` is abandoned and killed.
+    let topology = inline(
+        dir.path(),
+        &format!(
+            r#"
+services:
+  hang:
+    target: {{ process: {{ binary: {failing}, env: {{ FAIL_MODE: hang }} }} }}
+    port: auto
+  quitter:
+    target: {{ process: {{ binary: {failing}, env: {{ FAIL_MODE: exit, FAIL_AFTER_MS: "200" }} }} }}
+    port: auto
+  needs-both:
+    target: {{ process: {{ binary: sleep, args: ["300"] }} }}
+    dependencies: [hang, quitter]
+"#,
+            failing = bin("failing-service").display(),
+        ),
+    );
+    let (manager, progress) = new_manager(topology, dir.path());
+    run(async {
+        let error = manager.start_all().await.unwrap_err();
+        assert_eq!(error.failed_service(), Some("quitter"), "{error}");
+        let pids = started_pids(&progress.lock().unwrap());
+        let mut names: Vec<&str> = pids.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["hang", "quitter"]);
+        assert_gone(&pids);
+        let registry = manager.registry();
+        assert_eq!(
+            registry.get("hang").await.unwrap().state,
+            ServiceState::Stopped
+        );
+        assert_eq!(
+            registry.get("needs-both").await.unwrap().state,
+            ServiceState::Pending
+        );
+        assert!(manager.state_dir().is_none());
+    });
+}

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use async_lock::OnceCell;
 use futures_lite::future;
 
 use crate::api::{ActionFailure, ServiceCommand, ServiceController};
@@ -101,12 +102,11 @@ pub struct ServiceStatus {
 /// Starts, stops and restarts the services of one topology, with one [`ServiceExecutor`] per
 /// target kind.
 ///
-/// - [`ServiceManager::start_all`] starts the services layer by layer of the dependency graph
-///   ([`DependencyGraph::start_order`](crate::topology::DependencyGraph::start_order)): the
-///   services of a layer start in parallel, once every service of the layers before is
-///   healthy, so each starts only when all its dependencies are. If one fails, everything
-///   running is stopped again, in reverse order, and the error names the service, says why
-///   and shows its last lines of output.
+/// - [`ServiceManager::start_all`] starts every service as soon as all of its dependencies are
+///   healthy, independent services in parallel (plain futures joined on the caller's task; no
+///   runtime is needed). If one fails, the services still starting are abandoned (killed),
+///   everything running is stopped again, in reverse dependency order, and the error names the
+///   service, says why and shows its last lines of output.
 /// - Each service gets its port (`port: N`, or a free one for `auto`), `PORT` in its
 ///   environment, `${port}`, `${host}`, `${addr}` and `${<DEP>_ADDR}` in its args and env, and
 ///   `<DEP>_ADDR=127.0.0.1:PORT` for each dependency that has a port. An env file with the same
@@ -265,18 +265,39 @@ impl ServiceManager {
                 self.register(self.config(name)?).await?;
             }
         }
-        for layer in graph.start_order() {
-            let results = join_all(layer.iter().map(|name| self.start_one(name))).await;
-            if let Some(error) = results.into_iter().find_map(Result::err) {
-                // The start already failed; a failure to stop as well is logged, not returned,
-                // so that the caller sees why the start failed.
-                if let Err(stop) = self.stop_all().await {
-                    tracing::warn!("after a failed start: {stop}");
-                }
-                return Err(error);
+        // Each service starts as soon as all of its own dependencies are healthy, so a slow
+        // service delays only what needs it. The first failure ends the whole start: services
+        // still starting are abandoned (dropping their futures kills their process groups).
+        let names: Vec<&str> = graph.start_order().concat();
+        let healthy: HashMap<&str, OnceCell<()>> =
+            names.iter().map(|&n| (n, OnceCell::new())).collect();
+        let (healthy, graph) = (&healthy, &graph);
+        let started = try_join_all(names.iter().map(|&name| async move {
+            for dependency in graph.dependencies(name) {
+                healthy[dependency].wait().await;
+            }
+            self.start_one(name).await?;
+            let _ = healthy[name].set(()).await;
+            Ok(())
+        }))
+        .await;
+        let Err(error) = started else {
+            return Ok(());
+        };
+        for &name in &names {
+            if let Ok(entry) = self.registry.get(name).await
+                && entry.state == ServiceState::Starting
+            {
+                let _ = self.registry.set_state(name, ServiceState::Stopping).await;
+                let _ = self.registry.set_state(name, ServiceState::Stopped).await;
             }
         }
-        Ok(())
+        // The start already failed; a failure to stop as well is logged, not returned, so that
+        // the caller sees why the start failed.
+        if let Err(stop) = self.stop_all().await {
+            tracing::warn!("after a failed start: {stop}");
+        }
+        Err(error)
     }
 
     /// Stops every running service, dependents before their dependencies (the services of a
@@ -754,6 +775,33 @@ async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Out
         .into_iter()
         .map(|o| o.expect("every future finished"))
         .collect()
+}
+
+/// Runs futures concurrently on the caller's task until all succeed or one fails; the others
+/// are dropped at the first failure.
+async fn try_join_all<F, E>(futures: impl IntoIterator<Item = F>) -> Result<(), E>
+where
+    F: Future<Output = Result<(), E>>,
+{
+    let mut futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    future::poll_fn(|cx| {
+        let mut pending = false;
+        for slot in futures.iter_mut() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(Ok(())) => *slot = None,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    })
+    .await
 }
 
 /// The address a dependent uses for a local service.

@@ -33,8 +33,8 @@
 //! # Known limits
 //!
 //! - Only `process:` targets have an executor; the others fail their start with a clear error.
-//! - A layer of the dependency graph starts once the whole layer before it is healthy, so a
-//!   slow service can delay a service that does not depend on it.
+//! - A service that exits after it was started is marked failed in the registry, but is not
+//!   restarted; restart it with [`ServiceManager::restart`].
 //! - `port: auto` takes a port that was free a moment before the service binds it (see
 //!   [`ServiceManager`]); another program could take it in between.
 
