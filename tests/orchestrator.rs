@@ -392,11 +392,20 @@ services:
         );
         assert_eq!(after.state, ServiceState::Running);
         assert_gone(&[("echo".into(), before.pid.unwrap())]);
+        let follow = manager.follow("echo").unwrap();
         let mut echo = TcpStream::connect(after.addr.unwrap()).unwrap();
         echo.write_all(b"again\n").unwrap();
         let mut line = String::new();
         BufReader::new(&echo).read_line(&mut line).unwrap();
         assert_eq!(line, "again\n");
+        // A follower sees the lines written after it subscribed, with the service's name.
+        loop {
+            let line = follow.recv().await.expect("echo's log stays open");
+            assert_eq!(line.service, "echo");
+            if line.text.contains("echoed") {
+                break;
+            }
+        }
         assert_eq!(manager.registry().get("echo").await.unwrap().restarts, 1);
 
         // The WebSocket API's controller interface drives the same manager.
