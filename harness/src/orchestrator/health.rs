@@ -44,6 +44,9 @@ pub(crate) fn default_check(port: Option<u16>) -> Option<HealthCheck> {
 /// As in Docker, failures during the start period do not count, and the first success makes the
 /// service healthy at once; after the start period, `retries` consecutive failures fail it. A
 /// service that exits meanwhile fails at once. Every result goes to the registry.
+///
+/// Most services are ready within milliseconds, so the first tries come sooner than
+/// `interval`: see [`pause`].
 pub(crate) async fn wait_healthy(
     name: &str,
     check: &HealthCheck,
@@ -83,8 +86,18 @@ pub(crate) async fn wait_healthy(
                 }
             }
         }
-        Timer::after(check.interval).await;
+        Timer::after(pause(tries, check.interval)).await;
     }
+}
+
+/// The pause after try number `tries` (from 1): 5 ms, doubling each try, up to `interval`. A
+/// fixed 100 ms interval would make every service in a dependency chain cost up to 100 ms more
+/// than it needs; the doubling keeps a service that takes long from being polled hard.
+pub(crate) fn pause(tries: u32, interval: Duration) -> Duration {
+    let first = Duration::from_millis(5);
+    first
+        .saturating_mul(1 << tries.saturating_sub(1).min(16))
+        .min(interval)
 }
 
 /// One try of `probe`, bounded by `timeout`. `Ok` carries a short description of the success.
@@ -205,6 +218,15 @@ async fn run_command(argv: &[String], context: &ProbeContext<'_>) -> Result<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pauses_grow_from_5_ms_to_the_interval() {
+        let interval = Duration::from_millis(100);
+        let pauses: Vec<u128> = (1..=7).map(|t| pause(t, interval).as_millis()).collect();
+        assert_eq!(pauses, [5, 10, 20, 40, 80, 100, 100]);
+        assert_eq!(pause(1000, interval), interval);
+        assert_eq!(pause(1, Duration::from_millis(2)), Duration::from_millis(2));
+    }
 
     #[test]
     fn reads_status_lines() {
