@@ -90,11 +90,11 @@ pub(crate) async fn wait_healthy(
     }
 }
 
-/// The pause after try number `tries` (from 1): 5 ms, doubling each try, up to `interval`. A
+/// The pause after try number `tries` (from 1): 1 ms, doubling each try, up to `interval`. A
 /// fixed 100 ms interval would make every service in a dependency chain cost up to 100 ms more
 /// than it needs; the doubling keeps a service that takes long from being polled hard.
 pub(crate) fn pause(tries: u32, interval: Duration) -> Duration {
-    let first = Duration::from_millis(5);
+    let first = Duration::from_millis(1);
     first
         .saturating_mul(1 << tries.saturating_sub(1).min(16))
         .min(interval)
@@ -220,12 +220,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pauses_grow_from_5_ms_to_the_interval() {
+    fn pauses_grow_from_1_ms_to_the_interval() {
         let interval = Duration::from_millis(100);
-        let pauses: Vec<u128> = (1..=7).map(|t| pause(t, interval).as_millis()).collect();
-        assert_eq!(pauses, [5, 10, 20, 40, 80, 100, 100]);
+        let pauses: Vec<u128> = (1..=9).map(|t| pause(t, interval).as_millis()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 64, 100, 100]);
         assert_eq!(pause(1000, interval), interval);
-        assert_eq!(pause(1, Duration::from_millis(2)), Duration::from_millis(2));
+        assert_eq!(pause(3, Duration::from_millis(2)), Duration::from_millis(2));
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //!
 //! `tcp` connects to `127.0.0.1:PORT`; `http` sends `GET path` over HTTP/1.1 and compares the
 //! status; `command` runs a program (with the service's environment) and wants exit code 0;
-//! `log` waits for a line of the service's output that matches. The first tries come 5 ms
+//! `log` waits for a line of the service's output that matches. The first tries come 1 ms
 //! apart, doubling up to `interval`, so that a service that is ready at once costs no
 //! interval. Failures during
 //! `start_period` do not count; after it, `retries` failures in a row fail the start. A service
