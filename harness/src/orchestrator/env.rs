@@ -1,8 +1,11 @@
 //! What harness tells each service: `PORT`, `<DEP>_ADDR`, and the placeholder values.
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
-use crate::topology::addr_var;
+use crate::topology::{EnvFileError, addr_var, render_env_file};
 
 use super::manager::local_addr;
 use super::ports::LOCAL_HOST;
@@ -44,6 +47,31 @@ pub(crate) fn injected_env(
         }
     }
     env
+}
+
+/// Writes a service's env file into the run's state directory, mode 0600, replacing the old
+/// one atomically (rename). Unlike [`write_env_file`](crate::topology::write_env_file) it does
+/// not sync to disk: the directory lives only as long as the run, and a sync per service would
+/// cost more than starting it.
+pub(crate) fn write_run_env_file(
+    path: &Path,
+    env: &[(String, String)],
+) -> Result<(), EnvFileError> {
+    let text = render_env_file(env.iter().map(|(k, v)| (k, v)))?;
+    let failed = |source| EnvFileError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let partial = path.with_extension("env.partial");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(failed)?;
+    file.write_all(text.as_bytes()).map_err(failed)?;
+    std::fs::rename(&partial, path).map_err(failed)
 }
 
 #[cfg(test)]

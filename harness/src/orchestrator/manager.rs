@@ -1,7 +1,7 @@
 //! `ServiceManager`: starts a topology in dependency order, keeps the registry current, and
 //! stops what it started.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,9 +18,9 @@ use crate::registry::{
     Endpoint, ExecutionInfo, ExecutionKind, HealthResult, Location, Registry, ServiceEntry,
     ServiceState,
 };
-use crate::topology::{Probe, ServiceConfig, ServiceTarget, TopologyConfig, write_env_file};
+use crate::topology::{Probe, ServiceConfig, ServiceTarget, TopologyConfig};
 
-use super::env::{injected_env, placeholder_values};
+use super::env::{injected_env, placeholder_values, write_run_env_file};
 use super::error::{OrchestratorError, StartFailure};
 use super::executor::{RunningService, ServiceExecutor, StartSpec};
 use super::health::{ProbeContext, default_check, wait_healthy};
@@ -484,8 +484,26 @@ impl ServiceManager {
             }
             let port = match slot.port {
                 Some(port) => Ok(port),
-                None => assign_port(config.port),
+                None => {
+                    let taken: HashSet<u16> = run
+                        .services
+                        .values()
+                        .filter_map(|s| s.port.flatten())
+                        .collect();
+                    let port = assign_port(config.port, &taken);
+                    let slot = run
+                        .services
+                        .get_mut(name)
+                        .expect("every service has a slot");
+                    if let Ok(port) = port {
+                        // Recorded at once, so that a service starting in parallel cannot be
+                        // given the same free port.
+                        slot.port = Some(port);
+                    }
+                    port
+                }
             };
+            let slot = &run.services[name];
             (slot.log.clone(), port, dependency_ports)
         };
         let fail = |reason: StartFailure| self.fail(config, &log, reason);
@@ -524,7 +542,7 @@ impl ServiceManager {
             base_dir: self.base_dir.clone(),
         };
         let env = spec.env();
-        if let Err(e) = write_env_file(state_dir.join(format!("{name}.env")), env.iter().cloned()) {
+        if let Err(e) = write_run_env_file(&state_dir.join(format!("{name}.env")), &env) {
             return Err(fail(StartFailure::EnvFile(e)).await);
         }
         if let Err(source) = log.write_to(&state_dir.join(format!("{name}.log"))) {

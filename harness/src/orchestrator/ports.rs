@@ -1,5 +1,6 @@
 //! Ports: `port: N` as written, `port: auto` a free port chosen here.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 
@@ -8,17 +9,31 @@ use crate::topology::PortSpec;
 /// The address every local service is reached at.
 pub(crate) const LOCAL_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
-/// The port a service gets: the fixed one, a free one for `auto`, none when unset.
+/// The port a service gets: the fixed one, a free one for `auto` (never one of `taken`, the
+/// ports already given to this run's services), none when unset.
 ///
 /// A free port is found by binding `127.0.0.1:0`, reading the port the kernel chose and closing
-/// the socket again. Between that moment and the service binding the port, another program may
-/// take it; the kernel hands out ephemeral ports in turn, so this is rare, and the service then
-/// fails its start with its own "address in use" error rather than silently using another port.
-pub(crate) fn assign_port(spec: PortSpec) -> io::Result<Option<u16>> {
+/// the socket again. The kernel may hand the same port out again once it is closed, which is
+/// why `taken` is checked. Between that moment and the service binding the port, another
+/// program may take it; the kernel picks ephemeral ports at random, so this is rare, and the
+/// service then fails its start with its own "address in use" error rather than silently
+/// using another port.
+pub(crate) fn assign_port(spec: PortSpec, taken: &HashSet<u16>) -> io::Result<Option<u16>> {
     match spec {
         PortSpec::Unset => Ok(None),
         PortSpec::Fixed(port) => Ok(Some(port)),
-        PortSpec::Auto => free_port().map(Some),
+        PortSpec::Auto => {
+            for _ in 0..100 {
+                let port = free_port()?;
+                if !taken.contains(&port) {
+                    return Ok(Some(port));
+                }
+            }
+            Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "the kernel kept choosing ports already given to other services",
+            ))
+        }
     }
 }
 
@@ -34,9 +49,20 @@ mod tests {
 
     #[test]
     fn assigns_fixed_auto_and_no_port() {
-        assert_eq!(assign_port(PortSpec::Unset).unwrap(), None);
-        assert_eq!(assign_port(PortSpec::Fixed(5432)).unwrap(), Some(5432));
-        let port = assign_port(PortSpec::Auto).unwrap().expect("a port");
+        let none = HashSet::new();
+        assert_eq!(assign_port(PortSpec::Unset, &none).unwrap(), None);
+        assert_eq!(
+            assign_port(PortSpec::Fixed(5432), &none).unwrap(),
+            Some(5432)
+        );
+        let mut taken = HashSet::new();
+        for _ in 0..200 {
+            let port = assign_port(PortSpec::Auto, &taken)
+                .unwrap()
+                .expect("a port");
+            assert!(taken.insert(port), "port {port} was given twice");
+        }
+        let port = assign_port(PortSpec::Auto, &none).unwrap().expect("a port");
         // The port was released, so it can be bound again.
         TcpListener::bind(SocketAddr::from((LOCAL_HOST, port))).expect("the port is free");
     }
