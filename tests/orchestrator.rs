@@ -332,9 +332,10 @@ services:
     let (manager, _) = new_manager(topology, dir.path());
     run(async {
         let message = manager.start_all().await.unwrap_err().to_string();
-        let path = dir.path().join("./no/such/server");
+        let path = dir.path().join("no/such/server");
         assert!(message.contains("start service ghost ("), "{message}");
         assert!(message.contains("services.yaml:2:3"), "{message}");
+        assert!(!message.contains("last lines"), "it never ran: {message}");
         assert!(
             message.contains(&format!("binary {} does not exist", path.display())),
             "{message}"

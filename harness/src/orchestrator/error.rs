@@ -17,7 +17,7 @@ pub enum OrchestratorError {
     /// A service did not start or did not become healthy. Everything the same call had started
     /// was stopped again.
     #[error(
-        "start service {service} ({location}): {reason}\nlast lines of its output:{}",
+        "start service {service} ({location}): {reason}{}",
         render_tail(log_tail)
     )]
     StartFailed {

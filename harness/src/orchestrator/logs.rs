@@ -127,12 +127,18 @@ impl LogBuffer {
     }
 }
 
-/// Renders lines for a failure report, each indented under the message.
+/// Renders lines for a failure report, each indented under a heading; nothing when the
+/// service wrote nothing (or never ran).
 pub(crate) fn render_tail(lines: &[LogLine]) -> String {
     if lines.is_empty() {
-        return "\n  (no output)".to_string();
+        return String::new();
     }
-    lines.iter().map(|l| format!("\n  | {}", l.text)).collect()
+    let mut out = String::from("\nlast lines of its output:");
+    for line in lines {
+        out.push_str("\n  | ");
+        out.push_str(&line.text);
+    }
+    out
 }
 
 #[cfg(test)]

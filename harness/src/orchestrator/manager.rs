@@ -121,7 +121,8 @@ pub struct ServiceStatus {
 ///   ([`DEFAULT_STOP_GRACE`]), then sends SIGKILL.
 ///
 /// Relative binary paths and working directories are resolved against the base directory,
-/// the current directory unless [`ServiceManager::with_base_dir`] sets another: a topology's
+/// the current directory when the manager is made unless [`ServiceManager::with_base_dir`]
+/// sets another: a topology's
 /// `./target/debug/api-server` means the cargo project the command runs in.
 ///
 /// The manager is a cheap handle: clones share the running services. When the last clone is
@@ -179,7 +180,8 @@ impl ServiceManager {
         Self {
             topology: Arc::new(topology),
             registry,
-            base_dir: PathBuf::from("."),
+            // Absolute, so that messages name full paths.
+            base_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
             grace: DEFAULT_STOP_GRACE,
             log_lines: DEFAULT_LOG_TAIL,
             executors,

@@ -1,6 +1,6 @@
 //! `ProcessExecutor`: a service as a local process.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,7 +87,12 @@ fn resolve_binary(binary: &str, base: &Path) -> Result<PathBuf, StartFailure> {
     if !binary.contains('/') {
         return Ok(PathBuf::from(binary));
     }
-    let path = base.join(binary);
+    // `./target/debug/x` under `/project` reads better as `/project/target/debug/x`.
+    let path: PathBuf = base
+        .join(binary)
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect();
     if path.is_file() {
         Ok(path)
     } else {
