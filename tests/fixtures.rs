@@ -16,8 +16,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
 
@@ -28,90 +28,10 @@ const WAIT: Duration = Duration::from_secs(60);
 /// A program's environment: the only variables it gets, besides PATH.
 type Env<'a> = Vec<(&'a str, &'a str)>;
 
-// ---------------------------------------------------------------------------------------------
-// Finding (and if need be building) the fixture programs.
-
-/// The directory cargo puts this profile's binaries in: `target/debug` for `target/debug/deps/
-/// fixtures-HASH`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/PROFILE/deps/TEST")
-        .to_path_buf()
-}
-
-/// The newest modification time of the fixtures' sources and manifest.
-fn newest_source() -> SystemTime {
-    fn walk(dir: &Path, newest: &mut SystemTime) {
-        for entry in
-            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        {
-            let entry = entry.expect("a directory entry");
-            let meta = entry.metadata().expect("metadata");
-            if meta.is_dir() {
-                walk(&entry.path(), newest);
-            } else {
-                *newest = (*newest).max(meta.modified().expect("mtime"));
-            }
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-    let mut newest = std::fs::metadata(root.join("Cargo.toml"))
-        .and_then(|m| m.modified())
-        .expect("fixtures/Cargo.toml");
-    walk(&root.join("src"), &mut newest);
-    newest
-}
-
-/// The path of fixture program `name`, built first if missing or stale.
-fn bin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    let dir = profile_dir();
-    let path = dir.join(name);
-    let fresh = |p: &Path| {
-        std::fs::metadata(p)
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t >= newest_source())
-    };
-    if !fresh(&path) {
-        BUILT.get_or_init(|| {
-            let profile = dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .expect("a profile directory");
-            let target_dir = dir.parent().expect("the target directory");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut build = Command::new(cargo);
-            build
-                .args(["build", "-p", "harness-fixtures", "--bins", "--target-dir"])
-                .arg(target_dir);
-            match profile {
-                "debug" => {}
-                "release" => {
-                    build.arg("--release");
-                }
-                other => {
-                    build.args(["--profile", other]);
-                }
-            }
-            let status = build
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build");
-            assert!(
-                status.success(),
-                "cargo build -p harness-fixtures --bins failed: {status}"
-            );
-        });
-    }
-    assert!(
-        path.is_file(),
-        "{} is missing after building harness-fixtures",
-        path.display()
-    );
-    path
-}
+// Finding (and if need be building) the fixture programs: shared with the orchestrator's tests.
+#[path = "support/fixtures.rs"]
+mod fixture_programs;
+use fixture_programs::bin;
 
 // ---------------------------------------------------------------------------------------------
 // Running a program and reading its output.

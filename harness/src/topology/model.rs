@@ -278,7 +278,8 @@ pub struct ProcessTarget {
     pub args: Vec<String>,
     /// Extra environment on top of the caller's; values may hold placeholders.
     pub env: EnvMap,
-    /// The working directory; the project directory when unset.
+    /// The working directory, relative to the directory harness runs in (as the binary is);
+    /// that directory when unset.
     pub working_dir: Option<String>,
 }
 
