@@ -607,3 +607,97 @@ services:
         assert!(manager.state_dir().is_none());
     });
 }
+
+/// The topology with a real PostgreSQL and a real Redis (both from the Debian packages, run as
+/// processes), and kv-server using both through the addresses harness injects.
+#[test]
+fn kv_server_uses_a_real_postgres_and_redis_through_injected_addresses() {
+    let project = project_dir();
+    // postgres.sh is referenced as ./fixtures/scripts/postgres.sh, relative to the project.
+    std::os::unix::fs::symlink(
+        fixtures::workspace_dir().join("fixtures"),
+        project.path().join("fixtures"),
+    )
+    .unwrap();
+    let topology = TopologyConfig::load(topology_file("kv-postgres-redis.yaml")).unwrap();
+    let (manager, progress) = new_manager(topology, project.path());
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let state_dir = manager.state_dir().unwrap();
+        let addr = |name: &str| {
+            let manager = &manager;
+            let name = name.to_string();
+            async move { manager.status(&name).await.unwrap().addr.unwrap() }
+        };
+        let (kv, postgres, redis) = (
+            addr("kv").await,
+            addr("postgres").await,
+            addr("redis").await,
+        );
+
+        // kv was told where its dependencies are.
+        let env = env_file(&state_dir.join("kv.env"));
+        assert!(
+            env.contains(&("POSTGRES_ADDR".into(), postgres.to_string())),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&("REDIS_ADDR".into(), redis.to_string())),
+            "{env:?}"
+        );
+
+        // A value goes into PostgreSQL; reading it fills the Redis cache.
+        assert_eq!(http(kv, "PUT", "/kv/e2e", "kept in postgres").status, 204);
+        let first = http(kv, "GET", "/kv/e2e", "");
+        assert_eq!(
+            (first.status, first.body.as_str()),
+            (200, "kept in postgres")
+        );
+        let second = http(kv, "GET", "/kv/e2e", "");
+        assert_eq!(second.body, "kept in postgres");
+        assert!(
+            second.headers.contains("x-kv-source: cache"),
+            "{}",
+            second.headers
+        );
+
+        // A fresh Redis holds nothing, so a value still read must come from PostgreSQL.
+        manager.restart("redis").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let after = http(kv, "GET", "/kv/e2e", "");
+            assert_eq!(
+                (after.status, after.body.as_str()),
+                (200, "kept in postgres")
+            );
+            if after.headers.contains("x-kv-source: database") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never read from the database: {}",
+                after.headers
+            );
+            smol::Timer::after(Duration::from_millis(100)).await;
+        }
+
+        // postgres.sh names its data directory; stopping it must remove it.
+        let data_dir = manager
+            .logs("postgres")
+            .unwrap()
+            .iter()
+            .find_map(|l| {
+                l.text
+                    .strip_prefix("postgres.sh: data directory ")
+                    .map(PathBuf::from)
+            })
+            .expect("postgres.sh names its data directory");
+        assert!(data_dir.exists());
+
+        let pids = started_pids(&progress.lock().unwrap());
+        manager.stop_all().await.unwrap();
+        assert_gone(&pids);
+        assert!(!data_dir.exists(), "{} is left", data_dir.display());
+        assert!(!state_dir.exists(), "{} is left", state_dir.display());
+    });
+}
