@@ -137,12 +137,15 @@ pub struct ServiceManager {
     log_lines: usize,
     executors: HashMap<&'static str, Arc<dyn ServiceExecutor>>,
     progress: Option<ProgressFn>,
+    /// Where the run's state directory goes when [`ServiceManager::with_state_dir`] names one;
+    /// a fresh temporary directory otherwise.
+    fixed_state_dir: Option<PathBuf>,
     run: Arc<Mutex<Run>>,
 }
 
 /// What the manager knows about the current run.
 struct Run {
-    state_dir: Option<tempfile::TempDir>,
+    state_dir: Option<StateDir>,
     services: HashMap<String, Slot>,
 }
 
@@ -186,6 +189,7 @@ impl ServiceManager {
             log_lines: DEFAULT_LOG_TAIL,
             executors,
             progress: None,
+            fixed_state_dir: None,
             run: Arc::new(Mutex::new(Run {
                 state_dir: None,
                 services,
@@ -203,6 +207,14 @@ impl ServiceManager {
     /// How long a stopping service may take after SIGTERM before it is killed.
     pub fn with_stop_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// Keeps the run's env files and logs in `dir` (created at the first start, removed by
+    /// [`ServiceManager::stop_all`]) instead of a fresh `harness-XXXXXX` in the temporary
+    /// directory. For a run that other programs look at, such as `harness up -d`.
+    pub fn with_state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.fixed_state_dir = Some(dir.into());
         self
     }
 
@@ -428,11 +440,15 @@ impl ServiceManager {
         let dir = {
             let mut run = self.lock();
             if run.state_dir.is_none() {
-                let dir = tempfile::Builder::new()
-                    .prefix("harness-")
-                    .tempdir()
-                    .map_err(OrchestratorError::StateDir)?;
-                run.state_dir = Some(dir);
+                let dir = match &self.fixed_state_dir {
+                    Some(path) => std::fs::create_dir_all(path)
+                        .map(|()| StateDir::Given(GivenDir(path.clone()))),
+                    None => tempfile::Builder::new()
+                        .prefix("harness-")
+                        .tempdir()
+                        .map(StateDir::Temp),
+                };
+                run.state_dir = Some(dir.map_err(OrchestratorError::StateDir)?);
             }
             run.state_dir
                 .as_ref()
@@ -822,6 +838,41 @@ where
         }
     })
     .await
+}
+
+/// A run's state directory: a temporary one of its own, or one the caller named.
+enum StateDir {
+    Temp(tempfile::TempDir),
+    Given(GivenDir),
+}
+
+/// A directory the caller named, removed when dropped, so that a manager dropped without
+/// stop_all leaves nothing either way.
+struct GivenDir(PathBuf);
+
+impl Drop for GivenDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl StateDir {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            StateDir::Temp(dir) => dir.path(),
+            StateDir::Given(dir) => &dir.0,
+        }
+    }
+
+    fn close(self) -> std::io::Result<()> {
+        match self {
+            StateDir::Temp(dir) => dir.close(),
+            StateDir::Given(dir) => match std::fs::remove_dir_all(&dir.0) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        }
+    }
 }
 
 /// The address a dependent uses for a local service.
