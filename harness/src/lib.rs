@@ -10,6 +10,8 @@
 //! - [`orchestrator`]: starts a topology's services in dependency order, checks their health
 //!   and stops them again ([`orchestrator::ServiceManager`]).
 //! - [`api`]: the WebSocket API over the registry (`harness serve`).
+//! - [`testing`]: `#[harness_test]` and `harness::main!()`: tests that receive a running
+//!   topology ([`Topology`], [`Service`]), shared between the tests that name the same file.
 //!
 //! The library needs no particular async runtime: it runs its background work on threads of its
 //! own, so it works under smol, tokio or a plain `block_on`.
@@ -19,7 +21,36 @@ pub mod api;
 pub mod exec;
 pub mod orchestrator;
 pub mod registry;
+pub mod testing;
 pub mod topology;
+
+pub use harness_macros::harness_test;
+pub use testing::{Service, Topology};
+
+/// The test runner of a `harness = false` test target: put `harness::main!();` at the end of
+/// the file. It runs the file's `#[harness_test]`s like libtest would (same arguments, same
+/// output), and returns the exit code from `main` so that every topology is torn down first.
+///
+/// It refuses to compile in a target that libtest runs (one without `harness = false`), where
+/// it would otherwise run nothing.
+#[macro_export]
+macro_rules! main {
+    () => {
+        // Only libtest's build (rustc --test) keeps `#[test]` items, so only there does this
+        // error fire; cargo sets cfg(test) for `harness = false` targets as well.
+        #[test]
+        fn harness_main_needs_harness_false() {
+            ::core::compile_error!(
+                "harness::main!() is the test runner of a `harness = false` target: declare \
+                 this test in Cargo.toml as [[test]] name = \"...\" with harness = false"
+            );
+        }
+
+        fn main() -> ::std::process::ExitCode {
+            $crate::testing::run()
+        }
+    };
+}
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

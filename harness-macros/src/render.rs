@@ -1,0 +1,123 @@
+//! The code `#[harness_test]` expands to: the user's function as written, and beside it an entry
+//! in the harness's test list with a runner that injects the parameters.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::ItemFn;
+
+use crate::signature::Injection;
+
+/// What the expansion needs besides the function.
+pub(crate) struct Entry<'a> {
+    /// The topology file's absolute path.
+    pub(crate) topology: String,
+    /// The overlays' absolute paths, in order.
+    pub(crate) overlays: Vec<String>,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) ignored: bool,
+    pub(crate) isolated: bool,
+    pub(crate) injections: &'a [Injection],
+}
+
+/// The function followed by its test entry.
+pub(crate) fn render(func: &ItemFn, entry: &Entry) -> TokenStream {
+    let private = quote!(::harness::testing::__private);
+    let name = &func.sig.ident;
+    let name_text = name.to_string();
+    let source = |path: &str| {
+        quote! {
+            #private::Source { path: #path, text: ::core::include_str!(#path) }
+        }
+    };
+    let topology = source(&entry.topology);
+    let overlays = entry.overlays.iter().map(|p| source(p));
+    let timeout = match entry.timeout_ms {
+        Some(ms) => quote!(::core::option::Option::Some(#ms)),
+        None => quote!(::core::option::Option::None),
+    };
+    let (ignored, isolated) = (entry.ignored, entry.isolated);
+    let args: Vec<_> = (0..entry.injections.len())
+        .map(|i| format_ident!("__harness_arg{i}"))
+        .collect();
+    let lets = entry
+        .injections
+        .iter()
+        .zip(&args)
+        .map(|(injection, arg)| match injection {
+            Injection::Service { service } => {
+                quote!(let #arg = #private::service(__harness_topology, #service)?;)
+            }
+            Injection::Addr { service } => {
+                quote!(let #arg = #private::addr(__harness_topology, #service)?;)
+            }
+            Injection::Topology => quote!(let #arg = __harness_topology;),
+        });
+    quote! {
+        #func
+
+        const _: () = {
+            #[#private::linkme::distributed_slice(#private::TESTS)]
+            #[linkme(crate = #private::linkme)]
+            static __HARNESS_TEST: #private::TestCase = #private::TestCase {
+                module_path: ::core::module_path!(),
+                name: #name_text,
+                topology: #topology,
+                overlays: &[#(#overlays),*],
+                timeout_ms: #timeout,
+                ignored: #ignored,
+                isolated: #isolated,
+                run: __harness_run,
+            };
+
+            fn __harness_run(
+                __harness_topology: &::harness::Topology,
+            ) -> #private::TestFuture<'_> {
+                ::std::boxed::Box::pin(async move {
+                    #(#lets)*
+                    #private::IntoTestResult::into_test_result(#name(#(#args),*).await)
+                })
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syn::parse_quote;
+
+    #[test]
+    fn renders_an_entry_that_injects_each_parameter() {
+        let func: ItemFn = parse_quote!(
+            async fn t(api_server: Service, topo: &Topology) {}
+        );
+        let injections = [
+            Injection::Service {
+                service: "api-server".into(),
+            },
+            Injection::Topology,
+        ];
+        let entry = Entry {
+            topology: "/p/t.yaml".into(),
+            overlays: vec!["/p/o.yaml".into()],
+            timeout_ms: Some(500),
+            ignored: false,
+            isolated: true,
+            injections: &injections,
+        };
+        let out = render(&func, &entry).to_string();
+        for expected in [
+            "async fn t (api_server : Service , topo : & Topology) { }",
+            "name : \"t\"",
+            "text : :: core :: include_str ! (\"/p/t.yaml\")",
+            "overlays : & [:: harness :: testing :: __private :: Source { path : \"/p/o.yaml\"",
+            "timeout_ms : :: core :: option :: Option :: Some (500u64)",
+            "isolated : true",
+            "let __harness_arg0 = :: harness :: testing :: __private :: service (__harness_topology , \"api-server\") ? ;",
+            "let __harness_arg1 = __harness_topology ;",
+            "t (__harness_arg0 , __harness_arg1) . await",
+        ] {
+            assert!(out.contains(expected), "{expected:?} not in {out}");
+        }
+    }
+}

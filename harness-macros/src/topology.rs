@@ -1,0 +1,114 @@
+//! Reading a topology file at compile time, only as far as its service names: the full checks
+//! run when the test starts, with file, line and column.
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::de::IgnoredAny;
+use syn::LitStr;
+
+/// A topology file (or overlay) the attribute names.
+#[derive(Debug)]
+pub(crate) struct TopologyFile {
+    /// Its absolute path, for `include_str!` and for the runner.
+    pub(crate) path: PathBuf,
+    /// Its services, in the file's order.
+    pub(crate) services: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Names {
+    #[serde(default)]
+    services: Option<IndexMap<String, IgnoredAny>>,
+}
+
+/// Reads the file `lit` names, relative to `manifest_dir`; an error spans the literal.
+pub(crate) fn read(lit: &LitStr, manifest_dir: &Path) -> syn::Result<TopologyFile> {
+    let relative = lit.value();
+    let path = manifest_dir.join(&relative);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        syn::Error::new(
+            lit.span(),
+            format!(
+                "cannot read topology file {} ({e}); the path is relative to the crate's \
+                 manifest directory {}",
+                path.display(),
+                manifest_dir.display()
+            ),
+        )
+    })?;
+    let names: Names = serde_saphyr::from_str(&text).map_err(|e| {
+        let first = e.to_string();
+        let first = first.lines().next().unwrap_or_default().to_string();
+        syn::Error::new(
+            lit.span(),
+            format!(
+                "cannot read the services of topology file {}: {first}",
+                path.display()
+            ),
+        )
+    })?;
+    let services = names
+        .services
+        .map(|s| s.into_keys().collect())
+        .unwrap_or_default();
+    Ok(TopologyFile { path, services })
+}
+
+/// The service a parameter named `param` means: `api_server` is `api-server`.
+pub(crate) fn service_for<'a>(param: &str, services: &'a [String]) -> Option<&'a str> {
+    services
+        .iter()
+        .find(|s| s.as_str() == param || s.replace('-', "_") == param)
+        .map(String::as_str)
+}
+
+/// The service name closest to `param`, if one is close enough to suggest.
+pub(crate) fn closest<'a>(param: &str, services: &'a [String]) -> Option<&'a str> {
+    services
+        .iter()
+        .map(|s| (strsim::jaro_winkler(&s.replace('-', "_"), param), s))
+        .filter(|(score, _)| *score > 0.75)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, s)| s.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn maps_parameter_names_to_services() {
+        let services = names(&["api-server", "db", "kv_store"]);
+        assert_eq!(service_for("api_server", &services), Some("api-server"));
+        assert_eq!(service_for("db", &services), Some("db"));
+        assert_eq!(service_for("kv_store", &services), Some("kv_store"));
+        assert_eq!(service_for("cache", &services), None);
+        assert_eq!(closest("api_sever", &services), Some("api-server"));
+        assert_eq!(closest("zzz", &services), None);
+    }
+
+    #[test]
+    fn reads_service_names_in_order_and_reports_missing_files() {
+        let dir = std::env::temp_dir().join(format!("harness-macros-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("t.yaml"),
+            "network: { lan_interface: eth0 }\nservices:\n  web: { target: { process: { binary: x } } }\n  db:\n    port: 5\n",
+        )
+        .unwrap();
+        let file = read(&syn::parse_quote!("t.yaml"), &dir).unwrap();
+        assert_eq!(file.services, ["web", "db"]);
+        assert_eq!(file.path, dir.join("t.yaml"));
+        let missing = read(&syn::parse_quote!("none.yaml"), &dir).unwrap_err();
+        assert!(
+            missing.to_string().starts_with("cannot read topology file"),
+            "{missing}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,23 @@
+//! What `#[harness_test]` expands to refers to; not a public API.
+
+use std::net::SocketAddr;
+
+pub use linkme;
+
+pub use super::case::{IntoTestResult, Source, TestCase, TestFuture};
+use super::service::Service;
+use super::topology::Topology;
+
+/// Every `#[harness_test]` of the binary.
+#[linkme::distributed_slice]
+pub static TESTS: [TestCase];
+
+/// The service a parameter receives.
+pub fn service(topology: &Topology, name: &str) -> Result<Service, String> {
+    topology.service(name).map_err(|e| e.to_string())
+}
+
+/// The address a parameter receives.
+pub fn addr(topology: &Topology, name: &str) -> Result<SocketAddr, String> {
+    topology.addr(name).map_err(|e| e.to_string())
+}

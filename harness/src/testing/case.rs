@@ -1,0 +1,100 @@
+//! One collected test: what `#[harness_test]` records about it, and the list they all go in.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use super::topology::Topology;
+
+/// A topology file as the test binary carries it: its absolute path at build time and its text,
+/// embedded so that an edit rebuilds the test.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    /// The file's absolute path when the test was compiled.
+    pub path: &'static str,
+    /// The file's text.
+    pub text: &'static str,
+}
+
+/// What a test body's future gives: `Err` with the failure's message.
+pub type TestFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + 'a>>;
+
+/// One `#[harness_test]` function.
+#[derive(Debug)]
+pub struct TestCase {
+    /// `module_path!()` where the function is: the crate's name, then its modules.
+    pub module_path: &'static str,
+    /// The function's name.
+    pub name: &'static str,
+    /// The topology file.
+    pub topology: Source,
+    /// Overlays merged over it, in order.
+    pub overlays: &'static [Source],
+    /// The test's time limit in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Whether the test is `ignore`d (runs only with `--ignored` or `--include-ignored`).
+    pub ignored: bool,
+    /// Whether the test gets a private copy of its topology.
+    pub isolated: bool,
+    /// Injects the parameters and runs the body.
+    pub run: for<'a> fn(&'a Topology) -> TestFuture<'a>,
+}
+
+impl TestCase {
+    /// The test's name as libtest gives it: the module path without the crate, then the
+    /// function (`put_then_get`, `cache::survives_restart`).
+    pub(crate) fn test_name(&self) -> String {
+        match self.module_path.split_once("::") {
+            Some((_crate, modules)) => format!("{modules}::{}", self.name),
+            None => self.name.to_string(),
+        }
+    }
+
+    /// The test's time limit.
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        self.timeout_ms.map(Duration::from_millis)
+    }
+
+    /// Which running copy of a topology the test shares: the same file with the same overlays.
+    pub(crate) fn topology_key(&self) -> TopologyKey {
+        TopologyKey {
+            file: PathBuf::from(self.topology.path),
+            overlays: self
+                .overlays
+                .iter()
+                .map(|o| PathBuf::from(o.path))
+                .collect(),
+        }
+    }
+}
+
+/// A topology file and its overlays: tests with equal keys share one running copy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct TopologyKey {
+    pub(crate) file: PathBuf,
+    pub(crate) overlays: Vec<PathBuf>,
+}
+
+/// What a test body may return: `()`, or `Result<(), E>` whose `Err` fails the test (shown with
+/// `Debug`, as `fn main` shows an error).
+#[diagnostic::on_unimplemented(
+    message = "a #[harness_test] function returns `()` or `Result<(), E>` with `E: Debug`, not `{Self}`"
+)]
+pub trait IntoTestResult {
+    /// The body's outcome, with the failure's message.
+    fn into_test_result(self) -> Result<(), String>;
+}
+
+impl IntoTestResult for () {
+    fn into_test_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Debug> IntoTestResult for Result<(), E> {
+    fn into_test_result(self) -> Result<(), String> {
+        self.map_err(|e| format!("the test returned an error: {e:?}"))
+    }
+}

@@ -1,0 +1,64 @@
+//! What `#[harness_test]` and `harness::main!()` expand to: the list of collected tests, the
+//! runner, the running topology a test receives ([`Topology`], [`Service`]), and sharing.
+//!
+//! ```ignore
+//! // tests/kv.rs, declared in Cargo.toml as [[test]] name = "kv", harness = false
+//! use harness::{harness_test, Service, Topology};
+//!
+//! #[harness_test(topology = "topologies/kv.yaml")]
+//! async fn put_then_get(api_server: Service) {
+//!     let stream = std::net::TcpStream::connect(api_server.addr()).unwrap();
+//! }
+//!
+//! #[harness_test(topology = "topologies/kv.yaml", isolated, timeout = "60s")]
+//! async fn survives_cache_restart(topo: &Topology) -> Result<(), Box<dyn std::error::Error>> {
+//!     topo.restart("cache").await?;
+//!     Ok(())
+//! }
+//!
+//! harness::main!();
+//! ```
+//!
+//! `docs/testing.md` walks through it. In short:
+//!
+//! - Each test is an entry in a [linkme](https://docs.rs/linkme) distributed slice; the runner
+//!   ([`run`]) makes a libtest-mimic trial of each, so libtest's arguments work: filters,
+//!   `--exact`, `--skip`, `--list` (which starts nothing), `--ignored`, `--include-ignored`,
+//!   `--test-threads`, `--format`.
+//! - Within one process, the tests that name the same topology file and overlays share one
+//!   running copy: the first of them that runs starts it, and it stops when the last selected
+//!   one has finished (the runner counts them before running). A copy that fails to start fails
+//!   each of its tests with the same message; it is not started again. An `isolated` test gets
+//!   a private copy, stopped after it.
+//! - A test body runs on the calling test thread under `async_io::block_on`, so it can await
+//!   harness's futures and async-io timers without any runtime of the user's.
+//! - A failing test's message ends with the last lines of each service's output.
+//! - Relative binaries in topologies are resolved against the current directory (under cargo,
+//!   the package's directory), or against `HARNESS_BASE_DIR` ([`BASE_DIR_ENV`]).
+//!
+//! # Known limits
+//!
+//! - Under `cargo nextest run` every test runs in a process of its own, so each test starts its
+//!   own copy of its topology: correct, but not shared. Sharing across processes (a supervisor
+//!   per topology and run) is still to come.
+//! - A timeout cannot interrupt a body that blocks its thread without awaiting (a
+//!   `std::thread::sleep`, a blocking read): the test fails once the body next yields.
+//! - A test that stops or restarts services in a shared copy affects the other tests of that
+//!   copy; make it `isolated`.
+//! - A process that is killed (SIGKILL) or aborts (`panic = "abort"`) runs no destructors: its
+//!   services are stopped only by the death signal the orchestrator gives them.
+
+mod case;
+mod report;
+mod runner;
+mod service;
+mod shared;
+mod topology;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use libtest_mimic::Arguments;
+pub use runner::{BASE_DIR_ENV, run, run_with_args};
+pub use service::Service;
+pub use topology::{LookupError, Topology};

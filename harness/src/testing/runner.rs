@@ -1,0 +1,130 @@
+//! The runner `harness::main!()` calls: libtest's arguments, a trial per collected test, and the
+//! shared topologies' lifetimes.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use super::__private::TESTS;
+use super::case::{TestCase, TopologyKey};
+use super::report::{panic_message, with_log_tails};
+use super::shared::Shared;
+use super::topology::Topology;
+
+/// The environment variable naming the directory relative binaries in topologies are resolved
+/// against; the current directory (under cargo, the package's directory) when unset.
+pub const BASE_DIR_ENV: &str = "HARNESS_BASE_DIR";
+
+/// Runs the binary's `#[harness_test]`s with the command line's libtest arguments, and returns
+/// the exit code for `main` (returned, not `exit`ed, so that destructors run).
+pub fn run() -> ExitCode {
+    run_with_args(Arguments::from_args())
+}
+
+/// Like [`run`], with the arguments given.
+pub fn run_with_args(args: Arguments) -> ExitCode {
+    let cases: Vec<&'static TestCase> = TESTS.iter().collect();
+    if cases.is_empty() && !args.list {
+        eprintln!(
+            "harness: this test binary has no #[harness_test]; plain #[test] functions do not \
+             run in a `harness = false` target"
+        );
+    }
+    run_cases(&args, cases)
+}
+
+fn base_dir() -> PathBuf {
+    match std::env::var_os(BASE_DIR_ENV) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    }
+}
+
+fn run_cases(args: &Arguments, mut cases: Vec<&'static TestCase>) -> ExitCode {
+    cases.sort_by_cached_key(|c| c.test_name());
+    let base_dir = base_dir();
+    let mut shared: BTreeMap<TopologyKey, Arc<Shared>> = BTreeMap::new();
+    for case in &cases {
+        shared
+            .entry(case.topology_key())
+            .or_insert_with(|| Arc::new(Shared::new(case, base_dir.clone())));
+    }
+    let trials: Vec<Trial> = cases
+        .iter()
+        .map(|&case| {
+            let topology = shared[&case.topology_key()].clone();
+            Trial::test(case.test_name(), move || run_one(case, &topology))
+                .with_ignored_flag(case.ignored)
+        })
+        .collect();
+    // Each shared topology stops after its last selected test: count them as libtest-mimic
+    // will select them. Listing selects nothing, so nothing starts.
+    if !args.list {
+        for (trial, case) in trials.iter().zip(&cases) {
+            if !case.isolated && !args.is_filtered_out(trial) && !args.is_ignored(trial) {
+                shared[&case.topology_key()].expect_test();
+            }
+        }
+    }
+    let conclusion = libtest_mimic::run(args, trials);
+    // Normally every copy stopped after its last test; this is for what was left running.
+    for topology in shared.values() {
+        topology.shut_down();
+    }
+    conclusion.exit_code()
+}
+
+/// Counts a test as done with its shared topology, also when it panics.
+struct Release<'a>(&'a Shared);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+fn run_one(case: &TestCase, shared: &Shared) -> Result<(), Failed> {
+    let _release = (!case.isolated).then(|| Release(shared));
+    let topology = if case.isolated {
+        shared.start_private()
+    } else {
+        shared.acquire()
+    }
+    .map_err(Failed::from)?;
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        async_io::block_on(run_body(case, &topology))
+    }))
+    .unwrap_or_else(|payload| Err(format!("test panicked: {}", panic_message(&*payload))));
+    let outcome = outcome.map_err(|message| with_log_tails(message, &topology));
+    if case.isolated
+        && let Err(e) = async_io::block_on(topology.shut_down())
+    {
+        eprintln!(
+            "harness: stop the private copy of {}: {e}",
+            topology.file().display()
+        );
+    }
+    outcome.map_err(Failed::from)
+}
+
+/// The body, failed when it takes longer than the test's timeout.
+async fn run_body(case: &TestCase, topology: &Topology) -> Result<(), String> {
+    let body = (case.run)(topology);
+    match case.timeout() {
+        None => body.await,
+        Some(limit) => {
+            futures_lite::future::or(body, async {
+                async_io::Timer::after(limit).await;
+                Err(format!(
+                    "the test did not finish within its timeout of {}",
+                    crate::topology::format_duration(limit)
+                ))
+            })
+            .await
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Sharing a topology between the tests of one process: started by the first test that needs
+//! it, stopped after the last selected one.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use crate::orchestrator::ServiceManager;
+use crate::registry::Registry;
+use crate::topology::{OVERLAY_ENV, TopologyConfig, overlay_paths};
+
+use super::case::{TestCase, TopologyKey};
+use super::topology::Topology;
+
+/// One topology file (with its overlays) and the copy of it that its tests share.
+pub(crate) struct Shared {
+    key: TopologyKey,
+    /// The embedded texts: the file, then its overlays.
+    sources: Vec<(PathBuf, String)>,
+    base_dir: PathBuf,
+    config: OnceLock<Result<TopologyConfig, String>>,
+    /// Selected tests that share the copy and have not finished.
+    remaining: Mutex<usize>,
+    state: Mutex<State>,
+}
+
+enum State {
+    Idle,
+    Running(Topology),
+    /// The start failed: every test of the topology fails with this message, without retrying.
+    Failed(String),
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// The topology `case` names; its binaries are resolved against `base_dir`.
+    pub(crate) fn new(case: &TestCase, base_dir: PathBuf) -> Self {
+        let sources = std::iter::once(&case.topology)
+            .chain(case.overlays)
+            .map(|s| (PathBuf::from(s.path), s.text.to_string()))
+            .collect();
+        Self {
+            key: case.topology_key(),
+            sources,
+            base_dir,
+            config: OnceLock::new(),
+            remaining: Mutex::new(0),
+            state: Mutex::new(State::Idle),
+        }
+    }
+
+    /// Counts one more selected test that will use the shared copy.
+    pub(crate) fn expect_test(&self) {
+        *lock(&self.remaining) += 1;
+    }
+
+    fn label(&self) -> String {
+        let mut label = self.key.file.display().to_string();
+        for overlay in &self.key.overlays {
+            label.push_str(&format!(" + {}", overlay.display()));
+        }
+        label
+    }
+
+    /// The topology, checked once: the embedded files, then the overlays `HARNESS_OVERLAY`
+    /// names (read now).
+    fn config(&self) -> Result<TopologyConfig, String> {
+        self.config
+            .get_or_init(|| {
+                let mut files = self.sources.clone();
+                for path in std::env::var_os(OVERLAY_ENV)
+                    .map(|v| overlay_paths(&v))
+                    .unwrap_or_default()
+                {
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        format!("read overlay {} (from {OVERLAY_ENV}): {e}", path.display())
+                    })?;
+                    files.push((path, text));
+                }
+                TopologyConfig::from_yaml_files(&files).map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    /// Starts a fresh copy of the topology.
+    fn start_copy(&self) -> Result<Topology, String> {
+        let manager =
+            ServiceManager::new(self.config()?, Registry::new()).with_base_dir(&self.base_dir);
+        async_io::block_on(Topology::launch(manager))
+            .map_err(|e| format!("start topology {}: {e}", self.label()))
+    }
+
+    /// The shared copy, started by the first caller; a failed start fails every later caller
+    /// with the same message.
+    pub(crate) fn acquire(&self) -> Result<Topology, String> {
+        let mut state = lock(&self.state);
+        match &*state {
+            State::Running(topology) => Ok(topology.clone()),
+            State::Failed(message) => Err(message.clone()),
+            State::Idle => {
+                let started = self.start_copy();
+                *state = match &started {
+                    Ok(topology) => State::Running(topology.clone()),
+                    Err(message) => State::Failed(message.clone()),
+                };
+                started
+            }
+        }
+    }
+
+    /// A private copy for an `isolated` test; the caller stops it.
+    pub(crate) fn start_private(&self) -> Result<Topology, String> {
+        self.start_copy()
+    }
+
+    /// One selected test is done with the shared copy; the last one stops it.
+    pub(crate) fn release(&self) {
+        let last = {
+            let mut remaining = lock(&self.remaining);
+            *remaining = remaining.saturating_sub(1);
+            *remaining == 0
+        };
+        if last {
+            self.shut_down();
+        }
+    }
+
+    /// Stops the shared copy if it runs.
+    pub(crate) fn shut_down(&self) {
+        let mut state = lock(&self.state);
+        if let State::Running(topology) = &*state {
+            if let Err(e) = async_io::block_on(topology.shut_down()) {
+                eprintln!("harness: stop topology {}: {e}", self.label());
+            }
+            *state = State::Idle;
+        }
+    }
+}

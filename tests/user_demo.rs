@@ -1,0 +1,154 @@
+//! harness as its users write tests: `#[harness_test]` functions over the demo topology
+//! (fixtures/topologies/demo.yaml), run by `harness::main!()`. Declared in Cargo.toml with
+//! `harness = false`.
+//!
+//! The topology's binaries are `./target/debug/NAME`, relative to the directory the tests run
+//! in (the workspace root under cargo) or to `HARNESS_BASE_DIR`: build them first with
+//! `cargo build -p harness-fixtures --bins`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use harness::{Service, Topology, harness_test};
+
+/// Sends one HTTP/1.1 request and returns the status and the body.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[harness_test(topology = "fixtures/topologies/demo.yaml")]
+async fn echo_answers_at_its_address(echo: Service) {
+    let mut stream = TcpStream::connect(echo.addr()).unwrap();
+    stream.write_all(b"hello harness\n").unwrap();
+    let mut answer = [0; 14];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"hello harness\n");
+    assert_eq!(echo.name(), "echo");
+    assert_eq!(echo.host(), echo.addr().ip());
+    assert_eq!(echo.env_var("PORT"), Some(echo.port().to_string().as_str()));
+}
+
+#[harness_test(topology = "fixtures/topologies/demo.yaml")]
+async fn kv_api_stores_through_kv_store(
+    kv_api: Service,
+    kv_store: SocketAddr,
+) -> Result<(), Box<dyn std::error::Error>> {
+    // harness told kv-api where its dependency is.
+    assert_eq!(
+        kv_api.env_var("KV_STORE_ADDR"),
+        Some(kv_store.to_string().as_str())
+    );
+    assert_eq!(kv_api.env_var("KV_BACKEND"), Some("upstream"));
+    assert_eq!(http(kv_api.addr(), "PUT", "/kv/greeting", "hi").0, 204);
+    // The value went through kv-api into kv-store.
+    assert_eq!(
+        http(kv_store, "GET", "/kv/greeting", ""),
+        (200, "hi".to_string())
+    );
+    Ok(())
+}
+
+#[harness_test(topology = "fixtures/topologies/demo.yaml", timeout = "2m")]
+async fn web_is_healthy(#[service("web")] frontend: Service) {
+    assert!(frontend.url("http").starts_with("http://127.0.0.1:"));
+    assert_eq!(http(frontend.addr(), "GET", "/health", "").0, 200);
+}
+
+#[harness_test(topology = "fixtures/topologies/demo.yaml")]
+async fn the_topology_names_every_service(topo: &Topology) {
+    let names: Vec<String> = topo
+        .services()
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect();
+    assert_eq!(names, ["kv-store", "kv-api", "echo", "web"]);
+    assert_eq!(
+        topo.addr("echo").unwrap(),
+        topo.service("echo").unwrap().addr()
+    );
+    let unknown = topo.addr("cache").unwrap_err().to_string();
+    assert!(
+        unknown.contains("find service cache") && unknown.contains("kv-store, kv-api, echo, web"),
+        "{unknown}"
+    );
+    assert!(topo.logs("cache").is_err());
+}
+
+/// The state directories the shared tests saw: one running copy means one directory.
+static SHARED_COPIES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn record_copy(topo: &Topology) {
+    let dir = topo
+        .manager()
+        .state_dir()
+        .expect("a running topology has a state directory");
+    let mut seen = SHARED_COPIES.lock().unwrap();
+    seen.push(dir);
+    seen.dedup();
+    assert_eq!(
+        seen.len(),
+        1,
+        "the tests of one topology ran on different copies: {seen:?}"
+    );
+}
+
+#[harness_test(topology = "fixtures/topologies/demo.yaml")]
+async fn shares_one_copy_a(topo: &Topology) {
+    record_copy(topo);
+}
+
+#[harness_test(topology = "fixtures/topologies/demo.yaml")]
+async fn shares_one_copy_b(topo: &Topology) {
+    record_copy(topo);
+}
+
+mod isolated {
+    use super::*;
+
+    #[harness_test(topology = "fixtures/topologies/demo.yaml", isolated)]
+    async fn restarts_and_stops_in_a_private_copy(topo: &Topology) {
+        let dir = topo.manager().state_dir().unwrap();
+        assert!(
+            !SHARED_COPIES.lock().unwrap().contains(&dir),
+            "not a private copy"
+        );
+        let kv_api = topo.addr("kv-api").unwrap();
+        assert_eq!(http(kv_api, "PUT", "/kv/k", "before").0, 204);
+        // kv-store keeps its values in memory: a restart empties it, on the same port.
+        let store = topo.addr("kv-store").unwrap();
+        topo.restart("kv-store").await.unwrap();
+        assert_eq!(topo.addr("kv-store").unwrap(), store);
+        assert_eq!(http(kv_api, "GET", "/kv/k", "").0, 404);
+        topo.stop("echo").await.unwrap();
+        assert!(TcpStream::connect(topo.addr("echo").unwrap()).is_err());
+        topo.start("echo").await.unwrap();
+        TcpStream::connect(topo.addr("echo").unwrap()).unwrap();
+    }
+}
+
+#[harness_test(topology = "fixtures/topologies/demo.yaml", ignore)]
+async fn runs_only_when_asked(echo: Service) {
+    TcpStream::connect(echo.addr()).unwrap();
+}
+
+harness::main!();
