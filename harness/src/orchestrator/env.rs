@@ -7,43 +7,53 @@ use std::path::Path;
 
 use crate::topology::{EnvFileError, addr_var, render_env_file};
 
-use super::manager::local_addr;
-use super::ports::LOCAL_HOST;
+use super::address::{Placement, ServiceAddr};
 
-/// The values of `${port}`, `${host}`, `${addr}` and `${<DEP>_ADDR}` for a service on `port`
-/// whose dependencies listen on `dependencies`. A service without a port has no `${port}` or
-/// `${addr}`, and a dependency without one no `${<DEP>_ADDR}`, so using them fails the start
-/// with the placeholder named.
+/// A dependency of the service being started, with its address once it has a port.
+pub(crate) type Dependency = (String, Option<ServiceAddr>);
+
+/// The values of `${port}`, `${host}`, `${addr}` and `${<DEP>_ADDR}` for a service placed at
+/// `placement` on `port` whose dependencies are `dependencies`. `${host}` is `127.0.0.1` for a
+/// process and `0.0.0.0` for a container (what it binds to; see
+/// [`Placement::own_host`]), and `${addr}` is `${host}:${port}`. A dependency's address is
+/// the one reachable from `placement` ([`ServiceAddr::seen_from`]). A service without a port
+/// has no `${port}` or `${addr}`, and a dependency without one no `${<DEP>_ADDR}`, so using
+/// them fails the start with the placeholder named.
 pub(crate) fn placeholder_values(
+    placement: Placement,
     port: Option<u16>,
-    dependencies: &[(String, Option<u16>)],
+    dependencies: &[Dependency],
 ) -> HashMap<String, String> {
-    let mut values = HashMap::from([("host".to_string(), LOCAL_HOST.to_string())]);
+    let host = placement.own_host();
+    let mut values = HashMap::new();
     if let Some(port) = port {
         values.insert("port".into(), port.to_string());
-        values.insert("addr".into(), local_addr(port));
+        values.insert("addr".into(), format!("{host}:{port}"));
     }
-    for (name, port) in dependencies {
-        if let Some(port) = port {
-            values.insert(addr_var(name), local_addr(*port));
+    values.insert("host".to_string(), host);
+    for (name, addr) in dependencies {
+        if let Some(addr) = addr {
+            values.insert(addr_var(name), addr.seen_from(placement));
         }
     }
     values
 }
 
 /// The variables harness adds to a service's environment: `PORT` when it has a port, then
-/// `<DEP>_ADDR=127.0.0.1:PORT` for each dependency with a port, in the file's order.
+/// `<DEP>_ADDR` for each dependency with a port (reachable from `placement`), in the file's
+/// order.
 pub(crate) fn injected_env(
+    placement: Placement,
     port: Option<u16>,
-    dependencies: &[(String, Option<u16>)],
+    dependencies: &[Dependency],
 ) -> Vec<(String, String)> {
     let mut env = Vec::new();
     if let Some(port) = port {
         env.push(("PORT".to_string(), port.to_string()));
     }
-    for (name, port) in dependencies {
-        if let Some(port) = port {
-            env.push((addr_var(name), local_addr(*port)));
+    for (name, addr) in dependencies {
+        if let Some(addr) = addr {
+            env.push((addr_var(name), addr.seen_from(placement)));
         }
     }
     env
@@ -81,19 +91,44 @@ mod tests {
     #[test]
     fn injects_port_and_dependency_addresses() {
         let deps = [
-            ("kv-store".to_string(), Some(4000)),
+            (
+                "kv-store".to_string(),
+                Some(ServiceAddr {
+                    name: "kv-store".into(),
+                    placement: Placement::Host,
+                    port: 4000,
+                    host_port: 4000,
+                }),
+            ),
             ("quiet".to_string(), None),
         ];
         assert_eq!(
-            injected_env(Some(8080), &deps),
+            injected_env(Placement::Host, Some(8080), &deps),
             [
                 ("PORT".to_string(), "8080".to_string()),
                 ("KV_STORE_ADDR".to_string(), "127.0.0.1:4000".to_string()),
             ]
         );
-        let values = placeholder_values(None, &deps);
+        let values = placeholder_values(Placement::Host, None, &deps);
         assert_eq!(values["host"], "127.0.0.1");
         assert_eq!(values["KV_STORE_ADDR"], "127.0.0.1:4000");
         assert!(!values.contains_key("port") && !values.contains_key("QUIET_ADDR"));
+    }
+
+    #[test]
+    fn a_container_binds_everywhere_and_reaches_processes_through_the_gateway() {
+        let deps = [(
+            "kv-store".to_string(),
+            Some(ServiceAddr {
+                name: "kv-store".into(),
+                placement: Placement::Host,
+                port: 4000,
+                host_port: 4000,
+            }),
+        )];
+        let values = placeholder_values(Placement::Container, Some(8080), &deps);
+        assert_eq!(values["host"], "0.0.0.0");
+        assert_eq!(values["addr"], "0.0.0.0:8080");
+        assert_eq!(values["KV_STORE_ADDR"], "host.docker.internal:4000");
     }
 }

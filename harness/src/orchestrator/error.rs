@@ -50,6 +50,16 @@ pub enum OrchestratorError {
     /// The registry refused a change.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// What an executor made for the run (a Docker network, built images) could not be
+    /// removed after its services stopped.
+    #[error("remove what the run made for its `{kind}` services: {source}")]
+    CleanUp {
+        /// The target kind whose executor failed to clean up.
+        kind: &'static str,
+        /// Why.
+        #[source]
+        source: LaunchError,
+    },
     /// A service could not be stopped.
     #[error("stop service {service}: {source}")]
     Stop {
@@ -86,6 +96,15 @@ pub enum StartFailure {
     },
     /// A process target's binary is not there.
     MissingBinary(PathBuf),
+    /// A container's image is not on this machine, and harness does not pull.
+    MissingImage(String),
+    /// A container's image could not be built.
+    Build {
+        /// The image's tag.
+        image: String,
+        /// Why.
+        source: LaunchError,
+    },
     /// The target kind has no executor (yet).
     Unsupported(&'static str),
     /// The process could not be spawned.
@@ -111,6 +130,13 @@ impl fmt::Display for StartFailure {
                 write!(f, "health check failed after {tries} tries: {last_error}")
             }
             Self::MissingBinary(path) => write!(f, "binary {} does not exist", path.display()),
+            Self::MissingImage(image) => write!(
+                f,
+                "image `{image}` is not on this machine, and harness does not pull images; \
+                 build it first, or add `build: {{ binary: ./path/to/program }}` to the \
+                 service's docker target to have harness build it"
+            ),
+            Self::Build { image, source } => write!(f, "build image `{image}`: {source}"),
             Self::Unsupported(kind) => {
                 write!(
                     f,

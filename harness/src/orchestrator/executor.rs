@@ -1,6 +1,7 @@
 //! `ServiceExecutor`: how the manager starts and stops a service of one target kind.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
@@ -20,8 +21,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct StartSpec {
     /// The service, with `${...}` placeholders substituted.
     pub service: ServiceConfig,
-    /// Its port, if it has one.
+    /// Its port, if it has one: where it listens, on this machine for a process, inside the
+    /// container for a container.
     pub port: Option<u16>,
+    /// The port of this machine's `127.0.0.1` that reaches `port`: the same port for a
+    /// process; the port a container publishes `port` on.
+    pub host_port: Option<u16>,
     /// What harness adds to its environment: `PORT` and `<DEP>_ADDR` for each dependency.
     /// The topology's own `env` comes from [`StartSpec::service`] and wins over these.
     pub injected_env: Vec<(String, String)>,
@@ -44,7 +49,7 @@ impl StartSpec {
     }
 }
 
-/// Starts services of one target kind (processes now; containers next).
+/// Starts services of one target kind (processes, containers).
 ///
 /// The manager owns ordering, ports, health checks and the registry; an executor only makes
 /// the service run and feeds its output to the log it is given.
@@ -55,12 +60,37 @@ pub trait ServiceExecutor: Send + Sync {
         spec: &'a StartSpec,
         log: LogBuffer,
     ) -> BoxFuture<'a, Result<Box<dyn RunningService>, StartFailure>>;
+
+    /// Removes what the executor made for the run besides the services themselves (a Docker
+    /// network, images it built), once every service of the run has stopped.
+    /// [`ServiceManager::stop_all`](super::ServiceManager::stop_all) calls it; the next start
+    /// makes them again. Nothing to do unless the executor made something.
+    fn clean_up(&self) -> BoxFuture<'_, Result<(), LaunchError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A service an executor started.
 pub trait RunningService: Send + Sync {
     /// Its process id, if it has one on this machine.
     fn pid(&self) -> Option<u32>;
+
+    /// Its container's id, if it runs in a container.
+    fn container_id(&self) -> Option<String> {
+        None
+    }
+
+    /// The address at which this machine reaches the service itself when its port is
+    /// published through a proxy: a container's address on its Docker network.
+    fn direct_ip(&self) -> Option<IpAddr> {
+        None
+    }
+
+    /// Further ports it publishes on this machine, as `(port where it runs, port of
+    /// 127.0.0.1)` (a container's `ports:`).
+    fn published_ports(&self) -> Vec<(u16, u16)> {
+        Vec::new()
+    }
 
     /// How it ended, once it has.
     fn exit_status(&self) -> Option<ExitStatus>;
@@ -69,7 +99,8 @@ pub trait RunningService: Send + Sync {
     /// it to notice a service that exits on its own after it was started.
     fn on_exit(&self, notify: Box<dyn FnOnce(ExitStatus) + Send>);
 
-    /// Asks it to stop (SIGTERM to its process group), waits up to `grace`, then kills it.
+    /// Asks it to stop (SIGTERM to its process group, or to a container's main process), waits
+    /// up to `grace`, then kills it; a container is then removed.
     /// Returns how it ended.
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>>;
 }

@@ -20,7 +20,11 @@ use super::ports::LOCAL_HOST;
 
 /// What a probe needs to know about the service it checks.
 pub(crate) struct ProbeContext<'a> {
+    /// The port of 127.0.0.1 that reaches the service.
     pub(crate) port: Option<u16>,
+    /// Where the service itself listens when something else stands in front of `port`: a
+    /// container's address on its network, behind the port Docker publishes.
+    pub(crate) direct: Option<SocketAddr>,
     pub(crate) log: &'a LogBuffer,
     pub(crate) env: &'a [(String, String)],
     pub(crate) base_dir: &'a Path,
@@ -109,6 +113,13 @@ pub(crate) async fn probe(
     let attempt = async {
         match probe {
             Probe::Tcp => {
+                // Docker's proxy accepts on a published port whether or not the container
+                // listens behind it, so a container is first tried where it listens itself.
+                if let Some(direct) = context.direct {
+                    TcpStream::connect(direct)
+                        .await
+                        .map_err(|e| format!("connect to {direct} (in the container): {e}"))?;
+                }
                 let addr = addr_of(context.port)?;
                 TcpStream::connect(addr)
                     .await

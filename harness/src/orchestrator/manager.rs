@@ -20,12 +20,14 @@ use crate::registry::{
 };
 use crate::topology::{Probe, ServiceConfig, ServiceTarget, TopologyConfig};
 
-use super::env::{injected_env, placeholder_values, write_run_env_file};
+use super::address::{Placement, ServiceAddr};
+use super::docker::DockerExecutor;
+use super::env::{Dependency, injected_env, placeholder_values, write_run_env_file};
 use super::error::{OrchestratorError, StartFailure};
 use super::executor::{RunningService, ServiceExecutor, StartSpec};
 use super::health::{ProbeContext, default_check, wait_healthy};
 use super::logs::{DEFAULT_LOG_TAIL, FAILURE_TAIL, LogBuffer, LogLine};
-use super::ports::{LOCAL_HOST, assign_port};
+use super::ports::{LOCAL_HOST, assign_host_port, assign_port};
 use super::process::ProcessExecutor;
 
 /// How long a service may take to stop after SIGTERM before it is killed.
@@ -109,16 +111,18 @@ pub struct ServiceStatus {
 ///   service, says why and shows its last lines of output.
 /// - Each service gets its port (`port: N`, or a free one for `auto`), `PORT` in its
 ///   environment, `${port}`, `${host}`, `${addr}` and `${<DEP>_ADDR}` in its args and env, and
-///   `<DEP>_ADDR=127.0.0.1:PORT` for each dependency that has a port. An env file with the same
+///   `<DEP>_ADDR` for each dependency that has a port, with the address reachable from where
+///   it runs (see [Ports and addresses](super#ports-and-addresses)). An env file with the same
 ///   variables, `<service>.env`, and its output, `<service>.log`, are kept in a state directory
 ///   for the run (`harness-XXXXXX` in the temporary directory), removed by
 ///   [`ServiceManager::stop_all`].
 /// - A service counts as started when its health check passes; one without a health check is
 ///   checked with a `tcp` connect if it has a port, and is otherwise started once it runs.
-/// - The registry is kept current: an entry per service (location local, its execution kind
-///   and pid), its endpoint `main` at `127.0.0.1:PORT`, its states and every health result.
-/// - Stopping sends SIGTERM to the service's process group, waits the grace period
-///   ([`DEFAULT_STOP_GRACE`]), then sends SIGKILL.
+/// - The registry is kept current: an entry per service (location local, its execution kind,
+///   pid and container id), its endpoint `main` at `127.0.0.1:HOST_PORT` (for a container
+///   with its network address as `host_addr`), its states and every health result.
+/// - Stopping sends SIGTERM to the service's process group (`docker stop` for a container),
+///   waits the grace period ([`DEFAULT_STOP_GRACE`]), then sends SIGKILL.
 ///
 /// Relative binary paths and working directories are resolved against the base directory,
 /// the current directory when the manager is made unless [`ServiceManager::with_base_dir`]
@@ -127,7 +131,8 @@ pub struct ServiceStatus {
 ///
 /// The manager is a cheap handle: clones share the running services. When the last clone is
 /// dropped without [`ServiceManager::stop_all`], the services are killed (their process groups
-/// get SIGKILL) and the state directory is removed.
+/// get SIGKILL), the run's containers, Docker network and built images are removed, and the
+/// state directory is removed.
 #[derive(Clone)]
 pub struct ServiceManager {
     topology: Arc<TopologyConfig>,
@@ -154,6 +159,9 @@ struct Slot {
     /// The port, assigned at the first start and kept across restarts, since dependents were
     /// told it.
     port: Option<Option<u16>>,
+    /// The port of 127.0.0.1 that reaches `port` (a container's published port), assigned and
+    /// kept with it.
+    host_port: Option<u16>,
     running: Option<Box<dyn RunningService>>,
     healthy_since: Option<Instant>,
     /// Counts starts, so that the exit of an old run is not taken for the current one's.
@@ -166,6 +174,7 @@ impl ServiceManager {
     pub fn new(topology: TopologyConfig, registry: Registry) -> Self {
         let mut executors: HashMap<&'static str, Arc<dyn ServiceExecutor>> = HashMap::new();
         executors.insert("process", Arc::new(ProcessExecutor));
+        executors.insert("docker", Arc::new(DockerExecutor::new()));
         let services = topology
             .services
             .keys()
@@ -173,6 +182,7 @@ impl ServiceManager {
                 let slot = Slot {
                     log: LogBuffer::new(name, DEFAULT_LOG_TAIL),
                     port: None,
+                    host_port: None,
                     running: None,
                     healthy_since: None,
                     generation: 0,
@@ -315,7 +325,8 @@ impl ServiceManager {
     }
 
     /// Stops every running service, dependents before their dependencies (the services of a
-    /// layer in parallel), and removes the state directory.
+    /// layer in parallel), then removes what executors made for the run (the Docker network,
+    /// built images) and the state directory.
     pub async fn stop_all(&self) -> Result<(), OrchestratorError> {
         let graph = self.topology.graph()?;
         let mut first_error = None;
@@ -324,6 +335,15 @@ impl ServiceManager {
                 if let Err(e) = result {
                     first_error.get_or_insert(e);
                 }
+            }
+        }
+        // What executors made for the run (a Docker network, images) goes once the services
+        // are gone.
+        let mut kinds: Vec<_> = self.executors.iter().collect();
+        kinds.sort_by_key(|(kind, _)| **kind);
+        for (kind, executor) in kinds {
+            if let Err(source) = executor.clean_up().await {
+                first_error.get_or_insert(OrchestratorError::CleanUp { kind, source });
             }
         }
         let dir = {
@@ -384,7 +404,7 @@ impl ServiceManager {
             let slot = &run.services[name];
             (
                 slot.running.as_ref().and_then(|r| r.pid()),
-                slot.port.flatten(),
+                slot.host_port,
                 slot.healthy_since.map(|t| t.elapsed()),
             )
         };
@@ -486,12 +506,13 @@ impl ServiceManager {
     async fn start_one(&self, name: &str) -> Result<(), OrchestratorError> {
         let config = self.config(name)?;
         let state_dir = self.prepare(config).await?;
-        let (log, port, dependency_ports) = {
+        let placement = Placement::of(&config.target);
+        let (log, ports, dependencies) = {
             let mut run = self.lock();
-            let dependency_ports: Vec<(String, Option<u16>)> = config
+            let dependencies: Vec<Dependency> = config
                 .dependencies
                 .iter()
-                .map(|d| (d.clone(), run.services[d].port.flatten()))
+                .map(|d| (d.clone(), self.service_addr(&run, d)))
                 .collect();
             let slot = run
                 .services
@@ -500,36 +521,40 @@ impl ServiceManager {
             if slot.running.is_some() {
                 return Ok(());
             }
-            let port = match slot.port {
-                Some(port) => Ok(port),
+            let ports = match slot.port {
+                Some(port) => Ok((port, slot.host_port)),
                 None => {
-                    let taken: HashSet<u16> = run
-                        .services
-                        .values()
-                        .filter_map(|s| s.port.flatten())
-                        .collect();
-                    let port = assign_port(config.port, &taken);
+                    let mut taken: HashSet<u16> = HashSet::new();
+                    for s in run.services.values() {
+                        taken.extend(s.port.flatten());
+                        taken.extend(s.host_port);
+                    }
+                    let ports = assign_port(config.port, &taken).and_then(|port| {
+                        let host_port = assign_host_port(placement, config.port, port, &taken)?;
+                        Ok((port, host_port))
+                    });
                     let slot = run
                         .services
                         .get_mut(name)
                         .expect("every service has a slot");
-                    if let Ok(port) = port {
+                    if let Ok((port, host_port)) = ports {
                         // Recorded at once, so that a service starting in parallel cannot be
                         // given the same free port.
                         slot.port = Some(port);
+                        slot.host_port = host_port;
                     }
-                    port
+                    ports
                 }
             };
             let slot = &run.services[name];
-            (slot.log.clone(), port, dependency_ports)
+            (slot.log.clone(), ports, dependencies)
         };
         let fail = |reason: StartFailure| self.fail(config, &log, reason);
         self.registry
             .set_state(name, ServiceState::Starting)
             .await?;
-        let port = match port {
-            Ok(port) => port,
+        let (port, host_port) = match ports {
+            Ok(ports) => ports,
             Err(source) => {
                 return Err(fail(StartFailure::Io {
                     doing: "find a free port",
@@ -538,17 +563,12 @@ impl ServiceManager {
                 .await);
             }
         };
-        self.lock()
-            .services
-            .get_mut(name)
-            .expect("every service has a slot")
-            .port = Some(port);
-        if let Some(port) = port {
-            let endpoint = Endpoint::new(MAIN_ENDPOINT, SocketAddr::from((LOCAL_HOST, port)));
+        if let Some(host_port) = host_port {
+            let endpoint = Endpoint::new(MAIN_ENDPOINT, SocketAddr::from((LOCAL_HOST, host_port)));
             self.registry.set_endpoint(name, endpoint).await?;
         }
 
-        let values = placeholder_values(port, &dependency_ports);
+        let values = placeholder_values(placement, port, &dependencies);
         let service = match config.substituted(&values) {
             Ok(service) => service,
             Err(e) => return Err(fail(StartFailure::Substitution(e)).await),
@@ -556,7 +576,8 @@ impl ServiceManager {
         let spec = StartSpec {
             service,
             port,
-            injected_env: injected_env(port, &dependency_ports),
+            host_port,
+            injected_env: injected_env(placement, port, &dependencies),
             base_dir: self.base_dir.clone(),
         };
         let env = spec.env();
@@ -574,7 +595,7 @@ impl ServiceManager {
             .service
             .health_check
             .clone()
-            .or_else(|| default_check(port));
+            .or_else(|| default_check(host_port));
         log.watch(check.as_ref().and_then(|c| match &c.probe {
             Probe::Log(pattern) => Some(pattern.clone()),
             _ => None,
@@ -590,10 +611,27 @@ impl ServiceManager {
             Err(reason) => return Err(fail(reason).await),
         };
         let pid = running.pid();
-        if let Some(pid) = pid {
+        let container_id = running.container_id();
+        if pid.is_some() || container_id.is_some() {
             self.registry
-                .update(name, |e| e.execution.pid = Some(pid))
+                .update(name, |e| {
+                    e.execution.pid = pid;
+                    e.execution.container_id = container_id;
+                })
                 .await?;
+        }
+        let direct = running.direct_ip().zip(port).map(SocketAddr::from);
+        if let (Some(direct), Some(host_port)) = (direct, host_port) {
+            let endpoint = Endpoint::new(MAIN_ENDPOINT, SocketAddr::from((LOCAL_HOST, host_port)))
+                .with_host_addr(direct);
+            self.registry.set_endpoint(name, endpoint).await?;
+        }
+        for (port, host_port) in running.published_ports() {
+            let endpoint = Endpoint::new(
+                format!("port-{port}"),
+                SocketAddr::from((LOCAL_HOST, host_port)),
+            );
+            self.registry.set_endpoint(name, endpoint).await?;
         }
         self.report(Progress::Waiting {
             service: name.to_string(),
@@ -604,7 +642,8 @@ impl ServiceManager {
         let healthy = match &check {
             Some(check) => {
                 let context = ProbeContext {
-                    port,
+                    port: host_port,
+                    direct,
                     log: &log,
                     env: &env,
                     base_dir: &self.base_dir,
@@ -657,10 +696,22 @@ impl ServiceManager {
         drop(exited);
         self.report(Progress::Healthy {
             service: name.to_string(),
-            addr: port.map(|p| SocketAddr::from((LOCAL_HOST, p))),
+            addr: host_port.map(|p| SocketAddr::from((LOCAL_HOST, p))),
             after,
         });
         Ok(())
+    }
+
+    /// Where a service can be reached from each side, once its port is known.
+    fn service_addr(&self, run: &Run, name: &str) -> Option<ServiceAddr> {
+        let slot = &run.services[name];
+        let port = slot.port.flatten()?;
+        Some(ServiceAddr {
+            name: name.to_string(),
+            placement: Placement::of(&self.config(name).ok()?.target),
+            port,
+            host_port: slot.host_port.unwrap_or(port),
+        })
     }
 
     /// What to do when run `generation` of a service ends: if it is still the current run (a
@@ -873,9 +924,4 @@ impl StateDir {
             },
         }
     }
-}
-
-/// The address a dependent uses for a local service.
-pub(crate) fn local_addr(port: u16) -> String {
-    SocketAddr::from((LOCAL_HOST, port)).to_string()
 }

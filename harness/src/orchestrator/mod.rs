@@ -3,7 +3,7 @@
 //!
 //! [`ServiceManager`] does the ordering, ports, addresses, health checks, logs and failure
 //! handling; a [`ServiceExecutor`] per target kind makes a service run ([`ProcessExecutor`] for
-//! `process:` targets).
+//! `process:` targets, [`DockerExecutor`] for `docker:` targets).
 //!
 //! ```no_run
 //! use harness::orchestrator::ServiceManager;
@@ -21,10 +21,61 @@
 //! # Ok(()) }) }
 //! ```
 //!
+//! # Ports and addresses
+//!
+//! A service has one port, the one it listens on where it runs (`PORT`, `${port}`): on this
+//! machine for a process, inside its network namespace for a container. Each service is also
+//! reached at one address from this machine, `127.0.0.1:HOST_PORT`: the registry's endpoint
+//! `main`, [`ServiceStatus::addr`], [`Progress::Healthy`] and the `tcp` and `http` health checks
+//! use it. For a process the host port is its port. A container's port is published on
+//! `127.0.0.1` only: a fixed `port: N` on a free host port (so that two runs, or this machine's
+//! own service on N, never collide), `port: auto` on the same number, which was free here. Its
+//! `ports:` are published on ports Docker chooses, registered as endpoints `port-N`. Both
+//! ports are kept across restarts, since dependents were told them.
+//!
+//! `<DEP>_ADDR` and `${<DEP>_ADDR}` hold the address reachable from where the dependent runs:
+//!
+//! | dependent \ dependency | process | container |
+//! |---|---|---|
+//! | process | `127.0.0.1:PORT` | `127.0.0.1:HOST_PORT` (published) |
+//! | container | `host.docker.internal:PORT` | `NAME:PORT` (its alias on the run's network) |
+//!
+//! A container reaches this machine's processes through the Docker host's gateway
+//! (`--add-host host.docker.internal:host-gateway`, the `docker0` bridge address), so a process
+//! that a container depends on must listen on an address the bridge reaches: `0.0.0.0` (what
+//! the fixture programs bind by default), not `127.0.0.1`. For a container, `${host}` is
+//! `0.0.0.0`, what it should bind to so that both its published port and its network address
+//! reach it, and `${addr}` is `0.0.0.0:PORT`; for a process they are `127.0.0.1` and
+//! `127.0.0.1:PORT`.
+//!
+//! # Docker targets
+//!
+//! [`DockerExecutor`] runs each run's containers on a network of their own,
+//! `harness-<run id>`, created at the first container's start and removed by
+//! [`ServiceManager::stop_all`], after a failed start, and when the manager is dropped (which
+//! waits until the containers, the network and the built images are gone). Containers are
+//! named `harness-<run id>-<service>-<n>` and labelled `harness.run=<run id>`,
+//! `harness.service=<name>` and `harness.pid=<this process>`. At its first start the executor
+//! also acts as janitor: it removes the containers, networks and images labelled with a
+//! `harness.run` whose `harness.pid` process is gone, what a killed run left behind.
+//!
+//! A target with `build: { binary, base }` has its image built here (no registry, no
+//! Dockerfile: [`DockerImage`](crate::exec::DockerImage), busybox unless `base: scratch`, which
+//! needs a static binary), the binary relative to the base directory and made the entrypoint.
+//! Each tag is built once per run, whichever services use it, and removed with the run unless
+//! the tag existed before. Without `build:`, the image must already be on this machine:
+//! nothing is pulled, and a missing image fails the start naming the service and the image.
+//! A container's output goes to the service's log, and its exit is noticed like a process's;
+//! stopping it is `docker stop` (SIGTERM, the grace period rounded up to whole seconds, then
+//! SIGKILL) and `docker rm`.
+//!
 //! # Health checks
 //!
-//! `tcp` connects to `127.0.0.1:PORT`; `http` sends `GET path` over HTTP/1.1 and compares the
-//! status; `command` runs a program (with the service's environment) and wants exit code 0;
+//! `tcp` connects to `127.0.0.1:HOST_PORT` (for a container, first to its own address on its
+//! network: Docker's proxy accepts on a published port even while nothing listens behind it);
+//! `http` sends `GET path` over HTTP/1.1 and compares the status; `command` runs a program on
+//! this machine (also for a container's check), with the service's environment, and wants
+//! exit code 0;
 //! `log` waits for a line of the service's output that matches. The first tries come 1 ms
 //! apart, doubling up to `interval`, so that a service that is ready at once costs no
 //! interval. Failures during
@@ -34,12 +85,17 @@
 //!
 //! # Known limits
 //!
-//! - Only `process:` targets have an executor; the others fail their start with a clear error.
+//! - Only `process:` and `docker:` targets have an executor; the others fail their start with a
+//!   clear error. Containers run on this machine's Docker engine only.
+//! - The janitor tells a dead run by its `harness.pid` in this machine's process table, so a
+//!   run in another PID namespace sharing the engine would look dead to it.
 //! - A service that exits after it was started is marked failed in the registry, but is not
 //!   restarted; restart it with [`ServiceManager::restart`].
 //! - `port: auto` takes a port that was free a moment before the service binds it (see
 //!   [`ServiceManager`]); another program could take it in between.
 
+mod address;
+mod docker;
 mod env;
 mod error;
 mod executor;
@@ -49,6 +105,7 @@ mod manager;
 mod ports;
 mod process;
 
+pub use docker::{DockerExecutor, RUN_LABEL, SERVICE_LABEL};
 pub use error::{OrchestratorError, StartFailure};
 pub use executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec};
 pub use logs::{DEFAULT_LOG_TAIL, FAILURE_TAIL, LogBuffer, LogLine};

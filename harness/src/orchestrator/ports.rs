@@ -6,6 +6,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 
 use crate::topology::PortSpec;
 
+use super::address::Placement;
+
 /// The address every local service is reached at.
 pub(crate) const LOCAL_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -33,6 +35,27 @@ pub(crate) fn assign_port(spec: PortSpec, taken: &HashSet<u16>) -> io::Result<Op
                 io::ErrorKind::AddrInUse,
                 "the kernel kept choosing ports already given to other services",
             ))
+        }
+    }
+}
+
+/// The port of 127.0.0.1 that reaches a service listening on `port` where it runs: the port
+/// itself for a process. For a container, the same number when the port was chosen free here
+/// (`auto`), else (a fixed port such as 5432, which this machine or another run may use) a free
+/// one, never one of `taken`.
+pub(crate) fn assign_host_port(
+    placement: Placement,
+    spec: PortSpec,
+    port: Option<u16>,
+    taken: &HashSet<u16>,
+) -> io::Result<Option<u16>> {
+    match (placement, spec, port) {
+        (_, _, None) => Ok(None),
+        (Placement::Host, _, port) | (Placement::Container, PortSpec::Auto, port) => Ok(port),
+        (Placement::Container, _, Some(port)) => {
+            let mut taken = taken.clone();
+            taken.insert(port);
+            assign_port(PortSpec::Auto, &taken)
         }
     }
 }
@@ -65,5 +88,22 @@ mod tests {
         let port = assign_port(PortSpec::Auto, &none).unwrap().expect("a port");
         // The port was released, so it can be bound again.
         TcpListener::bind(SocketAddr::from((LOCAL_HOST, port))).expect("the port is free");
+    }
+
+    #[test]
+    fn containers_publish_on_a_port_of_their_own() {
+        let none = HashSet::new();
+        let host = |placement, spec, port| assign_host_port(placement, spec, port, &none).unwrap();
+        assert_eq!(
+            host(Placement::Host, PortSpec::Fixed(5432), Some(5432)),
+            Some(5432)
+        );
+        assert_eq!(
+            host(Placement::Container, PortSpec::Auto, Some(40000)),
+            Some(40000)
+        );
+        assert_eq!(host(Placement::Container, PortSpec::Unset, None), None);
+        let published = host(Placement::Container, PortSpec::Fixed(5432), Some(5432));
+        assert!(published.is_some_and(|p| p != 5432), "{published:?}");
     }
 }

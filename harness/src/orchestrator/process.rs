@@ -8,8 +8,8 @@ use async_io::Timer;
 use futures_lite::future;
 
 use crate::exec::{
-    Command, ExitStatus, LaunchError, Launcher, LocalLauncher, LocalProcess, OutputStream,
-    ProcessEvent, ProcessHandle,
+    Command, EventStream, ExitStatus, LaunchError, Launcher, LocalLauncher, LocalProcess,
+    OutputStream, ProcessEvent, ProcessHandle,
 };
 use crate::topology::ServiceTarget;
 
@@ -51,39 +51,49 @@ impl ServiceExecutor for ProcessExecutor {
                 .spawn(&command)
                 .await
                 .map_err(StartFailure::Launch)?;
-            let mut events = process
+            let events = process
                 .take_events()
                 .expect("a fresh handle has its events");
-            let exit = Arc::new(Mutex::new(ExitWatch::default()));
-            let watch = exit.clone();
-            // The output is read on a thread of its own so that it keeps flowing into the log
-            // whether or not anybody awaits anything.
-            std::thread::Builder::new()
-                .name(format!("harness-log-{}", process.pid()))
-                .spawn(move || {
-                    future::block_on(async {
-                        while let Some(event) = events.recv().await {
-                            match event {
-                                ProcessEvent::Stdout(line) => log.push(OutputStream::Stdout, line),
-                                ProcessEvent::Stderr(line) => log.push(OutputStream::Stderr, line),
-                                ProcessEvent::Exited(status) => ExitWatch::exited(&watch, status),
-                                ProcessEvent::Started { .. } => {}
-                            }
-                        }
-                    })
-                })
-                .map_err(|source| StartFailure::Io {
-                    doing: "start a log reader thread",
-                    source,
-                })?;
+            let exit = pump_events(events, log, format!("harness-log-{}", process.pid()))?;
             Ok(Box::new(LocalService { process, exit }) as Box<dyn RunningService>)
         })
     }
 }
 
+/// Feeds a service's output into `log` on a thread of its own named `thread`, so that it keeps
+/// flowing whether or not anybody awaits anything, and records its exit (after its last line)
+/// in the returned watch.
+pub(crate) fn pump_events(
+    mut events: EventStream,
+    log: LogBuffer,
+    thread: String,
+) -> Result<Arc<Mutex<ExitWatch>>, StartFailure> {
+    let exit = Arc::new(Mutex::new(ExitWatch::default()));
+    let watch = exit.clone();
+    std::thread::Builder::new()
+        .name(thread)
+        .spawn(move || {
+            future::block_on(async {
+                while let Some(event) = events.recv().await {
+                    match event {
+                        ProcessEvent::Stdout(line) => log.push(OutputStream::Stdout, line),
+                        ProcessEvent::Stderr(line) => log.push(OutputStream::Stderr, line),
+                        ProcessEvent::Exited(status) => ExitWatch::exited(&watch, status),
+                        ProcessEvent::Started { .. } => {}
+                    }
+                }
+            })
+        })
+        .map_err(|source| StartFailure::Io {
+            doing: "start a log reader thread",
+            source,
+        })?;
+    Ok(exit)
+}
+
 /// The program to run: a path resolved against `base` (and checked, so that a missing binary
 /// is reported with its full path), or a bare name left for `PATH`.
-fn resolve_binary(binary: &str, base: &Path) -> Result<PathBuf, StartFailure> {
+pub(crate) fn resolve_binary(binary: &str, base: &Path) -> Result<PathBuf, StartFailure> {
     if !binary.contains('/') {
         return Ok(PathBuf::from(binary));
     }
@@ -105,14 +115,31 @@ struct LocalService {
     exit: Arc<Mutex<ExitWatch>>,
 }
 
-/// The exit of a process as its output reader saw it (after its last line), and who to tell.
+/// The exit of a service as its output reader saw it (after its last line), and who to tell.
 #[derive(Default)]
-struct ExitWatch {
+pub(crate) struct ExitWatch {
     status: Option<ExitStatus>,
     notify: Option<Box<dyn FnOnce(ExitStatus) + Send>>,
 }
 
 impl ExitWatch {
+    /// How it ended, once it has.
+    pub(crate) fn status(watch: &Mutex<ExitWatch>) -> Option<ExitStatus> {
+        watch.lock().unwrap_or_else(|e| e.into_inner()).status
+    }
+
+    /// Calls `notify` once, when the service ends (at once if it already has).
+    pub(crate) fn on_exit(watch: &Mutex<ExitWatch>, notify: Box<dyn FnOnce(ExitStatus) + Send>) {
+        let mut guard = watch.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.status {
+            Some(status) => {
+                drop(guard);
+                notify(status);
+            }
+            None => guard.notify = Some(notify),
+        }
+    }
+
     fn exited(watch: &Mutex<ExitWatch>, status: ExitStatus) {
         let notify = {
             let mut watch = watch.lock().unwrap_or_else(|e| e.into_inner());
@@ -135,14 +162,7 @@ impl RunningService for LocalService {
     }
 
     fn on_exit(&self, notify: Box<dyn FnOnce(ExitStatus) + Send>) {
-        let mut watch = self.exit.lock().unwrap_or_else(|e| e.into_inner());
-        match watch.status {
-            Some(status) => {
-                drop(watch);
-                notify(status);
-            }
-            None => watch.notify = Some(notify),
-        }
+        ExitWatch::on_exit(&self.exit, notify);
     }
 
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {

@@ -36,9 +36,18 @@ impl<L: Launcher> DockerNetwork<L> {
 
     /// Creates a network called `name`.
     pub async fn create_named(launcher: &L, name: impl Into<String>) -> Result<Self, LaunchError> {
+        Self::create_labelled(launcher, name, []).await
+    }
+
+    /// Creates a network called `name` that carries `labels` beside the ownership labels.
+    pub async fn create_labelled<'a>(
+        launcher: &L,
+        name: impl Into<String>,
+        labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, LaunchError> {
         let name = name.into();
         let mut args = vec!["network".to_string(), "create".into()];
-        args.extend(cli::label_args([]));
+        args.extend(cli::label_args(labels));
         args.push(name.clone());
         cli::run(launcher, args, &format!("create network `{name}`")).await?;
         let removal = Removal::new(

@@ -1,0 +1,573 @@
+//! `DockerExecutor`: a service as a container on this machine's Docker engine.
+
+use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_lock::Mutex as AsyncMutex;
+
+use crate::exec::{
+    BuiltImage, Command, ContainerHandle, DockerContainer, DockerImage, DockerNetwork, ExitStatus,
+    LaunchError, Launcher, LocalLauncher, OWNER_PID_LABEL, ProcessHandle, Pull, Target,
+};
+use crate::topology::{BuildBase, DockerBuild, DockerTarget, ServiceTarget};
+
+use super::address::HOST_GATEWAY;
+use super::error::StartFailure;
+use super::executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec};
+use super::logs::LogBuffer;
+use super::process::{ExitWatch, pump_events};
+
+/// The label naming the run a container, network or image belongs to.
+pub const RUN_LABEL: &str = "harness.run";
+
+/// The label naming the service a container runs.
+pub const SERVICE_LABEL: &str = "harness.service";
+
+/// Where a built image keeps its program.
+const PROGRAM_DIR: &str = "/usr/local/bin";
+
+/// Name lookup in built images: `/etc/hosts` first (where `host.docker.internal` is), then
+/// Docker's DNS (where the other services' aliases are). Without the file, glibc asks DNS
+/// first and gives up when DNS does not know the name.
+const NSSWITCH: &str = "hosts: files dns\n";
+
+/// Runs `docker:` targets as containers on this machine's Docker engine, one run at a time.
+///
+/// - At its first start the executor removes what killed runs left: containers, networks and
+///   images labelled [`RUN_LABEL`] whose [`OWNER_PID_LABEL`] process is gone (the janitor).
+/// - It creates one network per run, `harness-<run id>`, labelled with the run. Each
+///   container joins it with the service's name as its alias, so containers reach each other
+///   as `NAME:PORT`, and gets `--add-host host.docker.internal:host-gateway`, so it reaches
+///   the processes of the run through this machine's gateway address.
+/// - A container is called `harness-<run id>-<service>-<n>` and labelled with the run
+///   ([`RUN_LABEL`]), the service ([`SERVICE_LABEL`]) and the owning process
+///   ([`OWNER_PID_LABEL`]).
+/// - A target with `build:` gets its image built here ([`DockerImage`]: busybox or scratch,
+///   the binary with its shared libraries as entrypoint), once per run whichever services use
+///   it, tagged with the target's `image`. Images without `build:` must be on this machine:
+///   nothing is pulled, and a missing image fails the start saying so.
+/// - The service's port (`PORT`) is published on `127.0.0.1:<host port>` (the manager
+///   chooses it, [`StartSpec::host_port`]); each of `ports:` on a port docker chooses.
+/// - The container's output goes to the service's log; its exit is noticed like a process's.
+/// - Stopping is `docker stop --time GRACE` (SIGTERM, then SIGKILL after the grace period,
+///   rounded up to whole seconds), then `docker rm`. Dropping a running service removes its
+///   container.
+/// - [`ServiceExecutor::clean_up`] (called by `stop_all`) and dropping the executor (when the
+///   last clone of its manager goes) remove the run's containers, its network and the images it
+///   built, except a tag that existed before the run, which keeps the new build.
+#[derive(Debug)]
+pub struct DockerExecutor {
+    launcher: LocalLauncher,
+    run: String,
+    /// Set at the first start, so that an executor that never ran anything never calls docker.
+    used: AtomicBool,
+    /// Numbers containers, so that a restarted service never meets its old container's name
+    /// while that one is still being removed.
+    started: AtomicU64,
+    state: AsyncMutex<RunState>,
+}
+
+/// What the executor made for the current run.
+#[derive(Debug, Default)]
+struct RunState {
+    swept: bool,
+    network: Option<DockerNetwork<LocalLauncher>>,
+    /// Every image built in the run, by tag; `None` for a tag that existed before the run,
+    /// which is not removed.
+    images: BTreeMap<String, Option<BuiltImage<LocalLauncher>>>,
+}
+
+impl Default for DockerExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DockerExecutor {
+    /// An executor with a fresh run id; it does nothing until it starts a container.
+    pub fn new() -> Self {
+        DockerExecutor {
+            launcher: LocalLauncher,
+            run: run_id(),
+            used: AtomicBool::new(false),
+            started: AtomicU64::new(0),
+            state: AsyncMutex::new(RunState::default()),
+        }
+    }
+
+    /// The run id: the value of [`RUN_LABEL`] on everything this executor creates, and the
+    /// name of the run's network.
+    pub fn run_id(&self) -> &str {
+        &self.run
+    }
+
+    /// Sweeps dead runs once, creates the network if need be, builds the image if the target
+    /// says so and it was not built in this run yet. Returns the network's name.
+    async fn prepare(
+        &self,
+        spec: &StartSpec,
+        target: &DockerTarget,
+    ) -> Result<String, StartFailure> {
+        let mut state = self.state.lock().await;
+        if !state.swept {
+            state.swept = true;
+            sweep_dead_runs(&self.launcher).await;
+        }
+        if state.network.is_none() {
+            let network = DockerNetwork::create_labelled(
+                &self.launcher,
+                self.run.clone(),
+                [(RUN_LABEL, self.run.as_str())],
+            )
+            .await
+            .map_err(StartFailure::Launch)?;
+            state.network = Some(network);
+        }
+        if let Some(build) = &target.build
+            && !state.images.contains_key(&target.image)
+        {
+            let built = self.build(&target.image, build, &spec.base_dir).await?;
+            state.images.insert(target.image.clone(), built);
+        }
+        Ok(state
+            .network
+            .as_ref()
+            .expect("created above")
+            .name()
+            .to_string())
+    }
+
+    /// Builds `tag` from `build`; `None` if the tag existed before (the build then stays).
+    async fn build(
+        &self,
+        tag: &str,
+        build: &DockerBuild,
+        base_dir: &Path,
+    ) -> Result<Option<BuiltImage<LocalLauncher>>, StartFailure> {
+        let binary: PathBuf = base_dir
+            .join(&build.binary)
+            .components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect();
+        if !binary.is_file() {
+            return Err(StartFailure::MissingBinary(binary));
+        }
+        let program = binary
+            .file_name()
+            .map(|n| format!("{PROGRAM_DIR}/{}", n.to_string_lossy()))
+            .expect("a file has a name");
+        let base = match build.base {
+            BuildBase::Busybox => DockerImage::busybox(tag),
+            BuildBase::Scratch => DockerImage::scratch(tag),
+        };
+        let existed = image_exists(&self.launcher, tag).await;
+        let built = base
+            .with_binary(&binary, &program)
+            .with_bytes(NSSWITCH, "/etc/nsswitch.conf", 0o644)
+            .with_entrypoint([program.as_str()])
+            .with_cmd(Vec::<String>::new())
+            .with_label(RUN_LABEL, &self.run)
+            .build(&self.launcher)
+            .await
+            .map_err(|source| StartFailure::Build {
+                image: tag.to_string(),
+                source,
+            })?;
+        if existed {
+            let _ = built.keep();
+            Ok(None)
+        } else {
+            Ok(Some(built))
+        }
+    }
+
+    /// The container for `spec`, on `network`.
+    fn container(&self, spec: &StartSpec, target: &DockerTarget, network: &str) -> DockerContainer {
+        let name = &spec.service.name;
+        let n = self.started.fetch_add(1, Ordering::Relaxed);
+        let mut c = DockerContainer::new(&target.image)
+            .with_name(format!("{}-{name}-{n}", self.run))
+            .with_network(network)
+            .with_network_alias(name)
+            .with_label(RUN_LABEL, &self.run)
+            .with_label(SERVICE_LABEL, name)
+            .with_pull(Pull::Never)
+            .with_docker_arg(format!("--add-host={HOST_GATEWAY}:host-gateway"));
+        for (key, value) in spec.env() {
+            c = c.with_env(key, value);
+        }
+        if let (Some(port), Some(host_port)) = (spec.port, spec.host_port) {
+            c = c.with_port_mapping(port, host_port);
+        }
+        for port in &target.ports {
+            if Some(*port) != spec.port {
+                c = c.with_port(*port);
+            }
+        }
+        for volume in &target.volumes {
+            c = c.with_volume(volume_spec(volume, &spec.base_dir));
+        }
+        if let Some(dir) = &target.working_dir {
+            c = c.with_workdir(dir);
+        }
+        if let Some(entrypoint) = &target.entrypoint {
+            let mut words = entrypoint.iter();
+            // `--entrypoint ""` clears the image's entrypoint.
+            c = c.with_entrypoint(words.next().cloned().unwrap_or_default());
+            c = c.with_args(words.cloned());
+        }
+        if let Some(command) = &target.command {
+            c = c.with_args(command.iter().cloned());
+        }
+        c
+    }
+
+    /// Removes the run's containers, network and built images.
+    async fn remove_run(
+        launcher: &LocalLauncher,
+        run: &str,
+        state: &mut RunState,
+    ) -> Result<(), LaunchError> {
+        let mut first_error = None;
+        // Containers first: a network with containers on it cannot go, nor an image in use.
+        // Services stopped on purpose are gone already; one that exited on its own may still
+        // be on its way out.
+        remove_labelled(launcher, "container", &format!("{RUN_LABEL}={run}")).await;
+        if let Some(network) = state.network.take() {
+            let name = network.name().to_string();
+            if let Err(e) = remove_network(launcher, network).await {
+                tracing::warn!("remove network {name}: {e}");
+                first_error.get_or_insert(e);
+            }
+        }
+        for (_, image) in std::mem::take(&mut state.images) {
+            if let Some(image) = image
+                && let Err(e) = image.remove().await
+            {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl ServiceExecutor for DockerExecutor {
+    fn start<'a>(
+        &'a self,
+        spec: &'a StartSpec,
+        log: LogBuffer,
+    ) -> BoxFuture<'a, Result<Box<dyn RunningService>, StartFailure>> {
+        Box::pin(async move {
+            let ServiceTarget::Docker(target) = &spec.service.target else {
+                return Err(StartFailure::Unsupported(spec.service.target.kind()));
+            };
+            self.used.store(true, Ordering::SeqCst);
+            let network = self.prepare(spec, target).await?;
+            let container = self.container(spec, target, &network);
+            let mut handle = container
+                .launch(&self.launcher)
+                .await
+                .map_err(|e| match e {
+                    LaunchError::NoSuchImage { image, .. } => StartFailure::MissingImage(image),
+                    other => StartFailure::Launch(other),
+                })?;
+            let events = handle.take_events().expect("a fresh handle has its events");
+            let exit = pump_events(events, log, format!("harness-log-{}", handle.name()))?;
+            let published = target
+                .ports
+                .iter()
+                .filter_map(|&p| handle.host_port(p).map(|h| (p, h)))
+                .collect();
+            Ok(Box::new(ContainerService {
+                id: handle.container_id().to_string(),
+                pid: handle.id(),
+                ip: handle.ip_address(),
+                published,
+                handle: Some(handle),
+                exit,
+            }) as Box<dyn RunningService>)
+        })
+    }
+
+    fn clean_up(&self) -> BoxFuture<'_, Result<(), LaunchError>> {
+        Box::pin(async move {
+            if !self.used.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let mut state = self.state.lock().await;
+            Self::remove_run(&self.launcher, &self.run, &mut state).await
+        })
+    }
+}
+
+impl Drop for DockerExecutor {
+    /// Removes what the run still has, and waits for it: a manager dropped without `stop_all`
+    /// leaves nothing behind either.
+    fn drop(&mut self) {
+        if !*self.used.get_mut() {
+            return;
+        }
+        let state = self.state.get_mut();
+        if let Err(e) =
+            futures_lite::future::block_on(Self::remove_run(&self.launcher, &self.run, state))
+        {
+            tracing::warn!("remove docker run {}: {e}", self.run);
+        }
+    }
+}
+
+/// A running container.
+struct ContainerService {
+    handle: Option<ContainerHandle<LocalLauncher>>,
+    id: String,
+    pid: Option<u32>,
+    ip: Option<IpAddr>,
+    published: Vec<(u16, u16)>,
+    exit: Arc<Mutex<ExitWatch>>,
+}
+
+impl RunningService for ContainerService {
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn container_id(&self) -> Option<String> {
+        Some(self.id.clone())
+    }
+
+    fn direct_ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+
+    fn published_ports(&self) -> Vec<(u16, u16)> {
+        self.published.clone()
+    }
+
+    fn exit_status(&self) -> Option<ExitStatus> {
+        self.handle
+            .as_ref()
+            .and_then(|h| h.try_status())
+            .or_else(|| ExitWatch::status(&self.exit))
+    }
+
+    fn on_exit(&self, notify: Box<dyn FnOnce(ExitStatus) + Send>) {
+        ExitWatch::on_exit(&self.exit, notify);
+    }
+
+    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
+        Box::pin(async move {
+            let Some(mut handle) = self.handle.take() else {
+                return Ok(ExitWatch::status(&self.exit).unwrap_or(ExitStatus::from_code(0)));
+            };
+            let stopped = handle.stop(grace).await;
+            let removed = handle.remove().await;
+            let status = stopped?;
+            removed.map(|()| status)
+        })
+    }
+}
+
+/// A run id nobody else uses: `harness-` and twelve hex digits.
+fn run_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    format!("harness-{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+/// A volume with a relative source (`./data:/data`) resolved against `base`; named volumes
+/// and absolute paths as written.
+fn volume_spec(volume: &str, base: &Path) -> String {
+    if volume.starts_with("./") || volume.starts_with("../") {
+        format!("{}/{volume}", base.display())
+    } else {
+        volume.to_string()
+    }
+}
+
+async fn image_exists(launcher: &LocalLauncher, tag: &str) -> bool {
+    let cmd = Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", tag]);
+    launcher.output(&cmd).await.is_ok_and(|out| out.success())
+}
+
+/// Removes a network, retrying while containers are still leaving it.
+async fn remove_network(
+    launcher: &LocalLauncher,
+    network: DockerNetwork<LocalLauncher>,
+) -> Result<(), LaunchError> {
+    let name = network.name().to_string();
+    // The value's own removal is one try; the retries are here.
+    drop(network.remove().await.err());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cmd = Command::new("docker").args(["network", "inspect", "--format", "{{.Id}}", &name]);
+        let out = launcher.output(&cmd).await?;
+        if !out.success() {
+            return Ok(()); // gone
+        }
+        let rm = Command::new("docker").args(["network", "rm", &name]);
+        let out = launcher.output(&rm).await?;
+        if out.success() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(LaunchError::CommandFailed {
+                doing: format!("remove network `{name}`"),
+                command: rm.display(),
+                status: out.status.unwrap_or(ExitStatus::from_code(-1)),
+                stderr: out.stderr_text(),
+            });
+        }
+        async_io::Timer::after(Duration::from_millis(100)).await;
+    }
+}
+
+/// Removes every object of `kind` (`container`, `network`, `image`) carrying `label`
+/// (`key=value` or `key`). Failures are logged: this is cleanup.
+async fn remove_labelled(launcher: &LocalLauncher, kind: &str, label: &str) {
+    for (id, _) in list_labelled(launcher, kind, label).await {
+        remove_object(launcher, kind, &id).await;
+    }
+}
+
+/// The ids of the objects of `kind` carrying `label`, each with its [`OWNER_PID_LABEL`].
+async fn list_labelled(
+    launcher: &LocalLauncher,
+    kind: &str,
+    label: &str,
+) -> Vec<(String, Option<u32>)> {
+    let filter = format!("label={label}");
+    let owner = format!("{{{{.ID}}}} {{{{.Label \"{OWNER_PID_LABEL}\"}}}}");
+    let list = match kind {
+        "container" => vec![
+            "ps",
+            "--all",
+            "--no-trunc",
+            "--filter",
+            &filter,
+            "--format",
+            &owner,
+        ],
+        "network" => vec![
+            "network",
+            "ls",
+            "--no-trunc",
+            "--filter",
+            &filter,
+            "--format",
+            &owner,
+        ],
+        // `docker image ls` has no per-label template: ids here, owners below.
+        _ => vec!["image", "ls", "--quiet", "--no-trunc", "--filter", &filter],
+    };
+    let out = match launcher.output(&Command::new("docker").args(list)).await {
+        Ok(out) if out.success() => out,
+        Ok(out) => {
+            tracing::debug!("list {kind}s labelled {label}: {}", out.stderr_text());
+            return Vec::new();
+        }
+        Err(e) => {
+            tracing::debug!("list {kind}s labelled {label}: {e}");
+            return Vec::new();
+        }
+    };
+    let mut found: Vec<(String, Option<u32>)> = out
+        .stdout
+        .iter()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let id = words.next()?.to_string();
+            Some((id, words.next().and_then(|p| p.parse().ok())))
+        })
+        .collect();
+    found.dedup_by(|a, b| a.0 == b.0);
+    if kind == "image" && !found.is_empty() {
+        let mut args = vec![
+            "image".to_string(),
+            "inspect".into(),
+            "--format".into(),
+            format!("{{{{.Id}}}} {{{{index .Config.Labels \"{OWNER_PID_LABEL}\"}}}}"),
+        ];
+        args.extend(found.iter().map(|(id, _)| id.clone()));
+        if let Ok(out) = launcher.output(&Command::new("docker").args(args)).await {
+            found = out
+                .stdout
+                .iter()
+                .filter_map(|line| {
+                    let mut words = line.split_whitespace();
+                    let id = words.next()?.to_string();
+                    Some((id, words.next().and_then(|p| p.parse().ok())))
+                })
+                .collect();
+        }
+    }
+    found
+}
+
+async fn remove_object(launcher: &LocalLauncher, kind: &str, id: &str) {
+    let args = match kind {
+        "container" => vec!["rm", "--force", "--volumes", id],
+        "network" => vec!["network", "rm", id],
+        _ => vec!["image", "rm", "--force", id],
+    };
+    match launcher.output(&Command::new("docker").args(args)).await {
+        Ok(out) if out.success() => tracing::debug!("removed {kind} {id}"),
+        Ok(out) => {
+            let stderr = out.stderr_text();
+            // Gone meanwhile, or being removed by its own handle: either way it goes.
+            if !stderr.contains("No such") && !stderr.contains("already in progress") {
+                tracing::warn!("remove {kind} {id}: {}", stderr.trim());
+            }
+        }
+        Err(e) => tracing::warn!("remove {kind} {id}: {e}"),
+    }
+}
+
+/// The janitor: removes the containers, then networks, then images of runs whose owning
+/// process is gone (a run killed before it could clean up). Only what carries [`RUN_LABEL`]
+/// is looked at, so what other tools (or other harness APIs) made is left alone.
+async fn sweep_dead_runs(launcher: &LocalLauncher) {
+    for kind in ["container", "network", "image"] {
+        for (id, owner) in list_labelled(launcher, kind, RUN_LABEL).await {
+            if owner.is_some_and(|pid| !process_alive(pid)) {
+                tracing::info!("removing {kind} {id} left by dead process {owner:?}");
+                remove_object(launcher, kind, &id).await;
+            }
+        }
+    }
+}
+
+/// Whether a process with this id exists on this machine.
+fn process_alive(pid: u32) -> bool {
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_volumes_are_resolved_against_the_base_directory() {
+        let base = Path::new("/project");
+        assert_eq!(volume_spec("./data:/data", base), "/project/./data:/data");
+        assert_eq!(volume_spec("/srv:/srv:ro", base), "/srv:/srv:ro");
+        assert_eq!(volume_spec("cache:/cache", base), "cache:/cache");
+    }
+
+    #[test]
+    fn run_ids_differ() {
+        let (a, b) = (run_id(), run_id());
+        assert_ne!(a, b);
+        assert!(a.starts_with("harness-") && a.len() == 20, "{a}");
+    }
+}

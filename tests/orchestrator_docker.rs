@@ -1,0 +1,565 @@
+//! The orchestrator with `docker:` targets on the machine's real Docker engine: the demo
+//! topology with one service, then two, as containers built here from the fixture programs,
+//! talking across every edge (process to container, container to process, container to
+//! container) through the addresses harness injected; a missing image and a container that
+//! exits fail the start, named, with the log tail, and roll back; dropping the manager and
+//! stopping it leave no container, network, image or state directory; and the janitor removes
+//! what a dead run left.
+//!
+//! Without a Docker engine each test says why it did not run and passes, unless
+//! `HARNESS_REQUIRE_DOCKER=1`.
+
+#[path = "support/docker.rs"]
+mod docker;
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::orchestrator::{DockerExecutor, OrchestratorError, RUN_LABEL, ServiceManager};
+use harness::registry::{ExecutionKind, Registry, ServiceState};
+use harness::topology::TopologyConfig;
+
+use docker::{require_docker, run};
+use fixtures::{project_dir, topology_file};
+
+/// A manager for `topology` run from `project`, and its run id (the `harness.run` label of
+/// everything it creates in Docker).
+fn new_manager(topology: TopologyConfig, project: &Path) -> (ServiceManager, String) {
+    let executor = DockerExecutor::new();
+    let run_id = executor.run_id().to_string();
+    let manager = ServiceManager::new(topology, Registry::new())
+        .with_base_dir(project)
+        .with_stop_grace(Duration::from_secs(5))
+        .with_executor("docker", executor);
+    (manager, run_id)
+}
+
+/// The demo with `overlays` from fixtures/topologies.
+fn demo(overlays: &[&str]) -> TopologyConfig {
+    let overlays: Vec<PathBuf> = overlays.iter().map(|o| topology_file(o)).collect();
+    TopologyConfig::load_with_overlays(topology_file("demo.yaml"), &overlays)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A topology from YAML text written into `dir`.
+fn inline(dir: &Path, yaml: &str) -> TopologyConfig {
+    let path = dir.join("services.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    TopologyConfig::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `docker ARGS`, which must succeed; its stdout lines.
+fn docker_lines(args: &[&str]) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+fn image_exists(tag: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", tag])
+        .output()
+        .expect("run docker")
+        .status
+        .success()
+}
+
+/// What Docker still holds of run `run_id`: its containers and networks, then `images` that
+/// exist.
+fn leftovers(run_id: &str, images: &[&str]) -> Vec<String> {
+    let label = format!("label={RUN_LABEL}={run_id}");
+    let mut left = docker_lines(&[
+        "ps",
+        "--all",
+        "--filter",
+        &label,
+        "--format",
+        "container {{.Names}}",
+    ]);
+    left.extend(docker_lines(&[
+        "network",
+        "ls",
+        "--filter",
+        &label,
+        "--format",
+        "network {{.Name}}",
+    ]));
+    left.extend(
+        images
+            .iter()
+            .filter(|i| image_exists(i))
+            .map(|i| format!("image {i}")),
+    );
+    left
+}
+
+/// Waits (up to 30 s) until Docker holds nothing of the run, and fails naming what is left.
+fn assert_nothing_left(run_id: &str, images: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = leftovers(run_id, images);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "run {run_id} left {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes what a failed test left, so that one failure does not leave containers behind.
+struct Cleanup {
+    run_id: String,
+    images: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let label = format!("label={RUN_LABEL}={}", self.run_id);
+        for id in docker_lines(&["ps", "--all", "--quiet", "--filter", &label]) {
+            let _ = Command::new("docker").args(["rm", "--force", &id]).output();
+        }
+        for id in docker_lines(&["network", "ls", "--quiet", "--filter", &label]) {
+            let _ = Command::new("docker").args(["network", "rm", &id]).output();
+        }
+        for image in &self.images {
+            let _ = Command::new("docker").args(["image", "rm", image]).output();
+        }
+    }
+}
+
+struct Response {
+    status: u16,
+    body: String,
+}
+
+/// One HTTP/1.1 request, with `Connection: close`.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    Response {
+        status: head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body: body.to_string(),
+    }
+}
+
+/// One variable of a service's env file in the run's state directory.
+fn env_var(manager: &ServiceManager, service: &str, name: &str) -> String {
+    let path = manager
+        .state_dir()
+        .expect("a state directory while running")
+        .join(format!("{service}.env"));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim_matches('\'').to_string())
+        .unwrap_or_else(|| panic!("{name} is not in {}:\n{text}", path.display()))
+}
+
+async fn addr(manager: &ServiceManager, service: &str) -> SocketAddr {
+    let status = manager.status(service).await.unwrap();
+    assert_eq!(status.state, ServiceState::Running, "{status:?}");
+    status.addr.expect("an address")
+}
+
+/// Waits (up to 10 s) until `service`'s log has a line containing `text`.
+async fn log_has(manager: &ServiceManager, service: &str, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = manager.logs(service).unwrap();
+        if lines.iter().any(|l| l.text.contains(text)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{service} never logged {text:?}: {lines:?}"
+        );
+        smol::Timer::after(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_container_between_two_processes_is_reached_both_ways() {
+    if !require_docker("a_container_between_two_processes_is_reached_both_ways") {
+        return;
+    }
+    const IMAGE: &str = "harness-demo/kv-api:dev";
+    let project = project_dir();
+    let (manager, run_id) = new_manager(demo(&["demo-docker.yaml"]), project.path());
+    let _cleanup = Cleanup {
+        run_id: run_id.clone(),
+        images: vec![IMAGE.into()],
+    };
+    assert!(!image_exists(IMAGE), "{IMAGE} exists before the test");
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let state_dir = manager.state_dir().expect("a state directory");
+        let (kv_store, kv_api, web) = (
+            addr(&manager, "kv-store").await,
+            addr(&manager, "kv-api").await,
+            addr(&manager, "web").await,
+        );
+
+        // kv-api runs in a container of the run, recorded as such.
+        let entry = manager.registry().get("kv-api").await.unwrap();
+        assert_eq!(entry.execution.kind, ExecutionKind::Docker);
+        let container = entry
+            .execution
+            .container_id
+            .clone()
+            .expect("a container id");
+        let labels = docker_lines(&[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"harness.run\"}} {{index .Config.Labels \"harness.service\"}}",
+            &container,
+        ]);
+        assert_eq!(labels, [format!("{run_id} kv-api")]);
+        assert_eq!(
+            entry
+                .endpoints
+                .iter()
+                .map(|e| e.address)
+                .collect::<Vec<_>>(),
+            [kv_api]
+        );
+        // Its address on the run's network is recorded beside it.
+        let inside = entry.endpoints[0]
+            .host_addr
+            .expect("the container's own address");
+        assert!(
+            !inside.ip().is_loopback() && inside.port() == kv_api.port(),
+            "{inside}"
+        );
+
+        // Container -> process: through the host gateway, to kv-store's own port.
+        assert_eq!(
+            env_var(&manager, "kv-api", "KV_STORE_ADDR"),
+            format!("host.docker.internal:{}", kv_store.port())
+        );
+        log_has(
+            &manager,
+            "kv-api",
+            &format!(
+                "storing in kv-server at host.docker.internal:{}",
+                kv_store.port()
+            ),
+        )
+        .await;
+        // Process -> container: the published port on 127.0.0.1, which status reports too.
+        assert_eq!(env_var(&manager, "web", "KV_API_ADDR"), kv_api.to_string());
+        // auto: the container listens on the port it is published on.
+        assert_eq!(
+            env_var(&manager, "kv-api", "PORT"),
+            kv_api.port().to_string()
+        );
+
+        // Values go through the container into the process, and back.
+        assert_eq!(http(kv_api, "PUT", "/kv/greeting", "hello").status, 204);
+        let got = http(kv_api, "GET", "/kv/greeting", "");
+        assert_eq!((got.status, got.body.as_str()), (200, "hello"));
+        let direct = http(kv_store, "GET", "/kv/greeting", "");
+        assert_eq!((direct.status, direct.body.as_str()), (200, "hello"));
+        assert_eq!(http(web, "GET", "/health", "").status, 200);
+
+        // A restarted container comes back on the same address, as a new container.
+        manager
+            .restart("kv-api")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(addr(&manager, "kv-api").await, kv_api);
+        let again = manager.registry().get("kv-api").await.unwrap();
+        assert_ne!(again.execution.container_id, Some(container.clone()));
+        let got = http(kv_api, "GET", "/kv/greeting", "");
+        assert_eq!((got.status, got.body.as_str()), (200, "hello"));
+
+        manager.stop_all().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!state_dir.exists(), "{} is left", state_dir.display());
+    });
+    // stop_all waited for everything: nothing to wait for here.
+    assert_eq!(leftovers(&run_id, &[IMAGE]), Vec::<String>::new());
+}
+
+#[test]
+fn containers_reach_each_other_by_name_on_the_run_network() {
+    if !require_docker("containers_reach_each_other_by_name_on_the_run_network") {
+        return;
+    }
+    const IMAGE: &str = "harness-demo/kv-server:dev";
+    let project = project_dir();
+    let (manager, run_id) = new_manager(
+        demo(&["demo-docker.yaml", "demo-docker-store.yaml"]),
+        project.path(),
+    );
+    let _cleanup = Cleanup {
+        run_id: run_id.clone(),
+        images: vec![IMAGE.into()],
+    };
+    assert!(!image_exists(IMAGE), "{IMAGE} exists before the test");
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let (kv_store, kv_api) = (
+            addr(&manager, "kv-store").await,
+            addr(&manager, "kv-api").await,
+        );
+        // Container -> container: the dependency's name and its port inside its container.
+        let store_port = env_var(&manager, "kv-store", "PORT");
+        assert_eq!(
+            env_var(&manager, "kv-api", "KV_STORE_ADDR"),
+            format!("kv-store:{store_port}")
+        );
+        // Both run from the one image built for the run, on the run's network.
+        let mut images = Vec::new();
+        for service in ["kv-store", "kv-api"] {
+            let entry = manager.registry().get(service).await.unwrap();
+            let id = entry.execution.container_id.expect("a container id");
+            images.extend(docker_lines(&[
+                "inspect",
+                "--format",
+                "{{.Image}} {{range $n, $c := .NetworkSettings.Networks}}{{$n}}{{end}}",
+                &id,
+            ]));
+        }
+        assert_eq!(images.len(), 2);
+        assert_eq!(images[0], images[1]);
+        assert!(images[0].ends_with(&format!(" {run_id}")), "{images:?}");
+
+        assert_eq!(
+            http(kv_api, "PUT", "/kv/k", "across the network").status,
+            204
+        );
+        let direct = http(kv_store, "GET", "/kv/k", "");
+        assert_eq!(
+            (direct.status, direct.body.as_str()),
+            (200, "across the network")
+        );
+        manager.stop_all().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+    assert_eq!(leftovers(&run_id, &[IMAGE]), Vec::<String>::new());
+}
+
+/// The start error, which must name `service`.
+fn start_error(result: Result<(), OrchestratorError>, service: &str) -> String {
+    let error = result.expect_err("the start must fail");
+    assert_eq!(error.failed_service(), Some(service), "{error}");
+    error.to_string()
+}
+
+#[test]
+fn a_missing_image_fails_the_start_and_rolls_back() {
+    if !require_docker("a_missing_image_fails_the_start_and_rolls_back") {
+        return;
+    }
+    let project = project_dir();
+    let image = format!("harness-test/missing-{}:none", std::process::id());
+    let topology = inline(
+        project.path(),
+        &format!(
+            "services:
+  kv-store:
+    target:
+      process: {{ binary: ./target/debug/kv-server, env: {{ KV_BACKEND: memory }} }}
+    port: auto
+  ghost:
+    target:
+      docker: {{ image: \"{image}\" }}
+    dependencies: [kv-store]
+    port: auto
+"
+        ),
+    );
+    let (manager, run_id) = new_manager(topology, project.path());
+    let _cleanup = Cleanup {
+        run_id: run_id.clone(),
+        images: Vec::new(),
+    };
+    run(async {
+        let error = start_error(manager.start_all().await, "ghost");
+        assert!(
+            error.contains(&format!("image `{image}` is not on this machine"))
+                && error.contains("build:"),
+            "{error}"
+        );
+        assert_eq!(
+            manager.status("kv-store").await.unwrap().state,
+            ServiceState::Stopped
+        );
+        assert!(manager.state_dir().is_none());
+    });
+    assert_eq!(leftovers(&run_id, &[]), Vec::<String>::new());
+}
+
+#[test]
+fn a_container_that_exits_fails_with_its_log_tail_and_leaves_nothing() {
+    if !require_docker("a_container_that_exits_fails_with_its_log_tail_and_leaves_nothing") {
+        return;
+    }
+    let project = project_dir();
+    let image = format!("harness-test/exits-{}:dev", std::process::id());
+    // No KV_BACKEND and no store to use: kv-server says so and exits with 2.
+    let topology = inline(
+        project.path(),
+        &format!(
+            "services:
+  broken:
+    target:
+      docker: {{ image: \"{image}\", build: {{ binary: ./target/debug/kv-server }} }}
+    port: auto
+"
+        ),
+    );
+    let (manager, run_id) = new_manager(topology, project.path());
+    let _cleanup = Cleanup {
+        run_id: run_id.clone(),
+        images: vec![image.clone()],
+    };
+    run(async {
+        let error = start_error(manager.start_all().await, "broken");
+        assert!(error.contains("exited with"), "{error}");
+        assert!(error.contains("KV_BACKEND"), "no log tail in: {error}");
+    });
+    assert_eq!(leftovers(&run_id, &[&image]), Vec::<String>::new());
+}
+
+#[test]
+fn dropping_the_manager_removes_the_run() {
+    if !require_docker("dropping_the_manager_removes_the_run") {
+        return;
+    }
+    let project = project_dir();
+    let image = format!("harness-test/dropped-{}:dev", std::process::id());
+    let topology = inline(
+        project.path(),
+        &format!(
+            "services:
+  store:
+    target:
+      docker:
+        image: \"{image}\"
+        build: {{ binary: ./target/debug/kv-server, base: scratch }}
+        env: {{ KV_BACKEND: memory }}
+        ports: [9999]
+    port: 7000
+"
+        ),
+    );
+    let (manager, run_id) = new_manager(topology, project.path());
+    let _cleanup = Cleanup {
+        run_id: run_id.clone(),
+        images: vec![image.clone()],
+    };
+    let state_dir = run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        // A fixed port is the port inside the container, published on a free one.
+        assert_eq!(env_var(&manager, "store", "PORT"), "7000");
+        let store = addr(&manager, "store").await;
+        assert_ne!(store.port(), 7000);
+        assert_eq!(http(store, "GET", "/health", "").status, 200);
+        // `ports:` extras are published too, and registered.
+        let entry = manager.registry().get("store").await.unwrap();
+        assert!(
+            entry.endpoints.iter().any(|e| e.name == "port-9999"),
+            "{:?}",
+            entry.endpoints
+        );
+        manager.state_dir().expect("a state directory")
+    });
+    assert!(!leftovers(&run_id, &[&image]).is_empty());
+    drop(manager);
+    assert_nothing_left(&run_id, &[&image]);
+    assert!(!state_dir.exists(), "{} is left", state_dir.display());
+}
+
+#[test]
+fn the_janitor_removes_what_dead_runs_left() {
+    if !require_docker("the_janitor_removes_what_dead_runs_left") {
+        return;
+    }
+    // A process that is gone: its pid labels the leftovers of a "killed" run.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let dead_run = format!("harness-dead{}", std::process::id());
+    let (live_run, live_net) = (format!("{dead_run}-live"), format!("{dead_run}-live"));
+    let create = |name: &str, pid: u32| {
+        docker_lines(&[
+            "network",
+            "create",
+            "--label",
+            &format!("{RUN_LABEL}={name}"),
+            "--label",
+            &format!("harness.pid={pid}"),
+            name,
+        ]);
+    };
+    create(&dead_run, dead);
+    // One owned by a live process (this one) stays.
+    create(&live_net, std::process::id());
+    let _cleanup = (
+        Cleanup {
+            run_id: dead_run.clone(),
+            images: Vec::new(),
+        },
+        Cleanup {
+            run_id: live_run.clone(),
+            images: Vec::new(),
+        },
+    );
+
+    let project = project_dir();
+    let image = format!("harness-test/janitor-{}:dev", std::process::id());
+    let topology = inline(
+        project.path(),
+        &format!(
+            "services:
+  store:
+    target:
+      docker:
+        image: \"{image}\"
+        build: {{ binary: ./target/debug/kv-server }}
+        env: {{ KV_BACKEND: memory }}
+    port: auto
+"
+        ),
+    );
+    let (manager, run_id) = new_manager(topology, project.path());
+    let _cleanup_run = Cleanup {
+        run_id: run_id.clone(),
+        images: vec![image.clone()],
+    };
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        manager.stop_all().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+    assert_eq!(leftovers(&dead_run, &[]), Vec::<String>::new());
+    assert_eq!(leftovers(&live_run, &[]), [format!("network {live_net}")]);
+    assert_eq!(leftovers(&run_id, &[&image]), Vec::<String>::new());
+}
