@@ -9,9 +9,22 @@
 //! the topology failed to start (a service did not start or did not become healthy; the error
 //! names it and shows its last lines of output, and everything was stopped again); 125 when the
 //! topology file is invalid (nothing was started) or the teardown failed.
+//!
+//! `harness up -d` exits with 0 once every service is healthy and runs on under a supervisor;
+//! 1 when the start failed (nothing is left); 4 when the topology already runs (the message
+//! names the supervisor's pid); 125 when the file is invalid or harness failed.
+//! `harness status`, `logs` and `down` exit with 0 when they did their job, 3 when nothing (of
+//! FILE) is running (a stale run, whose supervisor died, is removed and counts as not
+//! running), and 125 on any other failure (an unknown service, an ambiguous one, several runs
+//! for `down` without FILE, a supervisor that would not stop).
 
+mod daemon;
+mod down;
+mod logs;
 mod run;
 mod serve;
+mod state;
+mod status;
 mod up;
 
 use std::process::ExitCode;
@@ -34,8 +47,15 @@ enum Command {
     /// Serve the WebSocket API over a registry kept in a file, until Ctrl-C or SIGTERM.
     Serve(serve::ServeArgs),
     /// Start a topology, print its services' addresses, follow their logs until Ctrl-C or
-    /// SIGTERM, then stop everything.
+    /// SIGTERM, then stop everything. With -d, return once it is healthy and leave it running.
     Up(up::UpArgs),
+    /// Show the topologies that `harness up -d` left running: each service's state, address,
+    /// pid and uptime. Exit code 3 when nothing is running.
+    Status(status::StatusArgs),
+    /// Print a service's output in a topology that `harness up -d` left running; -f follows it.
+    Logs(logs::LogsArgs),
+    /// Stop a topology that `harness up -d` left running and remove its state.
+    Down(down::DownArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,5 +68,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::serve(args),
         Command::Up(args) => up::up(args),
+        Command::Status(args) => status::status(args),
+        Command::Logs(args) => logs::logs(args),
+        Command::Down(args) => down::down(args),
     }
 }

@@ -1,19 +1,24 @@
 //! `harness up`: start a topology in the foreground, show its addresses, follow its logs until
-//! Ctrl-C or SIGTERM, then tear it down.
+//! Ctrl-C or SIGTERM, then tear it down; with `-d`, leave it running under a supervisor
+//! ([`crate::daemon`]). With `--api`, also serve the WebSocket API over the live registry.
 
 use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use futures_lite::future;
-use harness::orchestrator::{Progress, ServiceManager, ServiceStatus};
+use harness::api::{ServerHandle, WsServer};
+use harness::orchestrator::{OrchestratorError, Progress, ServiceManager, ServiceStatus};
 use harness::registry::{Registry, ServiceState};
 use harness::topology::{TopologyConfig, parse_duration};
 use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use signal_hook::iterator::{Handle, Signals};
 
+use crate::daemon;
 use crate::run::EXIT_HARNESS_FAILED;
 
 /// `harness up`'s exit code when the topology failed to start: a service did not start or
@@ -24,17 +29,53 @@ pub const EXIT_START_FAILED: u8 = 1;
 pub struct UpArgs {
     /// The topology file (services.yaml). Relative binary paths in it are relative to the
     /// current directory, so run this from the project's root.
-    file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Merge this overlay file over the topology (repeatable). Overlays named by
     /// HARNESS_OVERLAY (`:`-separated) are applied first.
     #[arg(long = "overlay", value_name = "FILE")]
-    overlays: Vec<PathBuf>,
+    pub(crate) overlays: Vec<PathBuf>,
     /// How long each service may take to stop after SIGTERM before it is killed.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
-    stop_grace: Duration,
+    pub(crate) stop_grace: Duration,
+    /// Start in the background: return once every service is healthy, leaving them running
+    /// under a supervisor process (see `harness status`, `logs`, `down`).
+    #[arg(short = 'd', long)]
+    pub(crate) detach: bool,
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
+    /// Run as the supervisor of a detached run whose state directory is DIR (what `up -d`
+    /// starts; not for direct use).
+    #[arg(long, hide = true, value_name = "DIR", conflicts_with = "detach")]
+    pub(crate) supervise: Option<PathBuf>,
+}
+
+/// `--api` and its token options.
+#[derive(Args)]
+pub struct ApiArgs {
+    /// Also serve the WebSocket API on this address (port 0 picks a free one) over the live
+    /// registry: clients list the services, follow their events and start, stop or restart
+    /// them (`service_action`). Loopback needs no token; any other address does.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) api: Option<String>,
+    /// The token every API client must present (Authorization: Bearer TOKEN, or
+    /// ?token=TOKEN). Other local users can read command lines; --token-file is safer.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        requires = "api",
+        conflicts_with = "token_file"
+    )]
+    pub(crate) token: Option<String>,
+    /// Read the API token from this file; if it does not exist, generate a token into it
+    /// (mode 0600).
+    #[arg(long, value_name = "FILE", requires = "api")]
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 pub fn up(args: UpArgs) -> ExitCode {
+    if let Some(dir) = &args.supervise {
+        return daemon::supervise(&args, dir);
+    }
     let topology = match TopologyConfig::load_with_env(&args.file, &args.overlays) {
         Ok(topology) => topology,
         Err(e) => {
@@ -42,32 +83,22 @@ pub fn up(args: UpArgs) -> ExitCode {
             return ExitCode::from(EXIT_HARNESS_FAILED);
         }
     };
-    // Installed before anything starts, so that Ctrl-C during the start stops it cleanly
-    // instead of killing harness with its services half started.
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
-        Ok(signals) => signals,
+    if args.detach {
+        return daemon::detach(&args, &topology);
+    }
+    let token = match api_token(&args.api) {
+        Ok(token) => token,
         Err(e) => {
-            eprintln!("harness up: failed to install handlers for SIGINT and SIGTERM: {e}");
+            eprintln!("harness up: failed to {e}");
             return ExitCode::from(EXIT_HARNESS_FAILED);
         }
     };
-    let (stop_tx, stop_rx) = smol::channel::bounded::<&'static str>(1);
-    let signal_handle = signals.handle();
-    let watcher = std::thread::Builder::new()
-        .name("harness-signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                let _ = stop_tx.try_send(if signal == SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
-                });
-            }
-        });
-    let watcher = match watcher {
-        Ok(watcher) => watcher,
+    // Installed before anything starts, so that Ctrl-C during the start stops it cleanly
+    // instead of killing harness with its services half started.
+    let stop = match StopSignals::install() {
+        Ok(stop) => stop,
         Err(e) => {
-            eprintln!("harness up: failed to start the signal thread: {e}");
+            eprintln!("harness up: failed to {e}");
             return ExitCode::from(EXIT_HARNESS_FAILED);
         }
     };
@@ -75,20 +106,156 @@ pub fn up(args: UpArgs) -> ExitCode {
     let manager = ServiceManager::new(topology, Registry::new())
         .with_stop_grace(args.stop_grace)
         .with_progress(print_progress);
-    let code = smol::block_on(run(&manager, &stop_rx));
-    signal_handle.close();
-    let _ = watcher.join();
+    let api = match start_api(&args.api, token, &manager) {
+        Ok(api) => api,
+        Err(e) => {
+            eprintln!("harness up: failed to {e}");
+            return ExitCode::from(EXIT_HARNESS_FAILED);
+        }
+    };
+    let code = smol::block_on(run(&manager, &stop.receiver));
+    stop_api(api);
+    stop.close();
     code
 }
 
-async fn run(manager: &ServiceManager, stop: &smol::channel::Receiver<&'static str>) -> ExitCode {
-    let logs = manager.follow_all();
-    let started = future::or(async { Some(manager.start_all().await) }, async {
+/// SIGINT and SIGTERM, turned into a message on a channel by a thread of their own.
+pub(crate) struct StopSignals {
+    /// Receives the name of the first signal.
+    pub(crate) receiver: smol::channel::Receiver<&'static str>,
+    handle: Handle,
+    watcher: std::thread::JoinHandle<()>,
+}
+
+impl StopSignals {
+    /// From now on SIGINT and SIGTERM no longer kill the process: the first one is sent to
+    /// [`StopSignals::receiver`].
+    pub(crate) fn install() -> Result<StopSignals, String> {
+        let mut signals = Signals::new([SIGINT, SIGTERM])
+            .map_err(|e| format!("install handlers for SIGINT and SIGTERM: {e}"))?;
+        let (stop_tx, receiver) = smol::channel::bounded::<&'static str>(1);
+        let handle = signals.handle();
+        let watcher = std::thread::Builder::new()
+            .name("harness-signals".into())
+            .spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    let _ = stop_tx.try_send(if signal == SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    });
+                }
+            })
+            .map_err(|e| format!("start the signal thread: {e}"))?;
+        Ok(StopSignals {
+            receiver,
+            handle,
+            watcher,
+        })
+    }
+
+    /// Stops watching.
+    pub(crate) fn close(self) {
+        self.handle.close();
+        let _ = self.watcher.join();
+    }
+}
+
+/// The token the API requires: --token, else the one in --token-file (generated into it if
+/// the file does not exist); none for a loopback address; an error for any other address
+/// without one.
+pub(crate) fn api_token(args: &ApiArgs) -> Result<Option<String>, String> {
+    let Some(addr) = &args.api else {
+        return Ok(None);
+    };
+    if let Some(token) = &args.token {
+        if token.is_empty() {
+            return Err("use --token: it is empty".into());
+        }
+        return Ok(Some(token.clone()));
+    }
+    if let Some(path) = &args.token_file {
+        if path.exists() {
+            return harness::api::read_token_file(path)
+                .map(Some)
+                .map_err(|e| e.to_string());
+        }
+        let token = harness::api::generate_token().map_err(|e| e.to_string())?;
+        harness::api::write_token_file(path, &token).map_err(|e| e.to_string())?;
+        println!(
+            "harness up: API token written to {} (mode 0600)",
+            path.display()
+        );
+        return Ok(Some(token));
+    }
+    let addrs = resolve(addr)?;
+    if addrs.iter().any(|a| !a.ip().is_loopback()) {
+        return Err(format!(
+            "serve the API on {addr}: other machines can reach it, so it needs --token or \
+             --token-file"
+        ));
+    }
+    Ok(None)
+}
+
+fn resolve(addr: &str) -> Result<Vec<SocketAddr>, String> {
+    Ok(addr
+        .to_socket_addrs()
+        .map_err(|e| format!("resolve --api {addr}: {e}"))?
+        .collect())
+}
+
+/// Serves the WebSocket API over the manager's registry, with the manager as the controller
+/// of `service_action`, on a thread of the server's own; `None` without `--api`.
+pub(crate) fn start_api(
+    args: &ApiArgs,
+    token: Option<String>,
+    manager: &ServiceManager,
+) -> Result<Option<ServerHandle>, String> {
+    let Some(addr) = &args.api else {
+        return Ok(None);
+    };
+    let addrs = resolve(addr)?;
+    let mut builder =
+        WsServer::builder(manager.registry().clone()).with_controller(Arc::new(manager.clone()));
+    if let Some(token) = token {
+        builder = builder.with_token(token);
+    }
+    let server = smol::block_on(builder.bind(&addrs[..])).map_err(|e| e.to_string())?;
+    let handle = server
+        .start()
+        .map_err(|e| format!("serve the WebSocket API: {e}"))?;
+    // Tests and scripts read this line to learn the port when --api asked for port 0.
+    println!("harness up: API listening on ws://{}", handle.local_addr());
+    Ok(Some(handle))
+}
+
+/// Closes the API's connections and stops its thread.
+pub(crate) fn stop_api(api: Option<ServerHandle>) {
+    if let Some(api) = api
+        && let Err(e) = api.shutdown()
+    {
+        eprintln!("harness up: warning: failed to stop the WebSocket API: {e}");
+    }
+}
+
+/// Starts every service, unless a stop signal comes first: then `None` (the start was
+/// abandoned; what it started must be stopped).
+pub(crate) async fn start_unless_stopped(
+    manager: &ServiceManager,
+    stop: &smol::channel::Receiver<&'static str>,
+) -> Option<Result<(), OrchestratorError>> {
+    future::or(async { Some(manager.start_all().await) }, async {
         let signal = stop.recv().await.unwrap_or("a signal");
         println!("harness up: received {signal} during the start; stopping");
         None
     })
-    .await;
+    .await
+}
+
+async fn run(manager: &ServiceManager, stop: &smol::channel::Receiver<&'static str>) -> ExitCode {
+    let logs = manager.follow_all();
+    let started = start_unless_stopped(manager, stop).await;
     match started {
         Some(Ok(())) => {}
         Some(Err(e)) => {
@@ -128,7 +295,7 @@ async fn run(manager: &ServiceManager, stop: &smol::channel::Receiver<&'static s
     tear_down(manager).await
 }
 
-async fn tear_down(manager: &ServiceManager) -> ExitCode {
+pub(crate) async fn tear_down(manager: &ServiceManager) -> ExitCode {
     match manager.stop_all().await {
         Ok(()) => {
             println!("harness up: stopped");
@@ -141,7 +308,7 @@ async fn tear_down(manager: &ServiceManager) -> ExitCode {
     }
 }
 
-fn print_progress(progress: &Progress) {
+pub(crate) fn print_progress(progress: &Progress) {
     match progress {
         Progress::Waiting {
             service,
@@ -171,7 +338,7 @@ fn print_progress(progress: &Progress) {
     }
 }
 
-fn print_table(services: &[ServiceStatus]) {
+pub(crate) fn print_table(services: &[ServiceStatus]) {
     let rows: Vec<[String; 4]> = services
         .iter()
         .map(|s| {

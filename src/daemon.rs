@@ -1,0 +1,312 @@
+//! `harness up -d`: start a topology under a detached supervisor and return once it is healthy.
+//!
+//! Services get SIGKILL when the thread that forked them dies, so they cannot outlive the
+//! `harness up -d` that the user ran. That process re-executes `harness` as a supervisor
+//! (`up --supervise DIR`) in a session of its own, with the run's lock as its stdin (so the
+//! lock is held exactly as long as the supervisor lives, however it dies) and its output in
+//! files of the state directory, never in the caller's pipes. The caller relays that output
+//! (the progress, then the table of services) until the supervisor reports every service
+//! healthy, or exits because the start failed.
+//!
+//! The supervisor owns the [`ServiceManager`], keeps the registry in `registry.json`, serves
+//! `--api`, and on SIGTERM or SIGINT stops everything and removes the state directory.
+
+use std::fs::{self, File};
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use harness::orchestrator::ServiceManager;
+use harness::registry::{AutosaveGuard, Registry};
+use harness::topology::TopologyConfig;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::run::EXIT_HARNESS_FAILED;
+use crate::state::{
+    Run, RunInfo, canonical, clear_except_lock, create_state_root, now_secs, process_start_time,
+    run_dir_for, state_root, try_lock,
+};
+use crate::up::{
+    EXIT_START_FAILED, StopSignals, UpArgs, api_token, print_progress, print_table, start_api,
+    start_unless_stopped, stop_api, tear_down,
+};
+
+/// `harness up -d`'s exit code when the topology already runs under a supervisor.
+pub const EXIT_ALREADY_RUNNING: u8 = 4;
+
+/// How long the registry file may lag behind a change.
+const AUTOSAVE_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// The start of the line the supervisor prints once every service is healthy.
+const READY: &str = "harness up: all ";
+
+/// How often the caller looks at the supervisor's output.
+const POLL: Duration = Duration::from_millis(50);
+
+/// `harness up -d`: starts the supervisor and relays its output until the topology is healthy
+/// (exit 0) or its start failed (exit 1, nothing left behind).
+pub fn detach(args: &UpArgs, topology: &TopologyConfig) -> ExitCode {
+    match detach_inner(args, topology) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("harness up: failed to {e}");
+            ExitCode::from(EXIT_HARNESS_FAILED)
+        }
+    }
+}
+
+fn detach_inner(args: &UpArgs, topology: &TopologyConfig) -> Result<ExitCode, String> {
+    let root = state_root();
+    create_state_root(&root)?;
+    let dir = run_dir_for(&root, &topology.files);
+    let file = canonical(&args.file);
+    fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let lock = try_lock(&dir, true).map_err(|e| format!("lock {}/lock: {e}", dir.display()))?;
+    let Some(lock) = lock else {
+        let who = RunInfo::read(&dir).map_or_else(
+            || "another `harness up -d` is starting it".to_string(),
+            |info| format!("supervisor pid {}", info.pid),
+        );
+        eprintln!(
+            "harness up: {} is already running ({who}; state in {}); stop it with `harness down \
+             {}`",
+            file.display(),
+            dir.display(),
+            file.display()
+        );
+        return Ok(ExitCode::from(EXIT_ALREADY_RUNNING));
+    };
+    // We hold the lock, so whatever is left here belongs to a run whose supervisor is gone.
+    let leftovers = fs::read_dir(&dir)
+        .map_err(|e| format!("read {}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .any(|e| e.file_name() != "lock");
+    if leftovers {
+        let run = Run {
+            dir: dir.clone(),
+            info: RunInfo::read(&dir),
+            lock: None,
+        };
+        let pid = run
+            .info
+            .as_ref()
+            .map_or_else(|| "?".to_string(), |i| i.pid.to_string());
+        println!(
+            "harness up: removing the stale run of {} (its supervisor, pid {pid}, is gone, and \
+             its services died with it)",
+            run.describe()
+        );
+        clear_except_lock(&dir).map_err(|e| format!("clean {}: {e}", dir.display()))?;
+    }
+    let result = spawn_and_relay(args, &dir, &lock);
+    if !matches!(result, Ok(Relayed::Ready)) {
+        // The supervisor is gone (or never started): nothing may be left. It removes its
+        // directory itself; this covers a supervisor that died before it could.
+        let _ = fs::remove_dir_all(&dir);
+    }
+    match result? {
+        Relayed::Ready => {
+            println!(
+                "harness up: state in {}; see `harness status`, `harness logs SERVICE`; stop \
+                 with `harness down {}`",
+                dir.display(),
+                file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Relayed::Exited(code) => Ok(ExitCode::from(code)),
+    }
+}
+
+/// How the supervisor's start ended.
+enum Relayed {
+    /// Every service is healthy; the supervisor goes on running.
+    Ready,
+    /// The supervisor exited before that, with this exit code for `up -d`.
+    Exited(u8),
+}
+
+fn spawn_and_relay(args: &UpArgs, dir: &Path, lock: &File) -> Result<Relayed, String> {
+    let token = api_token(&args.api)?;
+    let create = |name: &str| {
+        let path = dir.join(name);
+        let writer = File::create(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
+        let reader = File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        Ok::<_, String>((writer, reader))
+    };
+    let (out, mut out_reader) = create("supervisor.log")?;
+    let (err, mut err_reader) = create("supervisor.err")?;
+
+    let exe = std::env::current_exe().map_err(|e| format!("find the harness executable: {e}"))?;
+    let mut command = Command::new(&exe);
+    command.arg("up").arg(&args.file);
+    for overlay in &args.overlays {
+        command.arg("--overlay").arg(overlay);
+    }
+    command
+        .arg("--stop-grace")
+        .arg(format!("{}ms", args.stop_grace.as_millis()));
+    if let Some(api) = &args.api.api {
+        command.arg("--api").arg(api);
+    }
+    if let Some(token) = token {
+        let path = dir.join("api.token");
+        harness::api::write_token_file(&path, &token).map_err(|e| e.to_string())?;
+        command.arg("--token-file").arg(path);
+    }
+    command.arg("--supervise").arg(dir);
+    let stdin = lock
+        .try_clone()
+        .map_err(|e| format!("share the lock of {}: {e}", dir.display()))?;
+    // Ctrl-C during the start is passed on to the supervisor, which stops what it started.
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("install handlers for SIGINT and SIGTERM: {e}"))?;
+    let mut child = command
+        .stdin(Stdio::from(stdin))
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("start the supervisor {}: {e}", exe.display()))?;
+    let supervisor = rustix::process::Pid::from_child(&child);
+
+    let mut pending = Vec::new();
+    loop {
+        // Read before checking for the exit, so that nothing written before it is missed.
+        let exited = child
+            .try_wait()
+            .map_err(|e| format!("wait for the supervisor: {e}"))?;
+        for line in read_lines(&mut out_reader, &mut pending, exited.is_some()) {
+            println!("{line}");
+            if line.starts_with(READY) {
+                return Ok(Relayed::Ready);
+            }
+        }
+        if let Some(status) = exited {
+            let mut errors = String::new();
+            let _ = err_reader.read_to_string(&mut errors);
+            let mut stderr = std::io::stderr().lock();
+            let _ = stderr.write_all(errors.as_bytes());
+            let code = match status.code() {
+                Some(code) if code == i32::from(EXIT_HARNESS_FAILED) => EXIT_HARNESS_FAILED,
+                _ => EXIT_START_FAILED,
+            };
+            return Ok(Relayed::Exited(code));
+        }
+        if signals.pending().next().is_some() {
+            let _ = rustix::process::kill_process(supervisor, rustix::process::Signal::TERM);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The complete lines that arrived in `file` since the last call (and, with `all`, the last
+/// unfinished one too).
+fn read_lines(file: &mut File, pending: &mut Vec<u8>, all: bool) -> Vec<String> {
+    let _ = file.read_to_end(pending);
+    let mut lines = Vec::new();
+    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=end).collect();
+        lines.push(String::from_utf8_lossy(&line[..end]).into_owned());
+    }
+    if all && !pending.is_empty() {
+        lines.push(String::from_utf8_lossy(pending).into_owned());
+        pending.clear();
+    }
+    lines
+}
+
+/// The supervisor (`harness up FILE --supervise DIR`): starts the topology, reports, then
+/// keeps it running until SIGTERM or SIGINT; removes `dir` when it ends.
+pub fn supervise(args: &UpArgs, dir: &Path) -> ExitCode {
+    // Out of the caller's session: the terminal's Ctrl-C and hangup no longer reach us.
+    let _ = rustix::process::setsid();
+    let code = supervise_inner(args, dir).unwrap_or_else(|e| {
+        eprintln!("harness up: failed to {e}");
+        ExitCode::from(EXIT_HARNESS_FAILED)
+    });
+    if let Err(e) = fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!("harness up: failed to remove {}: {e}", dir.display());
+    }
+    code
+}
+
+fn supervise_inner(args: &UpArgs, dir: &Path) -> Result<ExitCode, String> {
+    let topology =
+        TopologyConfig::load_with_env(&args.file, &args.overlays).map_err(|e| e.to_string())?;
+    let token = api_token(&args.api)?;
+    let stop = StopSignals::install()?;
+    let registry_file = dir.join("registry.json");
+    let registry = Registry::new();
+    let autosave = registry
+        .autosave(&registry_file, AUTOSAVE_DEBOUNCE)
+        .map_err(|e| e.to_string())?;
+    let services = topology.services.len();
+    let manager = ServiceManager::new(topology, registry.clone())
+        .with_stop_grace(args.stop_grace)
+        .with_state_dir(dir.join("services"))
+        .with_progress(print_progress);
+    let api = start_api(&args.api, token, &manager)?;
+
+    let pid = std::process::id();
+    let info = RunInfo {
+        pid,
+        start_time: process_start_time(pid).unwrap_or(0),
+        file: canonical(&args.file),
+        overlays: args.overlays.iter().map(|o| canonical(o)).collect(),
+        stop_grace: args.stop_grace,
+        api: api.as_ref().map(|a| a.local_addr()),
+        started: now_secs(),
+    };
+    info.write(dir)
+        .map_err(|e| format!("write {}/run: {e}", dir.display()))?;
+
+    let started = smol::block_on(start_unless_stopped(&manager, &stop.receiver));
+    let code = match started {
+        Some(Ok(())) => {
+            // Saved now rather than after the debounce, so that `harness status` right after
+            // `up -d` returns sees every service running: stopping the guard writes what is not
+            // saved yet, and no save of an older state can land after it.
+            finish(autosave);
+            let autosave = registry.autosave(&registry_file, AUTOSAVE_DEBOUNCE);
+            print_table(&smol::block_on(manager.status_all()));
+            println!(
+                "{READY}{services} services healthy; running in the background (supervisor pid \
+                 {pid})"
+            );
+            let code = smol::block_on(async {
+                let signal = stop.receiver.recv().await.unwrap_or("a signal");
+                println!("harness up: received {signal}; stopping");
+                tear_down(&manager).await
+            });
+            match autosave {
+                Ok(autosave) => finish(autosave),
+                Err(e) => eprintln!("harness up: warning: failed to {e}"),
+            }
+            code
+        }
+        Some(Err(e)) => {
+            eprintln!("harness up: failed to {e}");
+            finish(autosave);
+            ExitCode::from(EXIT_START_FAILED)
+        }
+        None => {
+            smol::block_on(tear_down(&manager));
+            finish(autosave);
+            ExitCode::from(EXIT_START_FAILED)
+        }
+    };
+    stop_api(api);
+    stop.close();
+    Ok(code)
+}
+
+/// Writes the registry's last changes.
+fn finish(autosave: AutosaveGuard) {
+    if let Err(e) = autosave.stop() {
+        eprintln!("harness up: warning: failed to {e}");
+    }
+}

@@ -1,0 +1,436 @@
+//! `harness up -d`, `status`, `logs`, `down` as a user runs them: the demo topology comes up
+//! under a detached supervisor and `up -d` returns; `status` shows addresses that answer;
+//! `logs` shows and follows a service's output; `down` leaves nothing; a second `up -d` is
+//! refused; a supervisor killed with SIGKILL takes its services along and `status` cleans up
+//! after it; a failing start exits 1 with the log tail; `--api` serves the live topology.
+
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+mod api_support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use api_support::Client;
+use rustix::process::{Pid, Signal};
+use serde_json::json;
+
+use fixtures::{project_dir, topology_file};
+
+/// How long we wait for a line before failing: generous, for a loaded 2-core CI runner.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A project directory and a state root of the test's own. Dropping it kills any supervisor
+/// left running (its services die with it), so a failed test leaves nothing behind.
+struct Env {
+    project: tempfile::TempDir,
+    state: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            project: project_dir(),
+            state: tempfile::Builder::new()
+                .prefix("harness-state-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_harness"));
+        command
+            .args(args)
+            .current_dir(self.project.path())
+            .env("HARNESS_STATE_DIR", self.state.path())
+            .env_remove("HARNESS_OVERLAY")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `harness ARGS` to its end. `up -d` must return although its supervisor goes on:
+    /// it must not hand our pipes down to it.
+    fn run(&self, args: &[&str]) -> Run {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self.command(args).output().expect("run harness");
+        Run {
+            code: status.code(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// `up -d FILE ARGS`, which must succeed; returns its output and the supervisor's pid.
+    fn up(&self, file: &Path, args: &[&str]) -> (Run, u32) {
+        let mut all = vec!["up", "-d", file.to_str().unwrap()];
+        all.extend(args);
+        let up = self.run(&all);
+        assert_eq!(up.code, Some(0), "{up:?}");
+        let pid = up
+            .stdout
+            .split("(supervisor pid ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no supervisor pid in {up:?}"));
+        (up, pid)
+    }
+
+    /// `status`'s rows: service name to (state, address, pid).
+    fn status(&self) -> (Run, HashMap<String, (String, String, String)>) {
+        let status = self.run(&["status"]);
+        let rows = status
+            .stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("SERVICE "))
+            .skip(1)
+            .map(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                (
+                    cells[0].to_string(),
+                    (
+                        cells[1].to_string(),
+                        cells[2].to_string(),
+                        cells[3].to_string(),
+                    ),
+                )
+            })
+            .collect();
+        (status, rows)
+    }
+
+    fn assert_state_empty(&self) {
+        let left: Vec<_> = std::fs::read_dir(self.state.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left in the state directory: {left:?}");
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let Ok(runs) = std::fs::read_dir(self.state.path()) else {
+            return;
+        };
+        for run in runs.flatten() {
+            let Ok(text) = std::fs::read_to_string(run.path().join("run")) else {
+                continue;
+            };
+            let pid = text
+                .lines()
+                .find_map(|l| l.strip_prefix("pid="))
+                .and_then(|p| p.parse::<i32>().ok());
+            if let Some(pid) = pid.and_then(Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, Signal::KILL);
+            }
+        }
+    }
+}
+
+/// One finished `harness` command.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Whether a process is gone: no such pid, or only its zombie is left.
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+fn assert_gone_within(pids: &[u32], within: Duration) {
+    let deadline = Instant::now() + within;
+    for &pid in pids {
+        while !gone(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "process {pid} still runs after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// A running `harness logs -f`, its stdout read line by line on a thread.
+struct Follow {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Follow {
+    fn until(&self, what: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("`harness logs -f` printed no line with {what:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn up_d_returns_healthy_and_status_logs_down_work_against_the_run() {
+    let env = Env::new();
+    let demo = topology_file("demo.yaml");
+    let (up, supervisor) = env.up(&demo, &[]);
+    assert!(
+        up.stdout
+            .lines()
+            .any(|l| l.starts_with("waiting for kv-api (pid ")
+                && l.ends_with("; depends on kv-store)")),
+        "{up:?}"
+    );
+    assert!(
+        up.stdout
+            .contains("harness up: all 4 services healthy; running in the background"),
+        "{up:?}"
+    );
+
+    let (status, rows) = env.status();
+    assert_eq!(status.code, Some(0), "{status:?}");
+    assert!(
+        status.stdout.starts_with(&format!(
+            "{} (supervisor pid {supervisor}, up ",
+            demo.canonicalize().unwrap().display()
+        )),
+        "{status:?}"
+    );
+    let mut names: Vec<&str> = rows.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(names, ["echo", "kv-api", "kv-store", "web"], "{status:?}");
+    let mut pids = vec![supervisor];
+    for (name, (state, addr, pid)) in &rows {
+        assert_eq!(state, "running", "{name}: {status:?}");
+        let addr: SocketAddr = addr.parse().unwrap();
+        if name == "echo" {
+            TcpStream::connect(addr).unwrap();
+        } else {
+            let answer = http_get(addr, "/health");
+            assert!(answer.starts_with("HTTP/1.1 200"), "{name}: {answer}");
+        }
+        pids.push(pid.parse().unwrap());
+    }
+
+    let logs = env.run(&["logs", "kv-api"]);
+    assert_eq!(logs.code, Some(0), "{logs:?}");
+    assert!(
+        logs.stdout.contains("kv-server: listening on ")
+            && logs.stdout.contains("GET /health -> 200"),
+        "{logs:?}"
+    );
+    let unknown = env.run(&["logs", "nope"]);
+    assert_eq!(unknown.code, Some(125), "{unknown:?}");
+    assert!(
+        unknown
+            .stderr
+            .contains("no service named nope is running; running services: echo, kv-api"),
+        "{unknown:?}"
+    );
+
+    // `logs -f` shows a line the service writes after it started following.
+    let mut child = env
+        .command(&["logs", "kv-api", "-f", "-n", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let follow = Follow { child, lines };
+    // The last line so far: from now on `logs -f` follows.
+    follow.until("kv-server: ");
+    // A path nobody else asks for, so the line can only come from this request.
+    let kv_api: SocketAddr = rows["kv-api"].1.parse().unwrap();
+    let answer = http_get(kv_api, "/kv/followed");
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    follow.until("/kv/followed");
+    drop(follow);
+
+    // A second `up -d` of the same file is refused, naming the running supervisor.
+    let again = env.run(&["up", "-d", demo.to_str().unwrap()]);
+    assert_eq!(again.code, Some(4), "{again:?}");
+    assert!(
+        again
+            .stderr
+            .contains(&format!("is already running (supervisor pid {supervisor};")),
+        "{again:?}"
+    );
+
+    let down = env.run(&["down"]);
+    assert_eq!(down.code, Some(0), "{down:?}");
+    assert!(
+        down.stdout.starts_with("harness down: stopped ")
+            && down.stdout.contains("echo, kv-api, kv-store, web"),
+        "{down:?}"
+    );
+    // `down` returns once the supervisor is gone; its services went before it.
+    assert_gone_within(&pids, Duration::from_secs(5));
+    env.assert_state_empty();
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, Some(3), "{status:?}");
+    assert_eq!(status.stdout, "harness status: nothing is running\n");
+    let down = env.run(&["down"]);
+    assert_eq!(down.code, Some(3), "{down:?}");
+}
+
+#[test]
+fn a_killed_supervisor_takes_its_services_along_and_status_cleans_up() {
+    let env = Env::new();
+    let demo = topology_file("demo.yaml");
+    let (_, supervisor) = env.up(&demo, &[]);
+    let (_, rows) = env.status();
+    let pids: Vec<u32> = rows.values().map(|r| r.2.parse().unwrap()).collect();
+    assert_eq!(pids.len(), 4, "{rows:?}");
+
+    rustix::process::kill_process(Pid::from_raw(supervisor as i32).unwrap(), Signal::KILL).unwrap();
+    assert_gone_within(&pids, Duration::from_secs(5));
+
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, Some(3), "{status:?}");
+    assert!(
+        status.stdout.contains(&format!(
+            "removed the stale run of {} (its supervisor, pid {supervisor}, is gone, and its \
+             services died with it)",
+            demo.canonicalize().unwrap().display()
+        )),
+        "{status:?}"
+    );
+    assert!(
+        status
+            .stdout
+            .ends_with("harness status: nothing is running\n"),
+        "{status:?}"
+    );
+    env.assert_state_empty();
+}
+
+#[test]
+fn a_failed_detached_start_exits_1_with_the_log_tail_and_leaves_nothing() {
+    let env = Env::new();
+    let failing = topology_file("failing.yaml");
+    let up = env.run(&["up", "-d", failing.to_str().unwrap()]);
+    assert_eq!(up.code, Some(1), "{up:?}");
+    assert!(
+        up.stderr
+            .contains("harness up: failed to start service broken (")
+            && up.stderr.contains("health check failed after")
+            && up
+                .stderr
+                .contains("last lines of its output:\n  | failing-service:"),
+        "{up:?}"
+    );
+    assert!(up.stdout.contains("healthy stopped"), "{up:?}");
+    let pids: Vec<u32> = up
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once(" (pid ")?.1;
+            rest.split([')', ';']).next()?.parse().ok()
+        })
+        .collect();
+    assert_eq!(pids.len(), 2, "{up:?}");
+    assert_gone_within(&pids, Duration::from_secs(10));
+    env.assert_state_empty();
+}
+
+#[test]
+fn the_api_of_a_detached_run_lists_and_restarts_its_services() {
+    let env = Env::new();
+    let demo = topology_file("demo.yaml");
+    let (up, supervisor) = env.up(&demo, &["--api", "127.0.0.1:0"]);
+    let api: SocketAddr = up
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("harness up: API listening on ws://"))
+        .unwrap_or_else(|| panic!("no API address in {up:?}"))
+        .parse()
+        .unwrap();
+    let (status, rows) = env.status();
+    assert!(
+        status.stdout.contains(&format!("api ws://{api})")),
+        "{status:?}"
+    );
+    let old_pid = rows["echo"].2.clone();
+
+    smol::block_on(async {
+        let mut client = Client::connect(api).await;
+        let listed = client.ok("list_services", json!({})).await;
+        let names: Vec<&str> = listed["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["echo", "kv-api", "kv-store", "web"], "{listed}");
+        let restarted = client
+            .ok(
+                "service_action",
+                json!({"service": "echo", "action": "restart"}),
+            )
+            .await;
+        assert_eq!(
+            restarted["service"]["state"],
+            json!({"status": "running"}),
+            "{restarted}"
+        );
+        let new_pid = restarted["service"]["execution"]["pid"].to_string();
+        assert_ne!(new_pid, old_pid, "{restarted}");
+        client.close().await;
+    });
+
+    // The restarted service answers, and `down` stops it too.
+    let (_, rows) = env.status();
+    assert_eq!(rows["echo"].0, "running", "{rows:?}");
+    TcpStream::connect(rows["echo"].1.parse::<SocketAddr>().unwrap()).unwrap();
+    let new_pid: u32 = rows["echo"].2.parse().unwrap();
+    let down = env.run(&["down", demo.to_str().unwrap()]);
+    assert_eq!(down.code, Some(0), "{down:?}");
+    assert_gone_within(&[supervisor, new_pid], Duration::from_secs(5));
+    env.assert_state_empty();
+}
