@@ -244,7 +244,7 @@ fn supervise_inner(args: &UpArgs, dir: &Path) -> Result<ExitCode, String> {
     let autosave = registry
         .autosave(&registry_file, AUTOSAVE_DEBOUNCE)
         .map_err(|e| e.to_string())?;
-    let services = topology.services.len();
+    let names: Vec<String> = topology.services.keys().cloned().collect();
     let manager = ServiceManager::new(topology, registry.clone())
         .with_stop_grace(args.stop_grace)
         .with_state_dir(dir.join("services"))
@@ -260,6 +260,7 @@ fn supervise_inner(args: &UpArgs, dir: &Path) -> Result<ExitCode, String> {
         stop_grace: args.stop_grace,
         api: api.as_ref().map(|a| a.local_addr()),
         started: now_secs(),
+        services: names.clone(),
     };
     info.write(dir)
         .map_err(|e| format!("write {}/run: {e}", dir.display()))?;
@@ -274,8 +275,8 @@ fn supervise_inner(args: &UpArgs, dir: &Path) -> Result<ExitCode, String> {
             let autosave = registry.autosave(&registry_file, AUTOSAVE_DEBOUNCE);
             print_table(&smol::block_on(manager.status_all()));
             println!(
-                "{READY}{services} services healthy; running in the background (supervisor pid \
-                 {pid})"
+                "{READY}{} services healthy; running in the background (supervisor pid {pid})",
+                names.len()
             );
             let code = smol::block_on(async {
                 let signal = stop.receiver.recv().await.unwrap_or("a signal");

@@ -89,6 +89,8 @@ pub struct RunInfo {
     pub api: Option<SocketAddr>,
     /// When the supervisor started (seconds since the epoch).
     pub started: u64,
+    /// The services, in the topology's order.
+    pub services: Vec<String>,
 }
 
 impl RunInfo {
@@ -106,6 +108,9 @@ impl RunInfo {
             let _ = writeln!(text, "api={api}");
         }
         let _ = writeln!(text, "started={}", self.started);
+        for service in &self.services {
+            let _ = writeln!(text, "service={service}");
+        }
         let tmp = dir.join(".run.tmp");
         fs::write(&tmp, text)?;
         fs::rename(&tmp, dir.join("run"))
@@ -122,6 +127,7 @@ impl RunInfo {
             stop_grace: Duration::ZERO,
             api: None,
             started: 0,
+            services: Vec::new(),
         };
         for line in text.lines() {
             let Some((key, value)) = line.split_once('=') else {
@@ -135,6 +141,7 @@ impl RunInfo {
                 "stop_grace_ms" => info.stop_grace = Duration::from_millis(value.parse().ok()?),
                 "api" => info.api = value.parse().ok(),
                 "started" => info.started = value.parse().ok()?,
+                "service" => info.services.push(value.to_string()),
                 _ => {}
             }
         }
@@ -217,11 +224,21 @@ pub struct Run {
 }
 
 impl Run {
-    /// The run's services as its registry file last showed them, sorted by name.
+    /// The run's services as its registry file last showed them, in the topology's order.
     pub fn services(&self) -> Vec<ServiceEntry> {
-        Snapshot::read(&self.dir.join("registry.json"))
+        let mut services = Snapshot::read(&self.dir.join("registry.json"))
             .map(|s| s.services)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(info) = &self.info {
+            // Those the record does not list (none, unless it is from an older harness) last.
+            services.sort_by_key(|s| {
+                info.services
+                    .iter()
+                    .position(|n| *n == s.name)
+                    .unwrap_or(usize::MAX)
+            });
+        }
+        services
     }
 
     /// The topology as a user names it.
@@ -356,6 +373,7 @@ mod tests {
             stop_grace: Duration::from_millis(1500),
             api: Some("127.0.0.1:9".parse().unwrap()),
             started: 99,
+            services: vec!["db".into(), "api".into()],
         };
         info.write(dir).unwrap();
         assert_eq!(RunInfo::read(dir), Some(info));

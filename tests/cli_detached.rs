@@ -181,13 +181,29 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
     answer
 }
 
-/// A running `harness logs -f`, its stdout read line by line on a thread.
+/// A running `harness` command (`logs -f`, a foreground `up`), its stdout read line by line on
+/// a thread; killed when dropped.
 struct Follow {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
 
 impl Follow {
+    fn spawn(mut command: Command) -> Follow {
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Follow { child, lines }
+    }
+
+    /// Reads stdout until a line containing `what`, and returns that line.
     fn until(&self, what: &str) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -235,9 +251,14 @@ fn up_d_returns_healthy_and_status_logs_down_work_against_the_run() {
         )),
         "{status:?}"
     );
-    let mut names: Vec<&str> = rows.keys().map(String::as_str).collect();
-    names.sort();
-    assert_eq!(names, ["echo", "kv-api", "kv-store", "web"], "{status:?}");
+    // In the topology's order.
+    let names: Vec<&str> = status
+        .stdout
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(names, ["kv-store", "kv-api", "echo", "web"], "{status:?}");
     let mut pids = vec![supervisor];
     for (name, (state, addr, pid)) in &rows {
         assert_eq!(state, "running", "{name}: {status:?}");
@@ -268,21 +289,7 @@ fn up_d_returns_healthy_and_status_logs_down_work_against_the_run() {
     );
 
     // `logs -f` shows a line the service writes after it started following.
-    let mut child = env
-        .command(&["logs", "kv-api", "-f", "-n", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let follow = Follow { child, lines };
+    let follow = Follow::spawn(env.command(&["logs", "kv-api", "-f", "-n", "1"]));
     // The last line so far: from now on `logs -f` follows.
     follow.until("kv-server: ");
     // A path nobody else asks for, so the line can only come from this request.
@@ -306,7 +313,9 @@ fn up_d_returns_healthy_and_status_logs_down_work_against_the_run() {
     assert_eq!(down.code, Some(0), "{down:?}");
     assert!(
         down.stdout.starts_with("harness down: stopped ")
-            && down.stdout.contains("echo, kv-api, kv-store, web"),
+            && down
+                .stdout
+                .contains("(kv-store, kv-api, echo, web; supervisor pid "),
         "{down:?}"
     );
     // `down` returns once the supervisor is gone; its services went before it.
@@ -432,5 +441,72 @@ fn the_api_of_a_detached_run_lists_and_restarts_its_services() {
     let down = env.run(&["down", demo.to_str().unwrap()]);
     assert_eq!(down.code, Some(0), "{down:?}");
     assert_gone_within(&[supervisor, new_pid], Duration::from_secs(5));
+    env.assert_state_empty();
+}
+
+#[test]
+fn a_foreground_up_serves_events_and_service_actions_over_the_api() {
+    let env = Env::new();
+    let demo = topology_file("demo.yaml");
+    let mut command = env.command(&["up", demo.to_str().unwrap(), "--api", "127.0.0.1:0"]);
+    // The run's temporary state directory goes there, so that we can see it removed.
+    command.env("TMPDIR", env.state.path());
+    let mut up = Follow::spawn(command);
+    let api: SocketAddr = up
+        .until("harness up: API listening on ws://")
+        .trim_start_matches("harness up: API listening on ws://")
+        .parse()
+        .unwrap();
+    up.until("harness up: all 4 services healthy");
+
+    smol::block_on(async {
+        let mut client = Client::connect(api).await;
+        let hello = client.ok("hello", json!({})).await;
+        assert_eq!(hello["controller"], true, "{hello}");
+        client
+            .ok(
+                "subscribe",
+                json!({"services": ["echo"], "events": ["service_state_changed"]}),
+            )
+            .await;
+        let stopped = client
+            .ok(
+                "service_action",
+                json!({"service": "echo", "action": "stop"}),
+            )
+            .await;
+        assert_eq!(stopped["service"]["state"], json!({"status": "stopped"}));
+        let started = client
+            .ok(
+                "service_action",
+                json!({"service": "echo", "action": "start"}),
+            )
+            .await;
+        assert_eq!(started["service"]["state"], json!({"status": "running"}));
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let event = client.event().await;
+            assert_eq!(event["params"]["service"], "echo", "{event}");
+            seen.push(
+                event["params"]["to"]["status"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        assert_eq!(seen, ["stopping", "stopped", "starting", "running"]);
+        client.close().await;
+    });
+
+    rustix::process::kill_process(Pid::from_child(&up.child), Signal::TERM).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = up.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "harness up did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
     env.assert_state_empty();
 }
