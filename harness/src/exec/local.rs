@@ -1,31 +1,30 @@
 //! `LocalLauncher`: processes on this machine.
 
 use std::io;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use rustix::process::{Pid, WaitIdOptions};
+use rustix::process::Pid;
 
 use crate::exec::command::Command;
 use crate::exec::error::LaunchError;
 use crate::exec::event::{EventStream, ExitStatus, OutputStream, ProcessEvent};
 use crate::exec::launcher::{Launcher, ProcessHandle};
-use crate::exec::pipe::{ChildInput, ChildOutput, LineRoute, spawn_line_reader};
+use crate::exec::pipe::{ChildInput, ChildOutput, LineRoute};
 use crate::exec::signal::Signal;
+use crate::exec::spawn::{SpawnPlan, Step};
 use crate::exec::spawner;
-
-/// How long an exited process's pipes may stay open (held by its own children) before the
-/// `Exited` event is sent anyway.
-const PIPE_DRAIN_GRACE: Duration = Duration::from_millis(200);
+use crate::exec::watch::{self, Watched};
 
 /// Spawns processes on this machine.
 ///
 /// Each child runs in a process group of its own (so a signal reaches its children too), gets
 /// `SIGKILL` if the harness process dies (`PR_SET_PDEATHSIG`, set from one long-lived spawner
 /// thread), and its group is killed when its handle is dropped: while it runs, and also after it
-/// exited, so background children it left in its group go with it. Output is
-/// read on two threads per process and delivered as line events.
+/// exited, so background children it left in its group go with it. One thread per process reads
+/// its output, delivered as line events, and sees it exit.
+///
+/// Children are started without `fork` (`clone(CLONE_VM | CLONE_VFORK)`), so a spawn costs the
+/// same with hundreds of children running as with none.
 ///
 /// ```no_run
 /// # smol::block_on(async {
@@ -54,45 +53,41 @@ async fn spawn_local(cmd: &Command) -> Result<LocalProcess, LaunchError> {
     if cmd.program.is_empty() {
         return Err(LaunchError::EmptyProgram);
     }
+    let missing_dir = || LaunchError::MissingWorkDir {
+        program: cmd.program.clone(),
+        dir: cmd.current_dir.clone().unwrap_or_default(),
+        host: None,
+    };
     if let Some(dir) = &cmd.current_dir {
-        // std reports a missing directory as ENOENT, indistinguishable from a missing program.
+        // Checked here as well as by the child's chdir, which cannot tell a missing directory
+        // from one that is not a directory.
         if !std::path::Path::new(dir).is_dir() {
-            return Err(LaunchError::MissingWorkDir {
-                program: cmd.program.clone(),
-                dir: dir.clone(),
-                host: None,
-            });
+            return Err(missing_dir());
         }
     }
-    let mut std_cmd = std::process::Command::new(&cmd.program);
-    std_cmd.args(&cmd.args);
-    if cmd.env_clear {
-        std_cmd.env_clear();
-    }
-    std_cmd.envs(&cmd.env);
-    if let Some(dir) = &cmd.current_dir {
-        std_cmd.current_dir(dir);
-    }
-    std_cmd
-        .stdin(if cmd.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-
-    let mut child = spawner::spawn(std_cmd).await.map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => LaunchError::NotFound {
-            program: cmd.program.clone(),
-            host: None,
-        },
-        io::ErrorKind::PermissionDenied => LaunchError::PermissionDenied {
-            program: cmd.program.clone(),
-        },
-        _ => LaunchError::io(format!("spawn `{}`", cmd.program), e),
-    })?;
-    let pid = child.id();
+    let plan = SpawnPlan::new(
+        &cmd.program,
+        &cmd.args,
+        &cmd.env,
+        cmd.env_clear,
+        cmd.current_dir.as_deref(),
+        cmd.stdin,
+    )
+    .map_err(|e| LaunchError::io(format!("spawn `{}`", cmd.program), e))?;
+    let child = spawner::spawn(plan)
+        .await
+        .map_err(|e| match (e.step, e.error.kind()) {
+            (Step::Exec, io::ErrorKind::NotFound) => LaunchError::NotFound {
+                program: cmd.program.clone(),
+                host: None,
+            },
+            (Step::Exec, io::ErrorKind::PermissionDenied) => LaunchError::PermissionDenied {
+                program: cmd.program.clone(),
+            },
+            (Step::Chdir, io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => missing_dir(),
+            _ => LaunchError::io(format!("spawn `{}`", cmd.program), e.error),
+        })?;
+    let pid = child.pid.as_raw_nonzero().get() as u32;
     tracing::debug!(pid, command = %cmd.display(), "spawned");
 
     let (sink, events) = match &cmd.sink {
@@ -105,53 +100,47 @@ async fn spawn_local(cmd: &Command) -> Result<LocalProcess, LaunchError> {
     if cmd.announce_start {
         sink.send_one(ProcessEvent::Started { pid });
     }
-    let route = LineRoute {
-        sink: sink.clone(),
-        filter: cmd.filter.clone(),
-        tap: cmd.tap.clone(),
-    };
 
-    let mut readers = Vec::new();
     let stdin = child
         .stdin
-        .take()
-        .map(|s| ChildInput::new(blocking::Unblock::new(s)));
-    let stdout_pipe = child.stdout.take().expect("stdout is piped");
+        .map(|s| ChildInput::new(blocking::Unblock::new(std::fs::File::from(s))));
+    // Stderr first: a remote wrapper reports its pid there before the program writes to stdout.
+    let mut outputs = vec![(child.stderr, OutputStream::Stderr)];
     let stdout = if cmd.raw_stdout {
-        Some(ChildOutput::new(blocking::Unblock::new(stdout_pipe)))
+        Some(ChildOutput::new(blocking::Unblock::new(
+            std::fs::File::from(child.stdout),
+        )))
     } else {
-        let r = spawn_line_reader(
-            stdout_pipe,
-            OutputStream::Stdout,
-            route.clone(),
-            format!("harness-out-{pid}"),
-        )
-        .map_err(|e| LaunchError::io("start an output reader thread", e))?;
-        readers.push(r);
+        outputs.push((child.stdout, OutputStream::Stdout));
         None
     };
-    let stderr_pipe = child.stderr.take().expect("stderr is piped");
-    readers.push(
-        spawn_line_reader(
-            stderr_pipe,
-            OutputStream::Stderr,
-            route,
-            format!("harness-err-{pid}"),
-        )
-        .map_err(|e| LaunchError::io("start an output reader thread", e))?,
-    );
 
     let shared = Arc::new(Shared {
         pid,
         state: Mutex::new(State::default()),
         exited: event_listener::Event::new(),
     });
-    let waiter_shared = shared.clone();
-    let announce_exit = cmd.announce_exit;
-    std::thread::Builder::new()
-        .name(format!("harness-wait-{pid}"))
-        .spawn(move || reap(child, waiter_shared, readers, sink, announce_exit))
-        .map_err(|e| LaunchError::io("start a process waiter thread", e))?;
+    let watched = Watched {
+        pid: child.pid,
+        pidfd: child.pidfd,
+        outputs,
+        route: LineRoute {
+            sink,
+            filter: cmd.filter.clone(),
+            tap: cmd.tap.clone(),
+        },
+        announce_exit: cmd.announce_exit,
+    };
+    let watcher_shared = shared.clone();
+    let started = std::thread::Builder::new()
+        .name(format!("harness-child-{pid}"))
+        .spawn(move || watch::watch(watched, |pid| on_exit(pid, &watcher_shared)));
+    if let Err(e) = started {
+        // Nobody would ever reap it: take it down now.
+        let _ = rustix::process::kill_process_group(child.pid, rustix::process::Signal::KILL);
+        watch::wait_exit(child.pid, true);
+        return Err(LaunchError::io("start a thread to watch the process", e));
+    }
 
     Ok(LocalProcess {
         shared,
@@ -162,36 +151,15 @@ async fn spawn_local(cmd: &Command) -> Result<LocalProcess, LaunchError> {
     })
 }
 
-/// Waits for the child on its own thread, then reports its exit after its output.
-fn reap(
-    mut child: std::process::Child,
-    shared: Arc<Shared>,
-    readers: Vec<std::sync::mpsc::Receiver<()>>,
-    sink: crate::exec::event::EventSink,
-    announce_exit: bool,
-) {
-    let pid = Pid::from_raw(shared.pid as i32).expect("a child pid is positive");
-    // Wait without reaping: see `State::zombie`.
-    let waited = loop {
-        match rustix::process::waitid(
-            rustix::process::WaitId::Pid(pid),
-            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
-        ) {
-            Err(rustix::io::Errno::INTR) => continue,
-            Ok(Some(st)) => {
-                break st
-                    .exit_status()
-                    .map(ExitStatus::from_code)
-                    .or_else(|| st.terminating_signal().map(ExitStatus::from_signal));
-            }
-            _ => break None,
-        }
-    };
+/// Runs on the child's watching thread as soon as the child has exited: records the status, and
+/// keeps the child unreaped while its handle lives.
+fn on_exit(pid: Pid, shared: &Shared) -> ExitStatus {
+    let waited = watch::wait_exit(pid, false);
     let status = {
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         let status = match waited {
             Some(status) if !state.dropped => {
-                state.zombie = Some(child);
+                state.zombie = true;
                 status
             }
             _ => {
@@ -200,10 +168,7 @@ fn reap(
                 if state.kill_group {
                     let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
                 }
-                child
-                    .wait()
-                    .map(ExitStatus::from)
-                    .unwrap_or(ExitStatus::from_code(-1))
+                watch::wait_exit(pid, true).unwrap_or(ExitStatus::from_code(-1))
             }
         };
         state.status = Some(status);
@@ -211,12 +176,7 @@ fn reap(
     };
     shared.exited.notify(usize::MAX);
     tracing::debug!(pid = shared.pid, %status, "exited");
-    for r in readers {
-        let _ = r.recv_timeout(PIPE_DRAIN_GRACE);
-    }
-    if announce_exit {
-        sink.send_one(ProcessEvent::Exited(status));
-    }
+    status
 }
 
 struct Shared {
@@ -229,10 +189,10 @@ struct Shared {
 struct State {
     /// Set once the child has exited.
     status: Option<ExitStatus>,
-    /// The exited child, kept unreaped while its handle lives. As long as the zombie exists,
-    /// its pid, which is also its process group id, cannot be reused, so killing the group on
-    /// drop (to take the children it left behind) can never hit a stranger.
-    zombie: Option<std::process::Child>,
+    /// The child has exited and is kept unreaped while its handle lives. As long as the zombie
+    /// exists, its pid, which is also its process group id, cannot be reused, so killing the
+    /// group on drop (to take the children it left behind) can never hit a stranger.
+    zombie: bool,
     /// The handle is gone: reap at once.
     dropped: bool,
     /// The handle was dropped without `detach`: kill the group.
@@ -333,8 +293,9 @@ impl Drop for LocalProcess {
             let pid = Pid::from_raw(self.shared.pid as i32).expect("a child pid is positive");
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
-        if let Some(mut zombie) = state.zombie.take() {
-            let _ = zombie.wait();
+        if std::mem::take(&mut state.zombie) {
+            let pid = Pid::from_raw(self.shared.pid as i32).expect("a child pid is positive");
+            watch::wait_exit(pid, true);
         }
     }
 }

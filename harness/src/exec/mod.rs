@@ -39,11 +39,13 @@ mod pipe;
 pub mod quote;
 mod remote;
 mod signal;
+mod spawn;
 mod spawner;
 mod ssh;
 mod sudo;
 mod systemd;
 mod target;
+mod watch;
 
 pub use attach::{AttachedService, Attacher, LocalAttacher, ManagedService, ServiceAttacher};
 pub use command::Command;

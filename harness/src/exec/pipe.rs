@@ -1,6 +1,6 @@
-//! Reading a child's pipes: line splitting on dedicated threads, and raw byte pipes.
+//! A child's pipes: output cut into line events, and raw byte pipes.
 
-use std::io::{self, Read};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,62 +17,57 @@ pub(crate) struct LineRoute {
     pub(crate) tap: Option<crate::exec::command::LineTap>,
 }
 
-/// Reads `pipe` to its end on a thread of its own, turning it into line events.
+/// Cuts one output stream into lines and sends them, a batch per read.
 ///
-/// A blocking thread per pipe rather than an async task: the library must not need the
-/// caller's runtime, and a thread that reads 64 KiB at a time and sends one batch per read
-/// keeps up with a process writing millions of lines a second. Returns a receiver that
-/// closes when the pipe has been read to its end.
-pub(crate) fn spawn_line_reader(
-    pipe: impl Read + Send + 'static,
+/// Fed by the thread that watches the child (`watch.rs`), which reads 64 KiB at a time: one
+/// channel operation per read keeps up with a process writing millions of lines a second.
+pub(crate) struct LineSplitter {
     stream: OutputStream,
-    route: LineRoute,
-    name: String,
-) -> io::Result<std::sync::mpsc::Receiver<()>> {
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    std::thread::Builder::new().name(name).spawn(move || {
-        read_lines(pipe, stream, &route);
-        drop(done_tx);
-    })?;
-    Ok(done_rx)
+    /// Bytes of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+    /// False once nobody reads the events: the pipe is still drained, so the child never blocks.
+    listening: bool,
 }
 
-fn read_lines(mut pipe: impl Read, stream: OutputStream, route: &LineRoute) {
-    let mut buf = vec![0u8; 64 * 1024];
-    // Bytes of a line whose end has not arrived yet.
-    let mut partial: Vec<u8> = Vec::new();
-    let mut listening = true;
-    loop {
-        let n = match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        if !listening {
-            // Nobody reads the events any more; keep draining so the child never blocks.
-            continue;
+impl LineSplitter {
+    pub(crate) fn new(stream: OutputStream) -> Self {
+        LineSplitter {
+            stream,
+            partial: Vec::new(),
+            listening: true,
         }
-        let mut batch = Lines::with_capacity(n);
-        let mut chunk = &buf[..n];
+    }
+
+    /// Sends the complete lines in `bytes` (after what earlier reads left unfinished).
+    pub(crate) fn feed(&mut self, bytes: &[u8], route: &LineRoute) {
+        if !self.listening {
+            return;
+        }
+        let mut batch = Lines::with_capacity(bytes.len());
+        let mut chunk = bytes;
         while let Some(pos) = chunk.iter().position(|&b| b == b'\n') {
-            let line = if partial.is_empty() {
+            let line = if self.partial.is_empty() {
                 &chunk[..pos]
             } else {
-                partial.extend_from_slice(&chunk[..pos]);
-                &partial[..]
+                self.partial.extend_from_slice(&chunk[..pos]);
+                &self.partial[..]
             };
-            push_line(&mut batch, line, stream, route);
-            partial.clear();
+            push_line(&mut batch, line, self.stream, route);
+            self.partial.clear();
             chunk = &chunk[pos + 1..];
         }
-        partial.extend_from_slice(chunk);
-        listening = route.sink.send_lines(stream, batch);
+        self.partial.extend_from_slice(chunk);
+        self.listening = route.sink.send_lines(self.stream, batch);
     }
-    if listening && !partial.is_empty() {
-        let mut batch = Lines::default();
-        push_line(&mut batch, &partial, stream, route);
-        route.sink.send_lines(stream, batch);
+
+    /// The stream ended: sends its last line if it had no line ending.
+    pub(crate) fn finish(&mut self, route: &LineRoute) {
+        if self.listening && !self.partial.is_empty() {
+            let mut batch = Lines::default();
+            push_line(&mut batch, &self.partial, self.stream, route);
+            route.sink.send_lines(self.stream, batch);
+        }
+        self.partial = Vec::new();
     }
 }
 
