@@ -510,3 +510,84 @@ fn a_foreground_up_serves_events_and_service_actions_over_the_api() {
     assert_eq!(status.code(), Some(0));
     env.assert_state_empty();
 }
+
+#[test]
+fn up_d_takes_over_from_a_killed_supervisor() {
+    let env = Env::new();
+    let demo = topology_file("demo.yaml");
+    let (_, first) = env.up(&demo, &[]);
+    rustix::process::kill_process(Pid::from_raw(first as i32).unwrap(), Signal::KILL).unwrap();
+    assert_gone_within(&[first], Duration::from_secs(5));
+
+    let (up, second) = env.up(&demo, &[]);
+    assert!(
+        up.stdout.starts_with(&format!(
+            "harness up: removing the stale run of {} (its supervisor, pid {first}, is gone",
+            demo.canonicalize().unwrap().display()
+        )),
+        "{up:?}"
+    );
+    let down = env.run(&["down"]);
+    assert_eq!(down.code, Some(0), "{down:?}");
+    assert!(
+        down.stdout.contains(&format!("supervisor pid {second})")),
+        "{down:?}"
+    );
+    env.assert_state_empty();
+}
+
+#[test]
+fn several_runs_are_told_apart_by_their_file() {
+    let env = Env::new();
+    let demo = topology_file("demo.yaml");
+    std::fs::write(
+        env.project.path().join("no-web.yaml"),
+        "services:\n  web: null\n",
+    )
+    .unwrap();
+    // The same file with an overlay is another run, beside the first.
+    env.up(&demo, &[]);
+    env.up(&demo, &["--overlay", "no-web.yaml"]);
+
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, Some(0), "{status:?}");
+    let headers: Vec<&str> = status
+        .stdout
+        .lines()
+        .filter(|l| l.contains("(supervisor pid "))
+        .collect();
+    assert_eq!(headers.len(), 2, "{status:?}");
+    assert!(
+        headers.iter().any(|h| h.contains(" --overlay ")),
+        "{status:?}"
+    );
+
+    let ambiguous = env.run(&["logs", "kv-store"]);
+    assert_eq!(ambiguous.code, Some(125), "{ambiguous:?}");
+    assert!(
+        ambiguous
+            .stderr
+            .contains("service kv-store runs in several topologies"),
+        "{ambiguous:?}"
+    );
+    // `web` runs in one of them only.
+    let web = env.run(&["logs", "web"]);
+    assert_eq!(web.code, Some(0), "{web:?}");
+
+    let refused = env.run(&["down"]);
+    assert_eq!(refused.code, Some(125), "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .starts_with("harness down: several topologies are running"),
+        "{refused:?}"
+    );
+    let down = env.run(&["down", demo.to_str().unwrap()]);
+    assert_eq!(down.code, Some(0), "{down:?}");
+    assert_eq!(
+        down.stdout.matches("harness down: stopped ").count(),
+        2,
+        "{down:?}"
+    );
+    env.assert_state_empty();
+}
