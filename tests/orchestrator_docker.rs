@@ -450,8 +450,9 @@ fn a_container_that_exits_fails_with_its_log_tail_and_leaves_nothing() {
 }
 
 #[test]
-fn dropping_the_manager_removes_the_run() {
-    if !require_docker("dropping_the_manager_removes_the_run") {
+fn a_container_that_dies_is_noticed_and_dropping_the_manager_removes_the_run() {
+    if !require_docker("a_container_that_dies_is_noticed_and_dropping_the_manager_removes_the_run")
+    {
         return;
     }
     let project = project_dir();
@@ -490,6 +491,23 @@ fn dropping_the_manager_removes_the_run() {
             "{:?}",
             entry.endpoints
         );
+        // A container that ends on its own is noticed, like a process: the service is failed.
+        docker_lines(&[
+            "kill",
+            &entry.execution.container_id.expect("a container id"),
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let state = manager.status("store").await.unwrap().state;
+            if matches!(state, ServiceState::Failed { .. }) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still {state:?} after docker kill"
+            );
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
         manager.state_dir().expect("a state directory")
     });
     assert!(!leftovers(&run_id, &[&image]).is_empty());
@@ -508,7 +526,8 @@ fn the_janitor_removes_what_dead_runs_left() {
     let dead = child.id();
     child.wait().unwrap();
     let dead_run = format!("harness-dead{}", std::process::id());
-    let (live_run, live_net) = (format!("{dead_run}-live"), format!("{dead_run}-live"));
+    // Named after the run, as the executor names its networks.
+    let live_run = format!("{dead_run}-live");
     let create = |name: &str, pid: u32| {
         docker_lines(&[
             "network",
@@ -522,7 +541,7 @@ fn the_janitor_removes_what_dead_runs_left() {
     };
     create(&dead_run, dead);
     // One owned by a live process (this one) stays.
-    create(&live_net, std::process::id());
+    create(&live_run, std::process::id());
     let _cleanup = (
         Cleanup {
             run_id: dead_run.clone(),
@@ -560,6 +579,6 @@ fn the_janitor_removes_what_dead_runs_left() {
         manager.stop_all().await.unwrap_or_else(|e| panic!("{e}"));
     });
     assert_eq!(leftovers(&dead_run, &[]), Vec::<String>::new());
-    assert_eq!(leftovers(&live_run, &[]), [format!("network {live_net}")]);
+    assert_eq!(leftovers(&live_run, &[]), [format!("network {live_run}")]);
     assert_eq!(leftovers(&run_id, &[&image]), Vec::<String>::new());
 }
