@@ -31,9 +31,29 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The exit codes, as `harness --help` lists them (the module's doc says the same).
+const EXIT_CODES: &str = "\
+Exit codes:
+  run          the program's own; 128+N when killed by signal N; 125 harness failed;
+               126 not executable; 127 not found
+  up           0 stopped after Ctrl-C/SIGTERM; 1 the start failed (everything stopped);
+               125 invalid file or harness failed
+  up -d        0 all healthy, running in the background; 1 the start failed (nothing
+               left); 4 already running; 125 invalid file or harness failed
+  status, logs, down
+               0 done; 3 nothing (of FILE) is running; 125 unknown or ambiguous service,
+               several runs for down without FILE, or harness failed
+  serve        0 stopped after Ctrl-C/SIGTERM; 125 harness failed";
+
 /// Run services anywhere: local processes, Docker containers, hosts over SSH.
 #[derive(Parser)]
-#[command(name = "harness", version, about, propagate_version = true)]
+#[command(
+    name = "harness",
+    version,
+    about,
+    propagate_version = true,
+    after_help = EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
