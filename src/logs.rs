@@ -83,8 +83,16 @@ fn logs_inner(args: &LogsArgs) -> Result<ExitCode, String> {
         }
     };
     let path = run.log_file(&args.service);
-    let mut file =
-        File::open(&path).map_err(|e| format!("failed to open {}: {e}", path.display()))?;
+    let mut file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "service {} has no output yet: it has not been started",
+                args.service
+            ));
+        }
+        Err(e) => return Err(format!("failed to open {}: {e}", path.display())),
+    };
     let mut text = Vec::new();
     file.read_to_end(&mut text)
         .map_err(|e| format!("failed to read {}: {e}", path.display()))?;

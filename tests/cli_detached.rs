@@ -297,7 +297,6 @@ fn up_d_returns_healthy_and_status_logs_down_work_against_the_run() {
     let answer = http_get(kv_api, "/kv/followed");
     assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
     follow.until("/kv/followed");
-    drop(follow);
 
     // A second `up -d` of the same file is refused, naming the running supervisor.
     let again = env.run(&["up", "-d", demo.to_str().unwrap()]);
@@ -320,6 +319,20 @@ fn up_d_returns_healthy_and_status_logs_down_work_against_the_run() {
     );
     // `down` returns once the supervisor is gone; its services went before it.
     assert_gone_within(&pids, Duration::from_secs(5));
+    // `logs -f` ends by itself once the run is gone.
+    let mut follow = follow;
+    let deadline = Instant::now() + WAIT;
+    let followed = loop {
+        if let Some(status) = follow.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`logs -f` still runs after `down`"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(followed.code(), Some(0));
     env.assert_state_empty();
     let status = env.run(&["status"]);
     assert_eq!(status.code, Some(3), "{status:?}");
