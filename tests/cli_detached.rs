@@ -405,7 +405,18 @@ fn a_failed_detached_start_exits_1_with_the_log_tail_and_leaves_nothing() {
 fn the_api_of_a_detached_run_lists_and_restarts_its_services() {
     let env = Env::new();
     let demo = topology_file("demo.yaml");
-    let (up, supervisor) = env.up(&demo, &["--api", "127.0.0.1:0"]);
+    // The token file does not exist: `up -d` generates it, and the supervisor requires it.
+    let token_file = env.project.path().join("api.token");
+    let (up, supervisor) = env.up(
+        &demo,
+        &[
+            "--api",
+            "127.0.0.1:0",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let token = std::fs::read_to_string(&token_file).unwrap();
     let api: SocketAddr = up
         .stdout
         .lines()
@@ -421,7 +432,12 @@ fn the_api_of_a_detached_run_lists_and_restarts_its_services() {
     let old_pid = rows["echo"].2.clone();
 
     smol::block_on(async {
-        let mut client = Client::connect(api).await;
+        let refused = api_support::try_connect(api, "/", &[]).await.err();
+        assert_eq!(refused.map(|(status, _)| status), Some(401));
+        let bearer = format!("Bearer {}", token.trim());
+        let mut client = api_support::try_connect(api, "/", &[("Authorization", &bearer)])
+            .await
+            .unwrap_or_else(|(status, body)| panic!("refused with {status}: {body}"));
         let listed = client.ok("list_services", json!({})).await;
         let names: Vec<&str> = listed["services"]
             .as_array()
@@ -586,6 +602,16 @@ fn several_runs_are_told_apart_by_their_file() {
     // `web` runs in one of them only.
     let web = env.run(&["logs", "web"]);
     assert_eq!(web.code, Some(0), "{web:?}");
+
+    let filtered = env.run(&["status", demo.to_str().unwrap()]);
+    assert_eq!(filtered.code, Some(0), "{filtered:?}");
+    assert_eq!(filtered.stdout.matches("(supervisor pid ").count(), 2);
+    let other = env.run(&["status", topology_file("failing.yaml").to_str().unwrap()]);
+    assert_eq!(other.code, Some(3), "{other:?}");
+    assert!(
+        other.stdout.ends_with("failing.yaml is not running\n"),
+        "{other:?}"
+    );
 
     let refused = env.run(&["down"]);
     assert_eq!(refused.code, Some(125), "{refused:?}");
