@@ -2,8 +2,9 @@
 //! in the harness's test list with a runner that injects the parameters.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::ItemFn;
+use syn::spanned::Spanned;
 
 use crate::signature::Injection;
 
@@ -52,6 +53,13 @@ pub(crate) fn render(func: &ItemFn, entry: &Entry) -> TokenStream {
             }
             Injection::Topology => quote!(let #arg = __harness_topology;),
         });
+    // A return type the runner cannot judge is reported at the return type.
+    let check = match &func.sig.output {
+        syn::ReturnType::Type(_, ty) => {
+            quote_spanned!(ty.span()=> #private::IntoTestResult::into_test_result)
+        }
+        syn::ReturnType::Default => quote!(#private::IntoTestResult::into_test_result),
+    };
     quote! {
         #func
 
@@ -74,7 +82,7 @@ pub(crate) fn render(func: &ItemFn, entry: &Entry) -> TokenStream {
             ) -> #private::TestFuture<'_> {
                 ::std::boxed::Box::pin(async move {
                     #(#lets)*
-                    #private::IntoTestResult::into_test_result(#name(#(#args),*).await)
+                    #check(#name(#(#args),*).await)
                 })
             }
         };

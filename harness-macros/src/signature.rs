@@ -117,8 +117,8 @@ fn kind_of(ty: &Type) -> syn::Result<Kind> {
     if let Type::Reference(reference) = ty {
         if last_segment(&reference.elem).as_deref() == Some("Topology") {
             if reference.mutability.is_some() {
-                return Err(syn::Error::new(
-                    ty.span(),
+                return Err(syn::Error::new_spanned(
+                    ty,
                     "the topology is shared: take it as `&Topology`, not `&mut Topology`",
                 ));
             }
@@ -129,8 +129,8 @@ fn kind_of(ty: &Type) -> syn::Result<Kind> {
             Some("Service") => return Ok(Kind::Service),
             Some("SocketAddr") => return Ok(Kind::Addr),
             Some("Topology") => {
-                return Err(syn::Error::new(
-                    ty.span(),
+                return Err(syn::Error::new_spanned(
+                    ty,
                     "take the topology by reference: `&Topology`",
                 ));
             }
@@ -138,8 +138,8 @@ fn kind_of(ty: &Type) -> syn::Result<Kind> {
         }
     }
     let shown = quote::ToTokens::to_token_stream(ty).to_string();
-    Err(syn::Error::new(
-        ty.span(),
+    Err(syn::Error::new_spanned(
+        ty,
         format!("#[harness_test] cannot inject a parameter of type `{shown}`: {SUPPORTED}"),
     ))
 }

@@ -26,14 +26,13 @@ struct Names {
 pub(crate) fn read(lit: &LitStr, manifest_dir: &Path) -> syn::Result<TopologyFile> {
     let relative = lit.value();
     let path = manifest_dir.join(&relative);
+    // Messages name the path as written; the full path would be the manifest directory's.
     let text = std::fs::read_to_string(&path).map_err(|e| {
         syn::Error::new(
             lit.span(),
             format!(
-                "cannot read topology file {} ({e}); the path is relative to the crate's \
-                 manifest directory {}",
-                path.display(),
-                manifest_dir.display()
+                "cannot read topology file {relative:?}: {e}; the path is relative to the \
+                 crate's manifest directory (CARGO_MANIFEST_DIR)"
             ),
         )
     })?;
@@ -42,10 +41,7 @@ pub(crate) fn read(lit: &LitStr, manifest_dir: &Path) -> syn::Result<TopologyFil
         let first = first.lines().next().unwrap_or_default().to_string();
         syn::Error::new(
             lit.span(),
-            format!(
-                "cannot read the services of topology file {}: {first}",
-                path.display()
-            ),
+            format!("cannot read the services of topology file {relative:?}: {first}"),
         )
     })?;
     let services = names
