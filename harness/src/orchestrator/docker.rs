@@ -57,7 +57,7 @@ const NSSWITCH: &str = "hosts: files dns\n";
 /// - The container's output goes to the service's log; its exit is noticed like a process's.
 /// - Stopping is `docker stop --time GRACE` (SIGTERM, then SIGKILL after the grace period,
 ///   rounded up to whole seconds), then `docker rm`. Dropping a running service removes its
-///   container.
+///   container (`docker rm --force`) and waits until it is gone.
 /// - [`ServiceExecutor::clean_up`] (called by `stop_all`) and dropping the executor (when the
 ///   last clone of its manager goes) remove the run's containers, its network and the images it
 ///   built, except a tag that existed before the run, which keeps the new build.
@@ -370,6 +370,18 @@ impl RunningService for ContainerService {
             let status = stopped?;
             removed.map(|()| status)
         })
+    }
+}
+
+impl Drop for ContainerService {
+    /// Removes the container and waits until it is gone, so that the run's network can go
+    /// right after.
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take()
+            && let Err(e) = futures_lite::future::block_on(handle.remove())
+        {
+            tracing::warn!("remove a service's container: {e}");
+        }
     }
 }
 

@@ -135,6 +135,9 @@ pub struct ServiceStatus {
 /// state directory is removed.
 #[derive(Clone)]
 pub struct ServiceManager {
+    /// First, so that it is dropped first: the services go before what their executors made
+    /// for the run (a Docker network cannot be removed while containers are on it).
+    run: Arc<Mutex<Run>>,
     topology: Arc<TopologyConfig>,
     registry: Registry,
     base_dir: PathBuf,
@@ -145,7 +148,6 @@ pub struct ServiceManager {
     /// Where the run's state directory goes when [`ServiceManager::with_state_dir`] names one;
     /// a fresh temporary directory otherwise.
     fixed_state_dir: Option<PathBuf>,
-    run: Arc<Mutex<Run>>,
 }
 
 /// What the manager knows about the current run.
