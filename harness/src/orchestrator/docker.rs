@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use async_lock::Mutex as AsyncMutex;
 
 use crate::exec::{
-    BuiltImage, Command, ContainerHandle, DockerContainer, DockerImage, DockerNetwork, ExitStatus,
-    LaunchError, Launcher, LocalLauncher, OWNER_PID_LABEL, ProcessHandle, Pull, Target,
+    Command, ContainerHandle, DockerContainer, DockerImage, DockerNetwork, ExitStatus, LaunchError,
+    Launcher, LocalLauncher, OWNER_PID_LABEL, ProcessHandle, Pull, Target,
 };
 use crate::topology::{BuildBase, DockerBuild, DockerTarget, ServiceTarget};
 
@@ -78,9 +78,9 @@ pub struct DockerExecutor {
 struct RunState {
     swept: bool,
     network: Option<DockerNetwork<LocalLauncher>>,
-    /// Every image built in the run, by tag; `None` for a tag that existed before the run,
-    /// which is not removed.
-    images: BTreeMap<String, Option<BuiltImage<LocalLauncher>>>,
+    /// Every image built in the run: its id by tag; `None` for a tag that existed before the
+    /// run, which is not removed.
+    images: BTreeMap<String, Option<String>>,
 }
 
 impl Default for DockerExecutor {
@@ -143,13 +143,14 @@ impl DockerExecutor {
             .to_string())
     }
 
-    /// Builds `tag` from `build`; `None` if the tag existed before (the build then stays).
+    /// Builds `tag` from `build` and returns the image's id; `None` if the tag existed before
+    /// (the build then stays).
     async fn build(
         &self,
         tag: &str,
         build: &DockerBuild,
         base_dir: &Path,
-    ) -> Result<Option<BuiltImage<LocalLauncher>>, StartFailure> {
+    ) -> Result<Option<String>, StartFailure> {
         let binary: PathBuf = base_dir
             .join(&build.binary)
             .components()
@@ -179,12 +180,11 @@ impl DockerExecutor {
                 image: tag.to_string(),
                 source,
             })?;
-        if existed {
-            let _ = built.keep();
-            Ok(None)
-        } else {
-            Ok(Some(built))
-        }
+        // Removed by id, not by tag: if another run builds the same tag meanwhile, the tag
+        // moves to its image, and this run must remove its own image, not that one.
+        let id = built.id().to_string();
+        let _ = built.keep();
+        Ok((!existed).then_some(id))
     }
 
     /// The container for `spec`, on `network`.
@@ -246,9 +246,9 @@ impl DockerExecutor {
                 first_error.get_or_insert(e);
             }
         }
-        for (_, image) in std::mem::take(&mut state.images) {
-            if let Some(image) = image
-                && let Err(e) = image.remove().await
+        for (tag, id) in std::mem::take(&mut state.images) {
+            if let Some(id) = id
+                && let Err(e) = remove_image(launcher, &tag, &id).await
             {
                 first_error.get_or_insert(e);
             }
@@ -410,6 +410,29 @@ fn volume_spec(volume: &str, base: &Path) -> String {
 async fn image_exists(launcher: &LocalLauncher, tag: &str) -> bool {
     let cmd = Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", tag]);
     launcher.output(&cmd).await.is_ok_and(|out| out.success())
+}
+
+/// Removes image `id` (built as `tag`), retrying while a container that is being removed
+/// still holds it. An image that is gone already is fine.
+async fn remove_image(launcher: &LocalLauncher, tag: &str, id: &str) -> Result<(), LaunchError> {
+    let rm = Command::new("docker").args(["image", "rm", id]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = launcher.output(&rm).await?;
+        let stderr = out.stderr_text();
+        if out.success() || stderr.contains("No such image") {
+            return Ok(());
+        }
+        if !stderr.contains("conflict") || Instant::now() > deadline {
+            return Err(LaunchError::CommandFailed {
+                doing: format!("remove image `{tag}` ({id})"),
+                command: rm.display(),
+                status: out.status.unwrap_or(ExitStatus::from_code(-1)),
+                stderr,
+            });
+        }
+        async_io::Timer::after(Duration::from_millis(100)).await;
+    }
 }
 
 /// Removes a network, retrying while containers are still leaving it.
