@@ -21,3 +21,19 @@ pub fn harness_test(args: TokenStream, item: TokenStream) -> TokenStream {
         .unwrap_or_default();
     expand::expand(args.into(), item.into(), manifest_dir).into()
 }
+
+/// Stands in for the built-in `#[test]` in a `harness::main!()` target, where libtest does not
+/// run and a `#[test]` function would be dropped without a word: it makes that a compile error.
+#[doc(hidden)]
+#[proc_macro_attribute]
+pub fn test_in_harness_target(_args: TokenStream, item: TokenStream) -> TokenStream {
+    let item = proc_macro2::TokenStream::from(item);
+    let error = syn::Error::new(
+        proc_macro2::Span::call_site(),
+        "#[test] functions do not run in a `harness = false` target, where harness::main!() \
+         is the runner: write #[harness_test(topology = \"...\")] async fn, or move this test \
+         to a test target that libtest runs",
+    )
+    .to_compile_error();
+    quote::quote!(#error #item).into()
+}

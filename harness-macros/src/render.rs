@@ -55,10 +55,12 @@ pub(crate) fn render(func: &ItemFn, entry: &Entry) -> TokenStream {
         });
     // A return type the runner cannot judge is reported at the return type.
     let check = match &func.sig.output {
-        syn::ReturnType::Type(_, ty) => {
-            quote_spanned!(ty.span()=> #private::IntoTestResult::into_test_result)
+        syn::ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
+            #private::IntoTestResult::into_test_result(__harness_output)
+        },
+        syn::ReturnType::Default => {
+            quote!(#private::IntoTestResult::into_test_result(__harness_output))
         }
-        syn::ReturnType::Default => quote!(#private::IntoTestResult::into_test_result),
     };
     quote! {
         #func
@@ -82,7 +84,8 @@ pub(crate) fn render(func: &ItemFn, entry: &Entry) -> TokenStream {
             ) -> #private::TestFuture<'_> {
                 ::std::boxed::Box::pin(async move {
                     #(#lets)*
-                    #check(#name(#(#args),*).await)
+                    let __harness_output = #name(#(#args),*).await;
+                    #check
                 })
             }
         };
@@ -123,7 +126,7 @@ mod tests {
             "isolated : true",
             "let __harness_arg0 = :: harness :: testing :: __private :: service (__harness_topology , \"api-server\") ? ;",
             "let __harness_arg1 = __harness_topology ;",
-            "t (__harness_arg0 , __harness_arg1) . await",
+            "let __harness_output = t (__harness_arg0 , __harness_arg1) . await ;",
         ] {
             assert!(out.contains(expected), "{expected:?} not in {out}");
         }

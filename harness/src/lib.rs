@@ -38,13 +38,17 @@ macro_rules! main {
     () => {
         // Only libtest's build (rustc --test) keeps `#[test]` items, so only there does this
         // error fire; cargo sets cfg(test) for `harness = false` targets as well.
-        #[test]
+        #[::core::prelude::v1::test]
         fn harness_main_needs_harness_false() {
             ::core::compile_error!(
                 "harness::main!() is the test runner of a `harness = false` target: declare \
                  this test in Cargo.toml as [[test]] name = \"...\" with harness = false"
             );
         }
+
+        // A plain `#[test]` would vanish silently here: this `test` makes it an error.
+        #[allow(unused_imports)]
+        use $crate::testing::__private::test;
 
         fn main() -> ::std::process::ExitCode {
             $crate::testing::run()

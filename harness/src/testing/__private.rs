@@ -21,3 +21,6 @@ pub fn service(topology: &Topology, name: &str) -> Result<Service, String> {
 pub fn addr(topology: &Topology, name: &str) -> Result<SocketAddr, String> {
     topology.addr(name).map_err(|e| e.to_string())
 }
+
+/// `harness::main!()` brings this in as `test`, over the built-in attribute.
+pub use harness_macros::test_in_harness_target as test;
