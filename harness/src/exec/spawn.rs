@@ -32,7 +32,7 @@
 //!
 //! Linux only, on architectures whose stack grows down (all but PA-RISC).
 
-use std::ffi::{CString, OsStr, OsString, c_int, c_void};
+use std::ffi::{CString, c_int, c_void};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -70,25 +70,39 @@ impl SpawnPlan {
         cwd: Option<&str>,
         stdin_piped: bool,
     ) -> io::Result<SpawnPlan> {
-        let mut vars: BTreeMap<OsString, OsString> = if env_clear {
-            BTreeMap::new()
-        } else {
-            std::env::vars_os().collect()
-        };
-        for (k, v) in env {
-            vars.insert(k.into(), v.into());
+        // The inherited variables the command does not set, then the command's own, each as
+        // `KEY=VALUE`; `PATH` is kept aside for the search below.
+        let mut envp = Vec::new();
+        let mut path: Option<Vec<u8>> = None;
+        if !env_clear {
+            for (k, v) in std::env::vars_os() {
+                if k.to_str().is_some_and(|k| env.contains_key(k)) {
+                    continue;
+                }
+                if k == "PATH" {
+                    path = Some(v.as_bytes().to_vec());
+                }
+                envp.push(env_entry(k.as_bytes(), v.as_bytes())?);
+            }
         }
-        let path = vars.get(OsStr::new("PATH")).map(|p| p.as_bytes());
+        for (k, v) in env {
+            if k == "PATH" {
+                path = Some(v.as_bytes().to_vec());
+            }
+            envp.push(env_entry(k.as_bytes(), v.as_bytes())?);
+        }
         let candidates = if program.contains('/') {
             vec![cstring(program.as_bytes())?]
         } else {
-            path.unwrap_or(DEFAULT_PATH)
+            path.as_deref()
+                .unwrap_or(DEFAULT_PATH)
                 .split(|&b| b == b':')
                 .map(|dir| match dir {
                     // An empty entry is the current directory.
                     b"" => cstring(program.as_bytes()),
                     dir => {
-                        let mut full = dir.to_vec();
+                        let mut full = Vec::with_capacity(dir.len() + program.len() + 1);
+                        full.extend_from_slice(dir);
                         if !full.ends_with(b"/") {
                             full.push(b'/');
                         }
@@ -102,16 +116,6 @@ impl SpawnPlan {
             .chain(args.iter().map(String::as_str))
             .map(|a| cstring(a.as_bytes()))
             .collect::<io::Result<_>>()?;
-        let envp = vars
-            .iter()
-            .map(|(k, v)| {
-                let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
-                kv.extend_from_slice(k.as_bytes());
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                cstring(&kv)
-            })
-            .collect::<io::Result<_>>()?;
         Ok(SpawnPlan {
             candidates,
             argv,
@@ -120,6 +124,14 @@ impl SpawnPlan {
             stdin_piped,
         })
     }
+}
+
+fn env_entry(key: &[u8], value: &[u8]) -> io::Result<CString> {
+    let mut kv = Vec::with_capacity(key.len() + value.len() + 2);
+    kv.extend_from_slice(key);
+    kv.push(b'=');
+    kv.extend_from_slice(value);
+    cstring(&kv)
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {

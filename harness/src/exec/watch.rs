@@ -232,3 +232,85 @@ pub(crate) fn wait_exit(pid: Pid, reap: bool) -> Option<ExitStatus> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::exec::event::EventStream;
+    use crate::exec::spawn::{ChildStack, SpawnPlan, spawn};
+
+    /// Starts `sh -c script` and watches it on a thread, with or without its pidfd.
+    fn watch_sh(script: &str, use_pidfd: bool) -> (EventStream, std::thread::JoinHandle<()>) {
+        let plan = SpawnPlan::new(
+            "sh",
+            &["-c".to_string(), script.to_string()],
+            &BTreeMap::new(),
+            false,
+            None,
+            false,
+        )
+        .unwrap();
+        let child = spawn(&plan, &mut ChildStack::new().unwrap()).unwrap();
+        assert!(child.pidfd.is_some(), "Linux 5.2 or later gives a pidfd");
+        let (sink, events) = EventStream::channel();
+        let watched = Watched {
+            pid: child.pid,
+            pidfd: child.pidfd.filter(|_| use_pidfd),
+            outputs: vec![
+                (child.stderr, OutputStream::Stderr),
+                (child.stdout, OutputStream::Stdout),
+            ],
+            route: LineRoute {
+                sink,
+                filter: None,
+                tap: None,
+            },
+            announce_exit: true,
+        };
+        let thread = std::thread::spawn(move || {
+            watch(watched, |pid| {
+                let status = wait_exit(pid, false).unwrap();
+                // Not reaped by the wait above: this one still finds it.
+                assert_eq!(wait_exit(pid, true), Some(status));
+                status
+            });
+        });
+        (events, thread)
+    }
+
+    #[test]
+    fn lines_come_before_the_exit_with_or_without_a_pidfd() {
+        for use_pidfd in [true, false] {
+            let (events, thread) = watch_sh("echo a; echo b >&2; printf c; exit 4", use_pidfd);
+            let out = futures_lite::future::block_on(events.collect());
+            thread.join().unwrap();
+            assert_eq!(out.stdout, ["a", "c"]);
+            assert_eq!(out.stderr, ["b"]);
+            assert_eq!(out.status, Some(ExitStatus::from_code(4)));
+        }
+    }
+
+    #[test]
+    fn a_grandchild_holding_the_pipes_does_not_hold_back_the_exit() {
+        // The shell exits at once; its sleep keeps stdout open.
+        let (mut events, thread) = watch_sh("exec 2>&-; sleep 300 & echo $!", true);
+        let next = |events: &mut EventStream| futures_lite::future::block_on(events.recv());
+        let Some(ProcessEvent::Stdout(pid)) = next(&mut events) else {
+            panic!("the shell prints its child's pid");
+        };
+        let sleep = Pid::from_raw(pid.parse().unwrap()).unwrap();
+        let exited = next(&mut events);
+        let sleep_alive = rustix::process::test_kill_process(sleep).is_ok();
+        let _ = rustix::process::kill_process(sleep, rustix::process::Signal::KILL);
+        assert_eq!(exited, Some(ProcessEvent::Exited(ExitStatus::from_code(0))));
+        assert!(
+            sleep_alive,
+            "`Exited` came while the sleep still held stdout"
+        );
+        // The thread ends once the killed sleep has closed the pipe.
+        thread.join().unwrap();
+        assert_eq!(next(&mut events), None);
+    }
+}
