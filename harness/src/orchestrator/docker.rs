@@ -301,7 +301,10 @@ impl ServiceExecutor for DockerExecutor {
                 return Ok(());
             }
             let mut state = self.state.lock().await;
-            Self::remove_run(&self.launcher, &self.run, &mut state).await
+            Self::remove_run(&self.launcher, &self.run, &mut state).await?;
+            // Nothing is left for the drop to look for, unless a start comes again.
+            self.used.store(false, Ordering::SeqCst);
+            Ok(())
         })
     }
 }
