@@ -5,11 +5,14 @@
 //!
 //! Setting `PR_SET_PDEATHSIG` needs code between clone and exec. std runs such code (`pre_exec`)
 //! only on its `fork` path, and `fork` copies the parent's page tables, which grow with every
-//! thread the harness keeps. Measured on 2 cores: with 300 idle threads, `fork` + exec took
-//! 3.77 ms against 0.58 ms for `posix_spawn`; with no threads, 0.44 against 0.42 ms. At 100
-//! live children a `LocalLauncher::spawn` cost 2.8 ms and a 100-service topology came up in
-//! 252 to 341 ms against about 75 ms for plain spawns (`benches/spawn.rs` and
-//! `benches/orchestrator.rs` print the current figures).
+//! thread the harness keeps. Measured on 2 shared cores: with 300 idle threads, `fork` + exec
+//! took 3.77 ms against 0.58 ms for `posix_spawn`; with no threads, 0.44 against 0.42 ms. With
+//! the fork, and three threads per child, one `LocalLauncher::spawn` took 9.0 ms at 100 live
+//! children and 30.4 ms at 300 (std's `posix_spawn`: 0.26 ms), and a 100-service topology came
+//! up in 1212 ms against 168 ms for the same programs spawned directly. Without it, and one
+//! thread per child: 1.3 ms and 1.7 ms (std: 0.83 and 1.14 ms in that run, the machine being
+//! busier), and 180 ms against 176 ms. `benches/spawn.rs` and `benches/orchestrator.rs` print
+//! the current figures.
 //!
 //! # How
 //!
@@ -32,13 +35,12 @@
 //!
 //! Linux only, on architectures whose stack grows down (all but PA-RISC).
 
+use std::collections::BTreeMap;
 use std::ffi::{CString, c_int, c_void};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicI32, Ordering};
-
-use std::collections::BTreeMap;
 
 /// The search path `execvp` uses when the environment has no `PATH`.
 const DEFAULT_PATH: &[u8] = b"/bin:/usr/bin";
@@ -283,6 +285,8 @@ struct ChildContext {
     /// The fds to move onto 0, 1 and 2.
     stdio: [RawFd; 3],
     parent: libc::pid_t,
+    /// The highest signal number, read here rather than in the child.
+    max_signal: c_int,
     /// `Step::code` of the failed step, 0 if the child never wrote it (it exec'd).
     failed_step: AtomicI32,
     errno: AtomicI32,
@@ -291,13 +295,12 @@ struct ChildContext {
 /// Starts the planned command as a child of the calling thread, which should live as long as the
 /// process (`PR_SET_PDEATHSIG` fires when it exits).
 pub(crate) fn spawn(plan: &SpawnPlan, stack: &mut ChildStack) -> Result<Spawned, SpawnError> {
-    let stdin_null;
     let (stdin_child, stdin_ours) = if plan.stdin_piped {
         let (read, write) = pipe().map_err(SpawnError::prepare)?;
         (read, Some(write))
     } else {
-        stdin_null = std::fs::File::open("/dev/null").map_err(SpawnError::prepare)?;
-        (OwnedFd::from(stdin_null), None)
+        let null = std::fs::File::open("/dev/null").map_err(SpawnError::prepare)?;
+        (OwnedFd::from(null), None)
     };
     let (stdout_ours, stdout_child) = pipe().map_err(SpawnError::prepare)?;
     let (stderr_ours, stderr_child) = pipe().map_err(SpawnError::prepare)?;
@@ -320,6 +323,7 @@ pub(crate) fn spawn(plan: &SpawnPlan, stack: &mut ChildStack) -> Result<Spawned,
             stderr_child.as_raw_fd(),
         ],
         parent: rustix::process::getpid().as_raw_nonzero().get(),
+        max_signal: libc::SIGRTMAX(),
         failed_step: AtomicI32::new(0),
         errno: AtomicI32::new(0),
     };
@@ -461,7 +465,7 @@ unsafe fn exec_child(ctx: &ChildContext) -> (Step, i32) {
         // except SIGPIPE, which the Rust runtime ignores and std resets for its children.
         let mut default: libc::sigaction = std::mem::zeroed();
         default.sa_sigaction = libc::SIG_DFL;
-        for sig in 1..libc::SIGRTMAX() + 1 {
+        for sig in 1..=ctx.max_signal {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                 continue;
             }
