@@ -1,6 +1,6 @@
 //! A suite that fails on purpose, run by `tests/user_runner.rs` to check what a failing run
 //! reports and that it leaves no process and no state directory behind: a panic, an `Err`, a
-//! timeout, a panic in an isolated copy, and a topology that cannot start.
+//! timeout, a panic and a timeout in an isolated copy, and a topology that cannot start.
 //!
 //! It runs its tests only when `HARNESS_FAILING_SUITE=1`; otherwise it selects none, so the
 //! normal test commands (`cargo test`, `cargo nextest run`) pass over it.
@@ -37,6 +37,11 @@ async fn times_out(_topo: &Topology) {
 async fn panics_in_a_private_copy(topo: &Topology) {
     topo.restart("echo").await.unwrap();
     panic!("deliberate panic in a private copy");
+}
+
+#[harness_test(topology = "fixtures/topologies/demo.yaml", isolated, timeout = "1s")]
+async fn times_out_in_a_private_copy(_topo: &Topology) {
+    std::future::pending::<()>().await;
 }
 
 mod cannot_start {

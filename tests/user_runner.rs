@@ -270,7 +270,7 @@ fn a_failing_run_reports_each_failure_and_leaves_nothing() {
     let stdout = run.stdout();
     assert_eq!(run.output.status.code(), Some(101), "{}", run.both());
     assert!(
-        stdout.contains("test result: FAILED. 1 passed; 6 failed; 0 ignored"),
+        stdout.contains("test result: FAILED. 1 passed; 7 failed; 0 ignored"),
         "{}",
         run.both()
     );
@@ -303,6 +303,12 @@ fn a_failing_run_reports_each_failure_and_leaves_nothing() {
     assert!(
         timeout.contains("did not finish within its timeout of 1s"),
         "{timeout}"
+    );
+
+    let private = failure_of(&stdout, "times_out_in_a_private_copy");
+    assert!(
+        private.contains("did not finish within its timeout of 1s"),
+        "{private}"
     );
 
     let isolated = failure_of(&stdout, "panics_in_a_private_copy");

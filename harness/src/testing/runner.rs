@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
 
 use super::__private::TESTS;
 use super::case::{TestCase, TopologyKey};
@@ -34,7 +34,7 @@ pub fn run_with_args(args: Arguments) -> ExitCode {
              run in a `harness = false` target"
         );
     }
-    run_cases(&args, cases)
+    run_cases(&args, cases).exit_code()
 }
 
 fn base_dir() -> PathBuf {
@@ -44,7 +44,7 @@ fn base_dir() -> PathBuf {
     }
 }
 
-fn run_cases(args: &Arguments, mut cases: Vec<&'static TestCase>) -> ExitCode {
+fn run_cases(args: &Arguments, mut cases: Vec<&'static TestCase>) -> Conclusion {
     cases.sort_by_cached_key(|c| c.test_name());
     let base_dir = base_dir();
     let mut shared: BTreeMap<TopologyKey, Arc<Shared>> = BTreeMap::new();
@@ -75,7 +75,7 @@ fn run_cases(args: &Arguments, mut cases: Vec<&'static TestCase>) -> ExitCode {
     for topology in shared.values() {
         topology.shut_down();
     }
-    conclusion.exit_code()
+    conclusion
 }
 
 /// Counts a test as done with its shared topology, also when it panics.
@@ -126,5 +126,118 @@ async fn run_body(case: &TestCase, topology: &Topology) -> Result<(), String> {
             })
             .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::testing::case::{Source, TestFuture};
+
+    const SLEEPER: &str =
+        "services:\n  s:\n    target:\n      process: { binary: /bin/sleep, args: [\"300\"] }\n";
+    const A: Source = Source {
+        path: "/virtual/a.yaml",
+        text: SLEEPER,
+    };
+    const B: Source = Source {
+        path: "/virtual/b.yaml",
+        text: SLEEPER,
+    };
+    const BROKEN: Source = Source {
+        path: "/virtual/broken.yaml",
+        text: "services:\n  s:\n    target:\n      process: { binary: /nonexistent/harness-test }\n",
+    };
+
+    /// The pid of topology A's service, seen by its first test.
+    static A_PID: AtomicU32 = AtomicU32::new(0);
+
+    fn case(
+        name: &'static str,
+        topology: Source,
+        run: for<'a> fn(&'a Topology) -> TestFuture<'a>,
+    ) -> &'static TestCase {
+        Box::leak(Box::new(TestCase {
+            module_path: "suite",
+            name,
+            topology,
+            overlays: &[],
+            timeout_ms: None,
+            ignored: false,
+            isolated: false,
+            run,
+        }))
+    }
+
+    fn pid_of_s(topology: &Topology) -> TestFuture<'_> {
+        Box::pin(async move {
+            let status = topology
+                .manager()
+                .status("s")
+                .await
+                .map_err(|e| e.to_string())?;
+            A_PID.store(status.pid.ok_or("s has no pid")?, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    fn a_is_gone(_: &Topology) -> TestFuture<'_> {
+        Box::pin(async move {
+            let pid = A_PID.load(Ordering::SeqCst);
+            // The pid may be reused in theory; a sleep 300 of ours at that pid is not.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            match pid != 0 && cmdline.starts_with(b"/bin/sleep") {
+                true => Err(format!(
+                    "topology A still runs (pid {pid}) after its last selected test"
+                )),
+                false => Ok(()),
+            }
+        })
+    }
+
+    fn never_runs(_: &Topology) -> TestFuture<'_> {
+        Box::pin(async { Err("this test is filtered out".to_string()) })
+    }
+
+    #[test]
+    fn a_topology_stops_after_its_last_selected_test() {
+        // In name order, on one thread: a1 starts A, a2 is skipped (so a1 is A's last test), and
+        // b1 runs after A must have stopped. If skipped tests were counted, A would still run.
+        let cases = vec![
+            case("a1", A, pid_of_s),
+            case("a2_skipped", A, never_runs),
+            case("b1", B, a_is_gone),
+        ];
+        let args = Arguments {
+            skip: vec!["a2_skipped".into()],
+            test_threads: Some(1),
+            ..Arguments::default()
+        };
+        let conclusion = run_cases(&args, cases);
+        assert_eq!(
+            (
+                conclusion.num_passed,
+                conclusion.num_failed,
+                conclusion.num_filtered_out
+            ),
+            (2, 0, 1)
+        );
+        assert_ne!(A_PID.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_topology_that_cannot_start_fails_each_of_its_tests() {
+        let cases = vec![
+            case("c1", BROKEN, never_runs),
+            case("c2", BROKEN, never_runs),
+        ];
+        let args = Arguments {
+            test_threads: Some(2),
+            ..Arguments::default()
+        };
+        let conclusion = run_cases(&args, cases);
+        assert_eq!((conclusion.num_passed, conclusion.num_failed), (0, 2));
     }
 }
