@@ -113,6 +113,42 @@ fn many_spawns_from_many_threads_leak_nothing() {
     eventually("this process's open descriptors", &fds_before, open_fds);
 }
 
+/// This process's threads.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+#[test]
+fn each_running_child_costs_one_thread() {
+    const CHILDREN: usize = 10;
+    let _serial = serial();
+    run(async {
+        LocalLauncher.output(&Command::new("true")).await.unwrap();
+        let before = threads();
+        let mut running = Vec::new();
+        for _ in 0..CHILDREN {
+            running.push(
+                LocalLauncher
+                    .spawn(&Command::new("sleep").arg("300"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let during = threads();
+        drop(running);
+        // Other tests in this binary run one at a time (`serial`), so no thread of theirs
+        // starts meanwhile; one may end (the warm-up's watcher), hence at most.
+        assert!(
+            during <= before + CHILDREN,
+            "{CHILDREN} children took {} threads",
+            during - before
+        );
+        eventually("no more threads than before the children", &true, || {
+            threads() <= before
+        });
+    });
+}
+
 #[test]
 fn exec_failures_come_back_with_their_kind_and_leave_nothing() {
     let _serial = serial();

@@ -58,13 +58,6 @@ async fn spawn_local(cmd: &Command) -> Result<LocalProcess, LaunchError> {
         dir: cmd.current_dir.clone().unwrap_or_default(),
         host: None,
     };
-    if let Some(dir) = &cmd.current_dir {
-        // Checked here as well as by the child's chdir, which cannot tell a missing directory
-        // from one that is not a directory.
-        if !std::path::Path::new(dir).is_dir() {
-            return Err(missing_dir());
-        }
-    }
     let plan = SpawnPlan::new(
         &cmd.program,
         &cmd.args,
@@ -84,6 +77,8 @@ async fn spawn_local(cmd: &Command) -> Result<LocalProcess, LaunchError> {
             (Step::Exec, io::ErrorKind::PermissionDenied) => LaunchError::PermissionDenied {
                 program: cmd.program.clone(),
             },
+            // The child's chdir tells a missing directory apart from a missing program (std could
+            // not: both were ENOENT from its spawn).
             (Step::Chdir, io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => missing_dir(),
             _ => LaunchError::io(format!("spawn `{}`", cmd.program), e.error),
         })?;
