@@ -3,8 +3,12 @@
 //! `harness = false`.
 //!
 //! The topology's binaries are `./target/debug/NAME`, relative to the directory the tests run
-//! in (the workspace root under cargo) or to `HARNESS_BASE_DIR`: build them first with
-//! `cargo build -p harness-fixtures --bins`.
+//! in (the workspace root under cargo) or to `HARNESS_BASE_DIR`. cargo does not build another
+//! package's binaries for this target, so the runner's setup builds them when they are missing
+//! or stale (`cargo build -p harness-fixtures --bins`, into this target directory).
+
+#[path = "support/fixtures.rs"]
+mod fixtures;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -151,4 +155,11 @@ async fn runs_only_when_asked(echo: Service) {
     TcpStream::connect(echo.addr()).unwrap();
 }
 
-harness::main!();
+/// Builds the fixture programs the topology starts, if they are missing or stale.
+fn build_fixture_programs() {
+    for name in ["kv-server", "echo-server", "http-health"] {
+        fixtures::bin(name);
+    }
+}
+
+harness::main!(setup = build_fixture_programs);

@@ -31,11 +31,20 @@ pub use testing::{Service, Topology};
 /// the file. It runs the file's `#[harness_test]`s like libtest would (same arguments, same
 /// output), and returns the exit code from `main` so that every topology is torn down first.
 ///
+/// `harness::main!(setup = build_services);` calls `build_services()` once before the tests
+/// run (not when they are only listed): the place to build the binaries the topologies start.
+///
 /// It refuses to compile in a target that libtest runs (one without `harness = false`), where
 /// it would otherwise run nothing.
 #[macro_export]
 macro_rules! main {
     () => {
+        $crate::main!(@runner $crate::testing::run());
+    };
+    (setup = $setup:expr $(,)?) => {
+        $crate::main!(@runner $crate::testing::run_with_setup($setup));
+    };
+    (@runner $run:expr) => {
         // Only libtest's build (rustc --test) keeps `#[test]` items, so only there does this
         // error fire; cargo sets cfg(test) for `harness = false` targets as well.
         #[::core::prelude::v1::test]
@@ -51,7 +60,7 @@ macro_rules! main {
         use $crate::testing::__private::test;
 
         fn main() -> ::std::process::ExitCode {
-            $crate::testing::run()
+            $run
         }
     };
 }

@@ -59,6 +59,6 @@ mod topology;
 pub mod __private;
 
 pub use libtest_mimic::Arguments;
-pub use runner::{BASE_DIR_ENV, run, run_with_args};
+pub use runner::{BASE_DIR_ENV, run, run_with_args, run_with_setup};
 pub use service::Service;
 pub use topology::{LookupError, Topology};

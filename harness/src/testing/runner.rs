@@ -25,6 +25,16 @@ pub fn run() -> ExitCode {
     run_with_args(Arguments::from_args())
 }
 
+/// Like [`run`], calling `setup` first unless the tests are only listed (what
+/// `harness::main!(setup = f)` expands to): for building the programs the topologies start.
+pub fn run_with_setup(setup: impl FnOnce()) -> ExitCode {
+    let args = Arguments::from_args();
+    if !args.list {
+        setup();
+    }
+    run_with_args(args)
+}
+
 /// Like [`run`], with the arguments given.
 pub fn run_with_args(args: Arguments) -> ExitCode {
     let cases: Vec<&'static TestCase> = TESTS.iter().collect();
