@@ -126,6 +126,26 @@ async fn shares_one_copy_b(topo: &Topology) {
     record_copy(topo);
 }
 
+#[harness_test(
+    topology = "fixtures/topologies/demo.yaml",
+    overlays = ["tests/user_demo/overlay.yaml"]
+)]
+async fn overlays_add_services_and_settings(
+    second_echo: Service,
+    kv_store: Service,
+    topo: &Topology,
+) {
+    assert_eq!(kv_store.env_var("KV_NOTE"), Some("overlaid"));
+    assert_eq!(kv_store.env_var("KV_BACKEND"), Some("memory"));
+    TcpStream::connect(second_echo.addr()).unwrap();
+    // Another file set, so another copy than the plain demo's.
+    let dir = topo.manager().state_dir().unwrap();
+    assert!(
+        !SHARED_COPIES.lock().unwrap().contains(&dir),
+        "the plain demo's copy"
+    );
+}
+
 mod isolated {
     use super::*;
 
