@@ -17,10 +17,16 @@
 //! FILE) is running (a stale run, whose supervisor died, is removed and counts as not
 //! running), and 125 on any other failure (an unknown service, an ambiguous one, several runs
 //! for `down` without FILE, a supervisor that would not stop).
+//!
+//! `harness package build` and `inspect` exit with 0 when the package is valid (and was
+//! written); 1 when it is refused (a rule it breaks, an invalid manifest, a checksum that does
+//! not match; the message names the entry or the file and line); 125 when a file could not be
+//! read or written.
 
 mod daemon;
 mod down;
 mod logs;
+mod package;
 mod run;
 mod serve;
 mod state;
@@ -43,7 +49,9 @@ Exit codes:
   status, logs, down
                0 done; 3 nothing (of FILE) is running; 125 unknown or ambiguous service,
                several runs for down without FILE, or harness failed
-  serve        0 stopped after Ctrl-C/SIGTERM; 125 harness failed";
+  serve        0 stopped after Ctrl-C/SIGTERM; 125 harness failed
+  package      0 valid (and written); 1 refused: a rule, the manifest or the checksum;
+               125 a file could not be read or written";
 
 /// Run services anywhere: local processes, Docker containers, hosts over SSH.
 #[derive(Parser)]
@@ -76,6 +84,8 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Stop a topology that `harness up -d` left running and remove its state.
     Down(down::DownArgs),
+    /// Build a service package from a directory, or verify and inspect one.
+    Package(package::PackageArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,5 +101,6 @@ fn main() -> ExitCode {
         Command::Status(args) => status::status(args),
         Command::Logs(args) => logs::logs(args),
         Command::Down(args) => down::down(args),
+        Command::Package(args) => package::package(args),
     }
 }

@@ -20,6 +20,7 @@
 pub mod api;
 pub mod exec;
 pub mod orchestrator;
+pub mod package;
 pub mod registry;
 pub mod testing;
 pub mod topology;

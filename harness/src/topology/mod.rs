@@ -144,7 +144,7 @@
 //! ([`TopologyConfig::load_with_env`]).
 
 mod decode;
-mod diagnostic;
+pub(crate) mod diagnostic;
 mod duration;
 mod envfile;
 mod error;
@@ -152,9 +152,9 @@ mod graph;
 mod load;
 mod model;
 mod overlay;
-mod parse;
+pub(crate) mod parse;
 mod substitute;
-mod suggest;
+pub(crate) mod suggest;
 mod validate;
 
 pub use diagnostic::{Diagnostic, Note};

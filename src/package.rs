@@ -1,0 +1,220 @@
+//! `harness package build DIR` and `harness package inspect FILE`: service packages.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use harness::package::{
+    BuildProgress, FileKind, MANIFEST_FILE, Manifest, PackageBuilder, PackageError, Verifier,
+};
+
+use crate::run::EXIT_HARNESS_FAILED;
+
+/// Exit code of a package that breaks a rule (a refusal, an invalid manifest, a checksum that
+/// does not match).
+pub const EXIT_REFUSED: u8 = 1;
+
+#[derive(Args)]
+pub struct PackageArgs {
+    #[command(subcommand)]
+    command: PackageCommand,
+}
+
+#[derive(Subcommand)]
+enum PackageCommand {
+    /// Pack a directory into a reproducible tar.gz, and write its sha256 beside it.
+    Build(BuildArgs),
+    /// Verify a package as deployment does, then print its manifest, files and checksum.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// The package's source directory (manifest.yaml, bin/, scripts/, ...).
+    dir: PathBuf,
+    /// Where to write the archive; FILE.sha256 is written beside it. Default:
+    /// NAME-VERSION.tar.gz in the current directory.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Refuse more file content than this: bytes, or with a K, M or G suffix (powers of 1024).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    max_size: u64,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The package archive.
+    file: PathBuf,
+    /// Refuse more content (or a larger archive) than this: bytes, or with a K, M or G suffix.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    max_size: u64,
+}
+
+pub fn package(args: PackageArgs) -> ExitCode {
+    let result = match args.command {
+        PackageCommand::Build(args) => build(args),
+        PackageCommand::Inspect(args) => inspect(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("harness package: failed to {error}");
+            ExitCode::from(if error.is_refusal() {
+                EXIT_REFUSED
+            } else {
+                EXIT_HARNESS_FAILED
+            })
+        }
+    }
+}
+
+fn build(args: BuildArgs) -> Result<(), PackageError> {
+    let output = match args.output {
+        Some(output) => output,
+        None => {
+            let path = args.dir.join(MANIFEST_FILE);
+            let text = std::fs::read_to_string(&path).map_err(|source| PackageError::Io {
+                action: "read",
+                path: path.clone(),
+                source,
+            })?;
+            let manifest = Manifest::from_yaml(&path, &text)?;
+            PathBuf::from(format!("{}.tar.gz", manifest.install_dir_name()))
+        }
+    };
+    let mut builder = PackageBuilder::new(&args.dir).with_max_size(args.max_size);
+    let terminal = std::io::stderr().is_terminal();
+    if terminal {
+        let mut last = Instant::now() - Duration::from_secs(1);
+        builder = builder.with_progress(move |p: &BuildProgress| {
+            let done = p.files_done == p.files_total;
+            if done || last.elapsed() >= Duration::from_millis(100) {
+                last = Instant::now();
+                eprint!(
+                    "\rpacking: {} / {} files, {} / {}",
+                    p.files_done,
+                    p.files_total,
+                    human(p.bytes_done),
+                    human(p.bytes_total)
+                );
+                let _ = std::io::stderr().flush();
+            }
+        });
+    }
+    let built = builder.build(&output);
+    if terminal {
+        eprint!("\r\x1b[K");
+    }
+    let built = built?;
+    let seconds = built.elapsed.as_secs_f64();
+    eprintln!(
+        "built {} {}: {} entries, {} in {:.2} s ({}/s), {} compressed",
+        built.manifest.name,
+        built.manifest.version,
+        built.files.len(),
+        human(built.content_size),
+        seconds,
+        human((built.content_size as f64 / seconds.max(1e-9)) as u64),
+        human(built.size),
+    );
+    println!("{}  {}", built.sha256, built.path.display());
+    Ok(())
+}
+
+fn inspect(args: InspectArgs) -> Result<(), PackageError> {
+    let info = Verifier::new()
+        .with_max_size(args.max_size)
+        .verify(&args.file)?;
+    let manifest = &info.manifest;
+    println!("package:  {} {}", manifest.name, manifest.version);
+    println!("installs: /opt/{}", manifest.install_dir_name());
+    if let Some(port) = manifest.port {
+        println!("port:     {port}");
+    }
+    println!(
+        "size:     {} compressed, {} of content",
+        human(info.size),
+        human(info.content_size)
+    );
+    match &info.checksum_file {
+        Some(file) => println!("sha256:   {} (matches {})", info.sha256, file.display()),
+        None => println!("sha256:   {} (no .sha256 file to check)", info.sha256),
+    }
+    println!("\n{MANIFEST_FILE}:");
+    for line in info.manifest_text.lines() {
+        println!("  {line}");
+    }
+    println!("\nfiles:");
+    let width = info
+        .files
+        .iter()
+        .map(|f| f.size.to_string().len())
+        .max()
+        .unwrap_or(1);
+    for file in &info.files {
+        let name = match &file.kind {
+            FileKind::Directory => format!("{}/", file.path),
+            FileKind::Symlink { target } => format!("{} -> {target}", file.path),
+            FileKind::File => file.path.clone(),
+        };
+        println!("  {} {:>width$}  {name}", file.mode_string(), file.size);
+    }
+    println!(
+        "\nverified: {} entries, rules and checksum ok",
+        info.files.len()
+    );
+    Ok(())
+}
+
+/// `1048576`, `512K`, `64M`, `1G` (powers of 1024; a trailing `B` or `iB` is accepted).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size: write bytes, or a number with K, M or G"))?;
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("unknown size unit `{unit}`: use K, M or G")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Bytes for people: `512 B`, `3.1 KiB`, `48.0 MiB`.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("1T").is_err());
+        assert!(parse_size("lots").is_err());
+        assert_eq!(human(1536), "1.5 KiB");
+    }
+}
