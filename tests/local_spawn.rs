@@ -113,6 +113,42 @@ fn many_spawns_from_many_threads_leak_nothing() {
     eventually("this process's open descriptors", &fds_before, open_fds);
 }
 
+#[test]
+fn piped_stdin_and_raw_stdout_carry_every_byte() {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let _serial = serial();
+    // Every byte value, several times over, and more than a pipe holds at once.
+    let data: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    run(async {
+        let mut p = LocalLauncher
+            .spawn(&Command::new("cat").piped_stdin().raw_stdout())
+            .await
+            .unwrap();
+        let mut stdin = p.take_stdin().unwrap();
+        let mut stdout = p.take_stdout().unwrap();
+        let writer = {
+            let data = data.clone();
+            async move {
+                stdin.write_all(&data).await.unwrap();
+                stdin.close().await.unwrap();
+            }
+        };
+        let reader = async {
+            let mut got = Vec::new();
+            stdout.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let ((), got) = futures_lite::future::zip(writer, reader).await;
+        assert!(
+            got == data,
+            "cat gave back {} of {} bytes, or others",
+            got.len(),
+            data.len()
+        );
+        assert!(p.wait().await.unwrap().success());
+    });
+}
+
 /// This process's threads.
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
