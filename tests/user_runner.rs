@@ -24,21 +24,12 @@ fn suite_binaries() -> &'static HashMap<String, PathBuf> {
             .parent()
             .expect("the target directory")
             .to_path_buf();
+        // --workspace, as `cargo nextest run --workspace` builds: features are unified over
+        // the packages built, so `-p harness-cli` would build every dependency once more.
         let out = Command::new(cargo)
-            .args([
-                "test",
-                "-p",
-                "harness-cli",
-                "--no-run",
-                "--message-format=json",
-            ])
-            .args([
-                "--test",
-                "user_demo",
-                "--test",
-                "user_failing",
-                "--target-dir",
-            ])
+            .args(["test", "--workspace", "--no-run", "--message-format=json"])
+            .args(["--test", "user_demo", "--test", "user_failing"])
+            .arg("--target-dir")
             .arg(&target_dir)
             .current_dir(fixtures::workspace_dir())
             .output()
