@@ -367,6 +367,47 @@ fn a_refused_build_keeps_the_previous_archive() {
     );
 }
 
+/// On a terminal, build shows its progress in files and bytes; elsewhere only the summary.
+/// `script` (util-linux, essential in Debian) gives the command a terminal.
+#[test]
+fn build_shows_progress_on_a_terminal_and_a_summary_anywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example(tmp.path(), "src");
+    fs::write(dir.join("bin/blob"), vec![3u8; 6 << 20]).unwrap();
+    let output = tmp.path().join("lg.tar.gz");
+
+    let out = build(&dir, &output);
+    assert!(out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("packing:"), "{stderr}");
+    assert!(
+        stderr.starts_with("built load-generator 0.1.0: 10 entries, 6.0 MiB in "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("/s), "), "{stderr}");
+
+    let command = format!(
+        "{} package build {} --output {} 2>&1",
+        env!("CARGO_BIN_EXE_harness"),
+        arg(&dir),
+        arg(&output)
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("\rpacking: "), "{shown:?}");
+    assert!(shown.contains(" / 10 files, "), "{shown:?}");
+    assert!(shown.contains("6.0 MiB / 6.0 MiB"), "{shown:?}");
+    assert!(
+        shown.contains("built load-generator 0.1.0: 10 entries"),
+        "{shown:?}"
+    );
+}
+
 /// Archives made with GNU tar, which writes what our builder never would.
 #[test]
 fn inspect_refuses_archives_that_break_the_rules() {
