@@ -205,7 +205,12 @@ impl PackageBuilder {
             .map_err(PackageError::io("create a temporary file in", &out_dir))?;
         let mut hasher = Sha256::new();
         let files = self
-            .write_archive(&entries, content_size, temp.as_file_mut(), &mut hasher)
+            .write_archive(
+                &entries,
+                content_size,
+                (temp.as_file_mut(), output),
+                &mut hasher,
+            )
             .map_err(|(path, source)| PackageError::Io {
                 action: "write package from",
                 path,
@@ -245,10 +250,9 @@ impl PackageBuilder {
         &mut self,
         entries: &[PackageFile],
         bytes_total: u64,
-        out: &mut File,
+        (out, out_path): (&mut File, &Path),
         hasher: &mut Sha256,
     ) -> Result<Vec<PackageFile>, (PathBuf, io::Error)> {
-        let out_path = PathBuf::from("<output>");
         let gzip = GzBuilder::new().write(
             HashWriter::new(BufWriter::with_capacity(1 << 20, out), hasher),
             Compression::new(self.level),
@@ -315,7 +319,7 @@ impl PackageBuilder {
                 ..entry.clone()
             });
         }
-        let finish = |e| (out_path.clone(), e);
+        let finish = |e| (out_path.to_path_buf(), e);
         let buffered = tar.into_inner().map_err(finish)?;
         let gzip = buffered.into_inner().map_err(|e| finish(e.into_error()))?;
         let mut hashed = gzip.finish().map_err(finish)?;
