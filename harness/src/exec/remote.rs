@@ -3,9 +3,11 @@
 //! The command is wrapped in a small POSIX sh script that (1) checks the working directory and
 //! the program, so those errors are reported by name, (2) starts the program in a session of its
 //! own and reports its pid on stderr before the program writes anything, and (3) runs a watchdog
-//! in a session of its own that reads the transport's stdin: when the connection drops, or the local client is killed,
-//! stdin reaches end of file and the watchdog kills the remote process group. Signals travel as
-//! a second `kill` command over the same transport.
+//! in a session of its own that reads the transport's stdin: when the connection drops, or the
+//! local client is killed, stdin reaches end of file and the watchdog kills the remote process
+//! group. The watchdog reports itself once it is in its own session, and a spawn returns only
+//! after both reports, so that a handle dropped at once still finds a watchdog to fire. Signals
+//! travel as a second `kill` command over the same transport.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -20,6 +22,8 @@ use crate::exec::signal::Signal;
 
 const PID_TAG: &str = "__HARNESS_PID__ ";
 const ERR_TAG: &str = "__HARNESS_ERR__ ";
+/// The watchdog's report: it runs in a session of its own, out of reach of the client's death.
+const WATCHDOG_TAG: &str = "__HARNESS_WATCHDOG__";
 /// How long stdout lines wait for the pid report, so that `Started` is always the first event.
 const START_ORDER_WAIT: Duration = Duration::from_secs(10);
 /// How long a client that has exited may take to have its report read: its reader thread can
@@ -96,7 +100,7 @@ pub(crate) fn wrapper_script(cmd: &Command, watchdog: bool) -> String {
         "exec 3<&0 </dev/null\n\
          setsid sh -c {} 3<&- &\n\
          pid=$!\n\
-         setsid sh -c 'while read -r _; do :; done; kill -KILL \"-$1\"' watchdog \"$pid\" <&3 >/dev/null 2>&1 &\n\
+         setsid sh -c 'echo {WATCHDOG_TAG} >&2; exec 2>/dev/null; while read -r _; do :; done; kill -KILL \"-$1\"' watchdog \"$pid\" <&3 >/dev/null &\n\
          wd=$!\n\
          exec 3<&-\n\
          wait \"$pid\"; rc=$?\n\
@@ -120,12 +124,26 @@ enum Report {
 #[derive(Default)]
 struct Ready {
     report: Mutex<Option<Report>>,
+    /// Whether the watchdog has reported (with a watchdog only).
+    watchdog: Mutex<bool>,
     cv: Condvar,
     /// Stderr lines seen before the report: the client's own complaints (ssh, docker).
     early_stderr: Mutex<Vec<String>>,
 }
 
 impl Ready {
+    /// Records that the watchdog runs in its own session.
+    fn watchdog_started(&self) {
+        *self.watchdog.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits until the watchdog has reported, for at most `timeout`.
+    fn wait_watchdog(&self, timeout: Duration) {
+        let guard = self.watchdog.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.cv.wait_timeout_while(guard, timeout, |seen| !*seen);
+    }
+
     fn set(&self, r: Report) {
         *self.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
         self.cv.notify_all();
@@ -176,6 +194,10 @@ pub(crate) async fn spawn<T: Transport>(
     let tap_sink = sink.clone();
     let user_tap = cmd.tap.clone();
     let tap = move |stream: OutputStream, line: &str| -> bool {
+        if watchdog && stream == OutputStream::Stderr && line == WATCHDOG_TAG {
+            tap_ready.watchdog_started();
+            return false;
+        }
         if stream == OutputStream::Stdout {
             if tap_ready.get().is_none() {
                 tap_ready.wait(START_ORDER_WAIT);
@@ -233,6 +255,18 @@ pub(crate) async fn spawn<T: Transport>(
     };
     if ready.get().is_none() {
         ready.wait(REPORT_GRACE);
+    }
+    if watchdog && status.is_none() && matches!(ready.get(), Some(Report::Pid(_))) {
+        // The handle may be dropped as soon as it is returned: the watchdog must be out of the
+        // client's reach by then. A client that ends first needs no watchdog.
+        let wait_ready = ready.clone();
+        let reported = blocking::unblock(move || wait_ready.wait_watchdog(START_ORDER_WAIT));
+        futures_lite::future::or(reported, async {
+            let _ = client.wait().await;
+        })
+        .await;
+        // Also releases the blocking thread above when the client won the race.
+        ready.watchdog_started();
     }
     // Also releases the blocking thread above when the client won the race.
     ready.abandon();
