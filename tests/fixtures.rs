@@ -1189,6 +1189,12 @@ fn dependencies(topology: &harness::topology::TopologyConfig) -> Vec<(String, Ve
         .collect()
 }
 
+/// Whether a fixture topology is an overlay for demo.yaml rather than a topology of its own.
+fn names_overlay(file: &Path) -> bool {
+    file.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("demo-docker"))
+}
+
 #[test]
 fn topologies_load_and_name_programs_that_exist() {
     use harness::topology::{ServiceTarget, TopologyConfig};
@@ -1205,11 +1211,38 @@ fn topologies_load_and_name_programs_that_exist() {
         .collect();
     assert_eq!(
         names,
-        ["demo.yaml", "failing.yaml", "kv-postgres-redis.yaml"]
+        [
+            "demo-docker-store.yaml",
+            "demo-docker.yaml",
+            "demo.yaml",
+            "failing.yaml",
+            "kv-postgres-redis.yaml"
+        ]
     );
+    // The overlays for demo.yaml: what they build into images is one of our programs.
+    let demo = root.join("fixtures/topologies/demo.yaml");
+    let docker = root.join("fixtures/topologies/demo-docker.yaml");
+    let store = root.join("fixtures/topologies/demo-docker-store.yaml");
+    for overlays in [vec![&docker], vec![&docker, &store]] {
+        let topology =
+            TopologyConfig::load_with_overlays(&demo, &overlays).unwrap_or_else(|e| panic!("{e}"));
+        let built: Vec<_> = topology
+            .services
+            .values()
+            .filter_map(|service| match &service.target {
+                ServiceTarget::Docker(docker) => docker.build.as_ref(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(built.len(), overlays.len(), "{overlays:?}");
+        for build in built {
+            let name = build.binary.strip_prefix("./target/debug/").unwrap();
+            assert!(bin(name).is_file(), "{} is missing", build.binary);
+        }
+    }
 
     let mut loaded = Vec::new();
-    for file in &files {
+    for file in files.iter().filter(|f| !names_overlay(f)) {
         let topology = TopologyConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
         for service in topology.services.values() {
             let ServiceTarget::Process(process) = &service.target else {
