@@ -103,7 +103,6 @@ static SHARED_COPIES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 fn record_copy(topo: &Topology) {
     let dir = topo
-        .manager()
         .state_dir()
         .expect("a running topology has a state directory");
     let mut seen = SHARED_COPIES.lock().unwrap();
@@ -139,7 +138,7 @@ async fn overlays_add_services_and_settings(
     assert_eq!(kv_store.env_var("KV_BACKEND"), Some("memory"));
     TcpStream::connect(second_echo.addr()).unwrap();
     // Another file set, so another copy than the plain demo's.
-    let dir = topo.manager().state_dir().unwrap();
+    let dir = topo.state_dir().unwrap();
     assert!(
         !SHARED_COPIES.lock().unwrap().contains(&dir),
         "the plain demo's copy"

@@ -109,6 +109,9 @@ fn run_suite(suite: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
         .env("HARNESS_BASE_DIR", project.path())
         .env("TMPDIR", tmp.path())
         .env(TOKEN, &token)
+        // Run as cargo test runs it: under nextest this process's run id would make the suite
+        // share through a supervisor that lives as long as this test.
+        .env_remove("NEXTEST_RUN_ID")
         .envs(env.iter().copied())
         .current_dir(fixtures::workspace_dir())
         .output()

@@ -38,9 +38,13 @@
 //!
 //! # Known limits
 //!
-//! - Under `cargo nextest run` every test runs in a process of its own, so each test starts its
-//!   own copy of its topology: correct, but not shared. Sharing across processes (a supervisor
-//!   per topology and run) is still to come.
+//! - Under `cargo nextest run` every test runs in a process of its own. There (when
+//!   `NEXTEST_RUN_ID` is set) a test that is not `isolated` takes a lease on the copy that a
+//!   supervisor process owns, one per run and topology: the test binary itself, re-run with
+//!   `HARNESS_ROLE=supervisor`. Such a test cannot stop, start or restart services (make it
+//!   `isolated`), and [`Topology::manager`] panics for it. A program run by a nextest test
+//!   inherits `NEXTEST_RUN_ID`: a harness test binary it runs shares through a supervisor too,
+//!   whose run ends with that test's process. The details are in `supervisor.rs`.
 //! - A timeout cannot interrupt a body that blocks its thread without awaiting (a
 //!   `std::thread::sleep`, a blocking read): the test fails once the body next yields.
 //! - A test that stops or restarts services in a shared copy affects the other tests of that
@@ -53,6 +57,7 @@ mod report;
 mod runner;
 mod service;
 mod shared;
+mod supervisor;
 mod topology;
 
 #[doc(hidden)]
@@ -61,4 +66,5 @@ pub mod __private;
 pub use libtest_mimic::Arguments;
 pub use runner::{BASE_DIR_ENV, run, run_with_args, run_with_setup};
 pub use service::Service;
+pub use supervisor::{IDLE_ENV, LOG_ENV, STATE_DIR_ENV};
 pub use topology::{LookupError, Topology};

@@ -13,6 +13,7 @@ use super::__private::TESTS;
 use super::case::{TestCase, TopologyKey};
 use super::report::{panic_message, with_log_tails};
 use super::shared::Shared;
+use super::supervisor;
 use super::topology::Topology;
 
 /// The environment variable naming the directory relative binaries in topologies are resolved
@@ -22,12 +23,19 @@ pub const BASE_DIR_ENV: &str = "HARNESS_BASE_DIR";
 /// Runs the binary's `#[harness_test]`s with the command line's libtest arguments, and returns
 /// the exit code for `main` (returned, not `exit`ed, so that destructors run).
 pub fn run() -> ExitCode {
+    if let Some(code) = run_supervisor() {
+        return code;
+    }
     run_with_args(Arguments::from_args())
 }
 
 /// Like [`run`], calling `setup` first unless the tests are only listed (what
 /// `harness::main!(setup = f)` expands to): for building the programs the topologies start.
 pub fn run_with_setup(setup: impl FnOnce()) -> ExitCode {
+    // A supervisor parses no arguments and needs no setup: the test that started it did it.
+    if let Some(code) = run_supervisor() {
+        return code;
+    }
     let args = Arguments::from_args();
     if !args.list {
         setup();
@@ -45,6 +53,19 @@ pub fn run_with_args(args: Arguments) -> ExitCode {
         );
     }
     run_cases(&args, cases).exit_code()
+}
+
+/// Runs the supervisor of a topology shared under nextest, if this process is one.
+fn run_supervisor() -> Option<ExitCode> {
+    std::env::var_os(supervisor::ROLE_ENV)?;
+    let base_dir = base_dir();
+    let mut shareds: Vec<Arc<Shared>> = Vec::new();
+    for case in TESTS.iter() {
+        if !shareds.iter().any(|s| s.key() == &case.topology_key()) {
+            shareds.push(Arc::new(Shared::new(case, base_dir.clone())));
+        }
+    }
+    supervisor::run_if_supervisor(&shareds)
 }
 
 fn base_dir() -> PathBuf {

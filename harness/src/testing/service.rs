@@ -3,7 +3,11 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use std::path::PathBuf;
+
 use crate::orchestrator::{LogLine, ServiceManager};
+
+use super::topology::log_file_tail;
 
 /// One service of the running topology: its name, address, environment and output.
 ///
@@ -14,7 +18,16 @@ pub struct Service {
     pub(crate) name: String,
     pub(crate) addr: Option<SocketAddr>,
     pub(crate) env: Vec<(String, String)>,
-    pub(crate) manager: ServiceManager,
+    pub(crate) logs: LogSource,
+}
+
+/// Where a service's output is read from.
+#[derive(Clone)]
+pub(crate) enum LogSource {
+    /// The manager of a copy this process started.
+    Manager(ServiceManager),
+    /// The log file of a copy a supervisor owns.
+    File(Option<PathBuf>),
 }
 
 impl Service {
@@ -76,7 +89,11 @@ impl Service {
 
     /// The service's last lines of output (stdout and stderr), oldest first.
     pub fn logs(&self) -> Vec<LogLine> {
-        self.manager.logs(&self.name).unwrap_or_default()
+        match &self.logs {
+            LogSource::Manager(manager) => manager.logs(&self.name).unwrap_or_default(),
+            LogSource::File(Some(file)) => log_file_tail(&self.name, file),
+            LogSource::File(None) => Vec::new(),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Sharing a topology between the tests of one process: started by the first test that needs
-//! it, stopped after the last selected one.
+//! it, stopped after the last selected one. Under nextest (a process per test) the copy is a
+//! lease on the one the run's supervisor owns (`supervisor.rs`).
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -9,6 +10,7 @@ use crate::registry::Registry;
 use crate::topology::{OVERLAY_ENV, TopologyConfig, overlay_paths};
 
 use super::case::{TestCase, TopologyKey};
+use super::supervisor;
 use super::topology::Topology;
 
 /// One topology file (with its overlays) and the copy of it that its tests share.
@@ -51,12 +53,36 @@ impl Shared {
         }
     }
 
+    /// The file and overlays.
+    pub(crate) fn key(&self) -> &TopologyKey {
+        &self.key
+    }
+
     /// Counts one more selected test that will use the shared copy.
     pub(crate) fn expect_test(&self) {
         *lock(&self.remaining) += 1;
     }
 
-    fn label(&self) -> String {
+    /// The directory relative binaries are resolved against.
+    pub(crate) fn base_dir(&self) -> &std::path::Path {
+        &self.base_dir
+    }
+
+    /// What tells this topology's supervisor apart: the embedded texts, the overlays
+    /// `HARNESS_OVERLAY` names and the base directory.
+    pub(crate) fn fingerprint(&self) -> String {
+        let overlay_env = std::env::var_os(OVERLAY_ENV).unwrap_or_default();
+        let base_dir = self.base_dir.as_os_str().as_encoded_bytes();
+        let mut parts: Vec<&[u8]> = vec![overlay_env.as_encoded_bytes(), base_dir];
+        for (path, text) in &self.sources {
+            parts.push(path.as_os_str().as_encoded_bytes());
+            parts.push(text.as_bytes());
+        }
+        supervisor::fnv(&parts)
+    }
+
+    /// The file and its overlays, for messages.
+    pub(crate) fn label(&self) -> String {
         let mut label = self.key.file.display().to_string();
         for overlay in &self.key.overlays {
             label.push_str(&format!(" + {}", overlay.display()));
@@ -86,8 +112,20 @@ impl Shared {
 
     /// Starts a fresh copy of the topology.
     fn start_copy(&self) -> Result<Topology, String> {
-        let manager =
+        self.start_in(None)
+    }
+
+    /// Starts the copy a supervisor owns, with its env files and logs in `state_dir`.
+    pub(crate) fn start_supervised(&self, state_dir: &std::path::Path) -> Result<Topology, String> {
+        self.start_in(Some(state_dir))
+    }
+
+    fn start_in(&self, state_dir: Option<&std::path::Path>) -> Result<Topology, String> {
+        let mut manager =
             ServiceManager::new(self.config()?, Registry::new()).with_base_dir(&self.base_dir);
+        if let Some(dir) = state_dir {
+            manager = manager.with_state_dir(dir);
+        }
         async_io::block_on(Topology::launch(manager))
             .map_err(|e| format!("start topology {}: {e}", self.label()))
     }
@@ -100,7 +138,10 @@ impl Shared {
             State::Running(topology) => Ok(topology.clone()),
             State::Failed(message) => Err(message.clone()),
             State::Idle => {
-                let started = self.start_copy();
+                let started = match supervisor::nextest_run_id() {
+                    Some(run_id) => supervisor::lease(self, &run_id),
+                    None => self.start_copy(),
+                };
                 *state = match &started {
                     Ok(topology) => State::Running(topology.clone()),
                     Err(message) => State::Failed(message.clone()),

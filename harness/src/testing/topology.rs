@@ -2,17 +2,23 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::orchestrator::{LogLine, OrchestratorError, ServiceManager};
+use crate::exec::{LaunchError, OutputStream};
+use crate::orchestrator::{DEFAULT_LOG_TAIL, LogLine, OrchestratorError, ServiceManager};
 
-use super::service::{Service, parse_env_file};
+use super::service::{LogSource, Service, parse_env_file};
+use super::supervisor::{Copy, RemoteService};
 
 /// A running topology: every service of the file, started and healthy.
 ///
 /// Tests that name the same file (and overlays) share one running copy, unless they are
-/// `isolated`; so a test that stops or restarts services should be `isolated`.
+/// `isolated`; so a test that stops or restarts services should be `isolated`. Under
+/// `cargo nextest run` a shared copy runs in a supervisor process (see `docs/testing.md`):
+/// the test reads its addresses, environment and logs, and cannot stop, start or restart its
+/// services.
 #[derive(Clone)]
 pub struct Topology {
     inner: Arc<Inner>,
@@ -20,9 +26,23 @@ pub struct Topology {
 
 struct Inner {
     file: PathBuf,
-    manager: ServiceManager,
-    /// Each service's address, known once it started; ports are kept across restarts.
-    addrs: Mutex<HashMap<String, Option<SocketAddr>>>,
+    backend: Backend,
+}
+
+enum Backend {
+    /// Started by this process.
+    Local {
+        manager: ServiceManager,
+        /// Each service's address, known once it started; ports are kept across restarts.
+        addrs: Mutex<HashMap<String, Option<SocketAddr>>>,
+    },
+    /// A lease on the copy a supervisor owns: the connection is held until the last clone
+    /// drops.
+    Leased {
+        services: Vec<RemoteService>,
+        state_dir: Option<PathBuf>,
+        _lease: UnixStream,
+    },
 }
 
 /// A service of the topology could not be looked up.
@@ -65,33 +85,88 @@ impl Topology {
         let topology = Topology {
             inner: Arc::new(Inner {
                 file,
-                manager,
-                addrs: Mutex::new(HashMap::new()),
+                backend: Backend::Local {
+                    manager,
+                    addrs: Mutex::new(HashMap::new()),
+                },
             }),
         };
         topology.refresh_addrs().await;
         Ok(topology)
     }
 
-    /// Stops every service and removes the run's files.
+    /// The copy a supervisor described, leased for as long as `lease` stays open.
+    pub(crate) fn leased(copy: Copy, lease: UnixStream) -> Self {
+        Topology {
+            inner: Arc::new(Inner {
+                file: copy.file,
+                backend: Backend::Leased {
+                    services: copy.services,
+                    state_dir: copy.state_dir,
+                    _lease: lease,
+                },
+            }),
+        }
+    }
+
+    /// What a supervisor tells its tests about this copy.
+    pub(crate) fn describe(&self) -> Copy {
+        let state_dir = self.state_dir();
+        let services = self
+            .services()
+            .into_iter()
+            .map(|service| RemoteService {
+                log_file: state_dir
+                    .as_ref()
+                    .map(|dir| dir.join(format!("{}.log", service.name))),
+                name: service.name,
+                addr: service.addr,
+                env: service.env,
+            })
+            .collect();
+        Copy {
+            file: self.inner.file.clone(),
+            state_dir,
+            services,
+        }
+    }
+
+    /// Stops every service and removes the run's files; a leased copy is only let go.
     pub(crate) async fn shut_down(&self) -> Result<(), OrchestratorError> {
-        self.inner.manager.stop_all().await
+        match &self.inner.backend {
+            Backend::Local { manager, .. } => manager.stop_all().await,
+            Backend::Leased { .. } => Ok(()),
+        }
     }
 
     async fn refresh_addrs(&self) {
-        let statuses = self.inner.manager.status_all().await;
-        let mut addrs = self.lock_addrs();
+        let Backend::Local { manager, addrs } = &self.inner.backend else {
+            return;
+        };
+        let statuses = manager.status_all().await;
+        let mut addrs = addrs.lock().unwrap_or_else(|e| e.into_inner());
         for status in statuses {
             addrs.insert(status.name, status.addr);
         }
     }
 
-    fn lock_addrs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<SocketAddr>>> {
-        self.inner.addrs.lock().unwrap_or_else(|e| e.into_inner())
+    fn known_addr(&self, name: &str) -> Option<SocketAddr> {
+        match &self.inner.backend {
+            Backend::Local { addrs, .. } => addrs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(name)
+                .copied()
+                .flatten(),
+            Backend::Leased { services, .. } => services
+                .iter()
+                .find(|s| s.name == name)
+                .and_then(|s| s.addr),
+        }
     }
 
     fn check(&self, name: &str) -> Result<(), LookupError> {
-        if self.inner.manager.topology().service(name).is_some() {
+        if self.names().iter().any(|n| n == name) {
             return Ok(());
         }
         Err(LookupError::UnknownService {
@@ -102,13 +177,10 @@ impl Topology {
     }
 
     fn names(&self) -> Vec<String> {
-        self.inner
-            .manager
-            .topology()
-            .services
-            .keys()
-            .cloned()
-            .collect()
+        match &self.inner.backend {
+            Backend::Local { manager, .. } => manager.topology().services.keys().cloned().collect(),
+            Backend::Leased { services, .. } => services.iter().map(|s| s.name.clone()).collect(),
+        }
     }
 
     /// The topology file.
@@ -116,36 +188,50 @@ impl Topology {
         &self.inner.file
     }
 
+    /// The directory of the services' env files and logs, while they run.
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        match &self.inner.backend {
+            Backend::Local { manager, .. } => manager.state_dir(),
+            Backend::Leased { state_dir, .. } => state_dir.clone(),
+        }
+    }
+
     /// One service, with its address and the environment harness gave it.
     pub fn service(&self, name: &str) -> Result<Service, LookupError> {
         self.check(name)?;
-        let addr = self.lock_addrs().get(name).copied().flatten();
-        let env = self
-            .inner
-            .manager
-            .state_dir()
-            .and_then(|dir| std::fs::read_to_string(dir.join(format!("{name}.env"))).ok())
-            .map(|text| parse_env_file(&text))
-            .unwrap_or_default();
+        let addr = self.known_addr(name);
+        let (env, logs) = match &self.inner.backend {
+            Backend::Local { manager, .. } => {
+                let env = manager
+                    .state_dir()
+                    .and_then(|dir| std::fs::read_to_string(dir.join(format!("{name}.env"))).ok())
+                    .map(|text| parse_env_file(&text))
+                    .unwrap_or_default();
+                (env, LogSource::Manager(manager.clone()))
+            }
+            Backend::Leased { services, .. } => {
+                let remote = services.iter().find(|s| s.name == name);
+                (
+                    remote.map(|s| s.env.clone()).unwrap_or_default(),
+                    LogSource::File(remote.and_then(|s| s.log_file.clone())),
+                )
+            }
+        };
         Ok(Service {
             name: name.to_string(),
             addr,
             env,
-            manager: self.inner.manager.clone(),
+            logs,
         })
     }
 
     /// One service's address.
     pub fn addr(&self, name: &str) -> Result<SocketAddr, LookupError> {
         self.check(name)?;
-        self.lock_addrs()
-            .get(name)
-            .copied()
-            .flatten()
-            .ok_or_else(|| LookupError::NoAddress {
-                service: name.to_string(),
-                file: self.inner.file.clone(),
-            })
+        self.known_addr(name).ok_or_else(|| LookupError::NoAddress {
+            service: name.to_string(),
+            file: self.inner.file.clone(),
+        })
     }
 
     /// Every service, in the file's order.
@@ -156,34 +242,85 @@ impl Topology {
             .collect()
     }
 
+    /// The manager, for a copy this process started; the error a shared copy gives instead.
+    fn local(&self, doing: &str, name: &str) -> Result<&ServiceManager, OrchestratorError> {
+        match &self.inner.backend {
+            Backend::Local { manager, .. } => Ok(manager),
+            Backend::Leased { .. } => Err(OrchestratorError::Stop {
+                service: name.to_string(),
+                source: LaunchError::Io {
+                    doing: format!(
+                        "{doing} {name} in the copy of {} that a supervisor shares between                          nextest's test processes",
+                        self.inner.file.display()
+                    ),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::Unsupported,
+                        "a test that stops, starts or restarts services must be `isolated`",
+                    ),
+                },
+            }),
+        }
+    }
+
     /// Starts a stopped service (its dependencies must run) and waits until it is healthy.
     pub async fn start(&self, name: &str) -> Result<(), OrchestratorError> {
-        self.inner.manager.start(name).await?;
+        self.local("start", name)?.start(name).await?;
         self.refresh_addrs().await;
         Ok(())
     }
 
     /// Stops one service; its dependents keep running.
     pub async fn stop(&self, name: &str) -> Result<(), OrchestratorError> {
-        self.inner.manager.stop(name).await
+        self.local("stop", name)?.stop(name).await
     }
 
     /// Stops and starts one service, on the same port, and waits until it is healthy.
     pub async fn restart(&self, name: &str) -> Result<(), OrchestratorError> {
-        self.inner.manager.restart(name).await?;
+        self.local("restart", name)?.restart(name).await?;
         self.refresh_addrs().await;
         Ok(())
     }
 
     /// One service's last lines of output, oldest first.
     pub fn logs(&self, name: &str) -> Result<Vec<LogLine>, OrchestratorError> {
-        self.inner.manager.logs(name)
+        match &self.inner.backend {
+            Backend::Local { manager, .. } => manager.logs(name),
+            Backend::Leased { .. } => match self.service(name) {
+                Ok(service) => Ok(service.logs()),
+                Err(_) => Err(OrchestratorError::UnknownService(name.to_string())),
+            },
+        }
     }
 
     /// The manager that runs the services, for what this type does not offer.
+    ///
+    /// # Panics
+    ///
+    /// For a copy shared under nextest, whose manager runs in the supervisor process; an
+    /// `isolated` test always has its own manager.
     pub fn manager(&self) -> &ServiceManager {
-        &self.inner.manager
+        match &self.inner.backend {
+            Backend::Local { manager, .. } => manager,
+            Backend::Leased { .. } => panic!(
+                "the copy of {} is shared between nextest's test processes and its manager runs                  in the supervisor; make the test `isolated` to get a manager of its own",
+                self.inner.file.display()
+            ),
+        }
     }
+}
+
+/// The last `DEFAULT_LOG_TAIL` lines of a service's log file.
+pub(crate) fn log_file_tail(service: &str, file: &Path) -> Vec<LogLine> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(DEFAULT_LOG_TAIL)..]
+        .iter()
+        .map(|text| LogLine {
+            service: service.to_string(),
+            stream: OutputStream::Stdout,
+            text: text.to_string(),
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for Topology {

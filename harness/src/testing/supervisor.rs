@@ -1,0 +1,459 @@
+//! Sharing a topology across the processes of a nextest run.
+//!
+//! `cargo nextest run` runs each test in a process of its own and has no teardown hook, so
+//! when `NEXTEST_RUN_ID` is set a test that is not `isolated` does not start its topology: it
+//! takes a lease on the copy that a supervisor process owns, one supervisor per run and
+//! topology.
+//!
+//! - The key is `NEXTEST_RUN_ID` and a hash of the embedded topology texts (file and
+//!   overlays), the overlays `HARNESS_OVERLAY` names and the base directory. The supervisor's
+//!   directory is `<root>/tests/<run id>-<hash>/`, where `<root>` is `$HARNESS_STATE_DIR`, else
+//!   `$XDG_RUNTIME_DIR/harness`, else `/tmp/harness-<uid>`.
+//! - Election: a test connects to `sock` in that directory. If nothing answers it takes an
+//!   exclusive `flock` on `lock`, tries again, and if still nothing answers it starts the
+//!   supervisor and keeps the lock until the socket accepts. A socket left by a dead supervisor
+//!   is removed then.
+//! - The supervisor is the test binary itself (`current_exe`), run with `HARNESS_ROLE=supervisor`;
+//!   `harness::main!()`'s runner sees the role before anything else and finds the topology among
+//!   the binary's tests by its hash. It calls `setsid`, becomes a child subreaper, and its
+//!   stdin, stdout and stderr are `/dev/null` and its log file (`supervisor.log` in its
+//!   directory, or `$HARNESS_SUPERVISOR_LOG`), never the test's pipes, so nextest sees no leak.
+//! - Protocol: each connection is a lease. The supervisor writes one line of JSON to it: `{"ok":
+//!   {"file", "state_dir", "services": [{"name", "addr", "env", "log_file"}]}}`, or `{"err":
+//!   "..."}`, the same start error for every test: a topology that failed to start is not
+//!   started again. The test then only keeps the connection open; closing it ends the lease.
+//!   Services' logs are files in the supervisor's directory, which the test reads.
+//! - Teardown: when no lease is left and either the process that started the first test's
+//!   parent (the nextest runner) is gone or no lease came for `HARNESS_SUPERVISOR_IDLE` seconds
+//!   (10 by default), the supervisor takes the lock, removes its socket, stops the services and
+//!   removes its directory.
+//! - A supervisor killed with SIGKILL takes its services with it: they get the orchestrator's
+//!   death signal (`PR_SET_PDEATHSIG`) from the supervisor's spawner thread.
+//! - A test of a shared copy cannot stop, start or restart its services (that would change
+//!   the copy under the other tests): [`Topology`]'s methods return an error saying so; make
+//!   such a test `isolated`.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::shared::Shared;
+use super::topology::Topology;
+
+/// Set to `supervisor` in the process that owns a shared topology.
+pub(crate) const ROLE_ENV: &str = "HARNESS_ROLE";
+/// The hash of the topology the supervisor serves.
+const KEY_ENV: &str = "HARNESS_SUPERVISOR_KEY";
+/// The supervisor's directory.
+const DIR_ENV: &str = "HARNESS_SUPERVISOR_DIR";
+/// `pid:start time` of the process whose end ends the run (nextest's runner).
+const WATCH_ENV: &str = "HARNESS_SUPERVISOR_WATCH";
+/// Seconds without a lease after which the supervisor stops its topology.
+pub const IDLE_ENV: &str = "HARNESS_SUPERVISOR_IDLE";
+/// A file the supervisor appends its log to, kept after it ends (for debugging).
+pub const LOG_ENV: &str = "HARNESS_SUPERVISOR_LOG";
+/// The root of harness's state directories.
+pub const STATE_DIR_ENV: &str = "HARNESS_STATE_DIR";
+/// Set by nextest for every test process of a run.
+const RUN_ID_ENV: &str = "NEXTEST_RUN_ID";
+
+const DEFAULT_IDLE: Duration = Duration::from_secs(10);
+/// How long a test waits for a supervisor it started to accept.
+const SPAWN_WAIT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(50);
+
+/// What a supervisor tells each test: the running copy, or why it did not start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Welcome {
+    Ok(Copy),
+    Err(String),
+}
+
+/// A running copy, as the supervisor describes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Copy {
+    pub(crate) file: PathBuf,
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) services: Vec<RemoteService>,
+}
+
+/// One service of a running copy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RemoteService {
+    pub(crate) name: String,
+    pub(crate) addr: Option<SocketAddr>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) log_file: Option<PathBuf>,
+}
+
+/// The nextest run this process belongs to, if any.
+pub(crate) fn nextest_run_id() -> Option<String> {
+    std::env::var(RUN_ID_ENV).ok().filter(|id| !id.is_empty())
+}
+
+/// FNV-1a: stable across builds and processes, unlike std's hasher.
+pub(crate) fn fnv(parts: &[&[u8]]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// `$HARNESS_STATE_DIR`, else `$XDG_RUNTIME_DIR/harness`, else `/tmp/harness-<uid>`.
+fn state_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os(STATE_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("harness");
+    }
+    PathBuf::from(format!(
+        "/tmp/harness-{}",
+        rustix::process::getuid().as_raw()
+    ))
+}
+
+/// The supervisor's directory for `run_id` and topology `key`.
+fn supervisor_dir(run_id: &str, key: &str) -> PathBuf {
+    let run: String = run_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    state_root().join("tests").join(format!("{run}-{key}"))
+}
+
+/// Takes a lease on the copy of `shared`'s topology that the run's supervisor owns, starting
+/// the supervisor if none runs.
+pub(crate) fn lease(shared: &Shared, run_id: &str) -> Result<Topology, String> {
+    let key = shared.fingerprint();
+    let dir = supervisor_dir(run_id, &key);
+    let label = shared.label();
+    for _ in 0..20 {
+        if let Some(answer) = connect(&dir) {
+            return welcome(answer, &label);
+        }
+        fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let lock_path = dir.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("open {}: {e}", lock_path.display()))?;
+        rustix::fs::flock(lock.as_fd(), rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
+        // A supervisor that was tearing down removed the file we locked: start over.
+        let same = match (lock.metadata(), fs::metadata(&lock_path)) {
+            (Ok(held), Ok(now)) => held.ino() == now.ino() && held.dev() == now.dev(),
+            _ => false,
+        };
+        if !same {
+            continue;
+        }
+        if let Some(answer) = connect(&dir) {
+            return welcome(answer, &label);
+        }
+        spawn(shared, &key, &dir)?;
+        drop(lock);
+        if let Some(answer) = connect(&dir) {
+            return welcome(answer, &label);
+        }
+    }
+    Err(format!(
+        "share topology {label}: its supervisor in {} went away again and again",
+        dir.display()
+    ))
+}
+
+/// Connects to the supervisor and reads its welcome; `None` when none answers.
+fn connect(dir: &Path) -> Option<(Welcome, UnixStream)> {
+    let stream = UnixStream::connect(dir.join("sock")).ok()?;
+    let mut line = String::new();
+    // No timeout: the supervisor answers once the topology has started or failed to; if it
+    // dies meanwhile the connection ends.
+    let read = BufReader::new(&stream).read_line(&mut line).ok()?;
+    if read == 0 {
+        // It is tearing down.
+        std::thread::sleep(POLL);
+        return None;
+    }
+    let welcome = serde_json::from_str(&line).ok()?;
+    Some((welcome, stream))
+}
+
+fn welcome((welcome, stream): (Welcome, UnixStream), label: &str) -> Result<Topology, String> {
+    match welcome {
+        Welcome::Ok(copy) => Ok(Topology::leased(copy, stream)),
+        Welcome::Err(message) => Err(format!("{message} (shared copy of {label})")),
+    }
+}
+
+/// `pid:start time` of this process's parent, to tell it from a later process with its pid.
+fn parent_identity() -> Option<String> {
+    let pid = rustix::process::getppid()?.as_raw_nonzero().get();
+    Some(format!("{pid}:{}", start_time(pid)?))
+}
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat`, field 22).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn alive(identity: &str) -> bool {
+    let Some((pid, start)) = identity.split_once(':') else {
+        return false;
+    };
+    pid.parse()
+        .ok()
+        .and_then(start_time)
+        .is_some_and(|now| now.to_string() == start)
+}
+
+/// Starts the supervisor, out of the test's session and pipes, and waits until it accepts.
+fn spawn(shared: &Shared, key: &str, dir: &Path) -> Result<(), String> {
+    let sock = dir.join("sock");
+    // What a dead supervisor left.
+    let _ = fs::remove_file(&sock);
+    let exe = std::env::current_exe().map_err(|e| format!("find the test binary: {e}"))?;
+    let log_path = std::env::var_os(LOG_ENV)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("supervisor.log"));
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("open {}: {e}", log_path.display()))?;
+    let err = log
+        .try_clone()
+        .map_err(|e| format!("open {}: {e}", log_path.display()))?;
+    let mut command = Command::new(&exe);
+    command
+        .env(ROLE_ENV, "supervisor")
+        .env(KEY_ENV, key)
+        .env(DIR_ENV, dir)
+        .env(super::runner::BASE_DIR_ENV, shared.base_dir())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err);
+    if let Some(parent) = parent_identity() {
+        command.env(WATCH_ENV, parent);
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("start the supervisor {}: {e}", exe.display()))?;
+    let deadline = Instant::now() + SPAWN_WAIT;
+    loop {
+        if UnixStream::connect(&sock).is_ok() {
+            // Reaped by init once this process ends; not waited for.
+            drop(child);
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!(
+                "the supervisor of topology {} ended ({status}) before it listened; its log \
+                 {}:\n{log}",
+                shared.label(),
+                log_path.display()
+            ));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "the supervisor of topology {} did not listen on {} within {}s",
+                shared.label(),
+                sock.display(),
+                SPAWN_WAIT.as_secs()
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// If this process is a supervisor, runs it over the one of `shareds` it serves.
+pub(crate) fn run_if_supervisor(shareds: &[Arc<Shared>]) -> Option<ExitCode> {
+    if std::env::var_os(ROLE_ENV).is_none_or(|role| role != "supervisor") {
+        return None;
+    }
+    let (Some(key), Some(dir)) = (std::env::var(KEY_ENV).ok(), std::env::var_os(DIR_ENV)) else {
+        eprintln!("harness supervisor: {KEY_ENV} and {DIR_ENV} must be set");
+        return Some(ExitCode::FAILURE);
+    };
+    let Some(shared) = shareds.iter().find(|s| s.fingerprint() == key) else {
+        eprintln!("harness supervisor: no topology of this binary has the hash {key}");
+        return Some(ExitCode::FAILURE);
+    };
+    Some(supervise(shared, Path::new(&dir)))
+}
+
+fn log(message: &str) {
+    eprintln!("harness supervisor {}: {message}", std::process::id());
+}
+
+fn supervise(shared: &Shared, dir: &Path) -> ExitCode {
+    // Out of the test's session and process group: nextest's signals to the test do not reach
+    // us. Orphaned services' descendants come to us rather than to init.
+    let _ = rustix::process::setsid();
+    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+    let sock = dir.join("sock");
+    let listener = match UnixListener::bind(&sock) {
+        Ok(listener) => listener,
+        Err(e) => {
+            log(&format!("listen on {}: {e}", sock.display()));
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = fs::write(dir.join("supervisor.pid"), std::process::id().to_string());
+    let idle = std::env::var(IDLE_ENV)
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .map(Duration::from_secs_f64)
+        .unwrap_or(DEFAULT_IDLE);
+    let watch = std::env::var(WATCH_ENV).ok();
+    log(&format!("starting topology {}", shared.label()));
+    let started = shared.start_supervised(&dir.join("services"));
+    let welcome = match &started {
+        Ok(topology) => {
+            log(&format!("started topology {}", shared.label()));
+            Welcome::Ok(topology.describe())
+        }
+        Err(message) => {
+            log(&format!("failed to start: {message}"));
+            Welcome::Err(message.clone())
+        }
+    };
+    let mut line = serde_json::to_string(&welcome).unwrap_or_else(|e| {
+        serde_json::to_string(&Welcome::Err(format!("describe the copy: {e}"))).unwrap_or_default()
+    });
+    line.push('\n');
+    serve(&listener, &line, idle, watch.as_deref());
+    log("tearing down");
+    // Under the lock, so that no test elects a new supervisor over what we remove.
+    let lock_path = dir.join("lock");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path);
+    if let Ok(lock) = &lock {
+        let _ = rustix::fs::flock(lock.as_fd(), rustix::fs::FlockOperation::LockExclusive);
+    }
+    let _ = fs::remove_file(&sock);
+    drop(listener);
+    let mut code = ExitCode::SUCCESS;
+    if let Ok(topology) = started
+        && let Err(e) = async_io::block_on(topology.shut_down())
+    {
+        log(&format!("stop topology {}: {e}", shared.label()));
+        code = ExitCode::FAILURE;
+    }
+    for name in ["supervisor.pid", "supervisor.log"] {
+        let _ = fs::remove_file(dir.join(name));
+    }
+    let _ = fs::remove_dir_all(dir.join("services"));
+    let _ = fs::remove_file(&lock_path);
+    // Fails when a test made a new lock file meanwhile: the directory is its now.
+    let _ = fs::remove_dir(dir);
+    log("done");
+    code
+}
+
+/// Hands out leases until none is left and the run is over or idle.
+fn serve(listener: &UnixListener, welcome: &str, idle: Duration, watch: Option<&str>) {
+    if let Err(e) = listener.set_nonblocking(true) {
+        log(&format!("make the socket non-blocking: {e}"));
+        return;
+    }
+    let leases = Arc::new(AtomicUsize::new(0));
+    let last_release = Arc::new(Mutex::new(Instant::now()));
+    loop {
+        loop {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let _ = stream.set_nonblocking(false);
+                    if stream.write_all(welcome.as_bytes()).is_err() {
+                        continue;
+                    }
+                    leases.fetch_add(1, Ordering::SeqCst);
+                    let leases = leases.clone();
+                    let last_release = last_release.clone();
+                    std::thread::spawn(move || {
+                        // The test writes nothing: the read ends when its side closes.
+                        let mut sink = Vec::new();
+                        let _ = std::io::Read::read_to_end(&mut stream, &mut sink);
+                        *last_release.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                        leases.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    log(&format!("accept: {e}"));
+                    break;
+                }
+            }
+        }
+        if leases.load(Ordering::SeqCst) == 0 {
+            let run_over = watch.is_some_and(|w| !alive(w));
+            let idle_for = last_release
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed();
+            if run_over || idle_for >= idle {
+                log(match run_over {
+                    true => "the run is over and no test holds a lease",
+                    false => "no test held a lease for the idle timeout",
+                });
+                return;
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_depends_on_every_part_and_their_boundaries() {
+        assert_eq!(fnv(&[b"a", b"b"]), fnv(&[b"a", b"b"]));
+        assert_ne!(fnv(&[b"ab", b""]), fnv(&[b"a", b"b"]));
+        assert_ne!(fnv(&[b"a"]), fnv(&[b"b"]));
+    }
+
+    #[test]
+    fn this_process_parent_is_alive_and_a_made_up_one_is_not() {
+        let parent = parent_identity().expect("a parent");
+        assert!(alive(&parent), "{parent}");
+        let (pid, start) = parent.split_once(':').unwrap();
+        assert!(!alive(&format!(
+            "{pid}:{}",
+            start.parse::<u64>().unwrap() + 1
+        )));
+    }
+}

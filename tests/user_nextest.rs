@@ -1,0 +1,293 @@
+//! Sharing under nextest, from outside: `cargo nextest run` on the user_demo suite starts each
+//! topology once for the whole run (in a supervisor process), every test passes, nextest sees
+//! no leak, and afterwards no supervisor, no service and no state directory is left; the same
+//! with `--partition`. And a supervisor killed with SIGKILL takes its services with it, and
+//! the next test elects a new one over what the dead one left.
+
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The variable each run gets, with a value of its own: every process the run starts
+/// inherits it, which is how leftovers are found.
+const TOKEN: &str = "HARNESS_NEXTEST_TEST_TOKEN";
+
+/// The pids of the live processes whose environment has `TOKEN=token` (zombies have none).
+fn processes_with(token: &str) -> Vec<u32> {
+    let wanted = format!("{TOKEN}={token}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|&b| b == 0)
+            .any(|var| var == wanted.as_bytes())
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// One run's token, state root, supervisor log and project directory; kills what the run
+/// left (by its token) when dropped, so a failing test leaves nothing either.
+struct Scene {
+    token: String,
+    tmp: tempfile::TempDir,
+    project: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> Self {
+        Self {
+            token: format!("{}-{}", std::process::id(), fastrand::u64(..)),
+            tmp: tempfile::Builder::new()
+                .prefix("harness-nextest-")
+                .tempdir()
+                .unwrap(),
+            project: fixtures::project_dir(),
+        }
+    }
+
+    fn state_root(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+
+    fn supervisor_log(&self) -> PathBuf {
+        self.tmp.path().join("supervisor.log")
+    }
+
+    /// A command with the scene's environment.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env("HARNESS_BASE_DIR", self.project.path())
+            .env("HARNESS_STATE_DIR", self.state_root())
+            .env("HARNESS_SUPERVISOR_LOG", self.supervisor_log())
+            .env(TOKEN, &self.token)
+            .env_remove("NEXTEST_RUN_ID")
+            .current_dir(fixtures::workspace_dir());
+        command
+    }
+
+    /// How many times the supervisors logged `what` for each topology.
+    fn count(&self, what: &str) -> BTreeMap<String, usize> {
+        let log = std::fs::read_to_string(self.supervisor_log()).unwrap_or_default();
+        let mut counts = BTreeMap::new();
+        for line in log.lines() {
+            if let Some((_, topology)) = line.split_once(what) {
+                *counts.entry(topology.to_string()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    /// Waits until no process of the run is left and no supervisor directory either.
+    fn assert_nothing_left_soon(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let processes = processes_with(&self.token);
+            let dirs: Vec<PathBuf> = std::fs::read_dir(self.state_root().join("tests"))
+                .map(|dir| dir.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            if processes.is_empty() && dirs.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "left after {limit:?}: processes {processes:?}, directories {dirs:?}; \
+                 supervisor log:\n{}",
+                std::fs::read_to_string(self.supervisor_log()).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        for pid in processes_with(&self.token) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn both(output: &Output) -> String {
+    format!(
+        "{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+fn target_dir() -> PathBuf {
+    fixtures::profile_dir()
+        .parent()
+        .expect("the target directory")
+        .to_path_buf()
+}
+
+/// `cargo nextest run` of the user_demo suite, with `args`.
+fn nextest(scene: &Scene, args: &[&str]) -> Output {
+    // --workspace, as CI's `cargo nextest run --workspace` builds, so nothing builds twice.
+    scene
+        .command(cargo())
+        .args(["nextest", "run", "--workspace", "--test", "user_demo"])
+        .arg("--target-dir")
+        .arg(target_dir())
+        .args(args)
+        .output()
+        .expect("run cargo nextest")
+}
+
+/// Checks a run: it passed, without leaks, each shared topology started exactly once, and
+/// nothing is left soon after.
+fn check_run(scene: &Scene, output: &Output) {
+    let text = both(output);
+    assert!(output.status.success(), "{text}");
+    assert!(!text.contains("LEAK"), "nextest saw a leak:\n{text}");
+    let starts = scene.count("started topology ");
+    assert!(!starts.is_empty(), "no supervisor started:\n{text}");
+    assert!(
+        starts.values().all(|&n| n == 1),
+        "a topology started more than once in one run: {starts:?}"
+    );
+    scene.assert_nothing_left_soon(Duration::from_secs(20));
+}
+
+#[test]
+fn a_nextest_run_shares_each_topology_once_and_leaves_nothing() {
+    let scene = Scene::new();
+    let output = nextest(&scene, &[]);
+    check_run(&scene, &output);
+    // The plain demo and the demo with the overlay.
+    assert_eq!(
+        scene.count("started topology ").len(),
+        2,
+        "{}",
+        both(&output)
+    );
+}
+
+#[test]
+fn a_partition_of_the_run_shares_too() {
+    let scene = Scene::new();
+    let output = nextest(&scene, &["--partition", "count:1/2"]);
+    check_run(&scene, &output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.contains("PASS") || stderr.contains("PASS"),
+        "{}",
+        both(&output)
+    );
+}
+
+/// The user_demo test binary, built (if need be) into this target directory.
+fn user_demo_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let out = Command::new(cargo())
+            .args(["test", "--workspace", "--no-run", "--message-format=json"])
+            .args(["--test", "user_demo", "--target-dir"])
+            .arg(target_dir())
+            .current_dir(fixtures::workspace_dir())
+            .output()
+            .expect("run cargo test --no-run");
+        assert!(out.status.success(), "{}", both(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|m| m["target"]["name"] == "user_demo" && m["executable"].is_string())
+            .map(|m| PathBuf::from(m["executable"].as_str().unwrap()))
+            .expect("cargo names the user_demo binary")
+    })
+}
+
+/// Runs one user_demo test as nextest would, in run `run_id`.
+fn run_one_test(scene: &Scene, run_id: &str, test: &str, idle: &str) {
+    let output = scene
+        .command(user_demo_binary())
+        .args(["--exact", test])
+        .env("NEXTEST_RUN_ID", run_id)
+        .env("HARNESS_SUPERVISOR_IDLE", idle)
+        .output()
+        .expect("run user_demo");
+    let text = both(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+#[test]
+fn a_supervisor_killed_takes_its_services_with_it() {
+    let scene = Scene::new();
+    let run_id = format!("sigkill-{}", scene.token);
+    // Two test processes of one run, one after the other: one supervisor, which outlives them
+    // (its run, this process, goes on; its idle timeout is long).
+    run_one_test(&scene, &run_id, "echo_answers_at_its_address", "300");
+    run_one_test(&scene, &run_id, "web_is_healthy", "300");
+    assert_eq!(
+        scene.count("started topology ").values().sum::<usize>(),
+        1,
+        "the second test started the topology again"
+    );
+    let dirs: Vec<PathBuf> = std::fs::read_dir(scene.state_root().join("tests"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let supervisor: u32 = std::fs::read_to_string(dirs[0].join("supervisor.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let services: Vec<u32> = processes_with(&scene.token)
+        .into_iter()
+        .filter(|&pid| pid != supervisor)
+        .collect();
+    assert!(!services.is_empty(), "the supervisor runs no service");
+
+    let killed = Command::new("kill")
+        .args(["-KILL", &supervisor.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = processes_with(&scene.token);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "5 s after SIGKILL of supervisor {supervisor}, its services {left:?} still run"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The next test of the run finds the dead supervisor's socket, elects a new one, and that
+    // one tears down soon after (a short idle timeout) and removes its directory.
+    run_one_test(&scene, &run_id, "echo_answers_at_its_address", "0.5");
+    assert_eq!(scene.count("started topology ").values().sum::<usize>(), 2);
+    scene.assert_nothing_left_soon(Duration::from_secs(20));
+}
