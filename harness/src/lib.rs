@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod exec;
+pub mod lab;
 pub mod orchestrator;
 pub mod package;
 pub mod registry;

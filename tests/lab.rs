@@ -1,0 +1,383 @@
+//! `harness::lab` against the real thing: network namespaces, bridges, `unshare` and one sshd
+//! per host, reached with `SshLauncher`.
+//!
+//! Needs root, `ip netns`, `unshare` and openssh-server. Without them each test prints why and
+//! passes, unless `HARNESS_REQUIRE_LAB=1` (CI), where that is a failure. Every test ends by
+//! checking that nothing of its labs is left: namespaces, links, processes, directories.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::exec::{Command, Launcher, LocalLauncher, Output, SshLauncher};
+use harness::lab::{Lab, LabError, leftovers};
+
+/// How long any one test may take before it fails instead of hanging.
+const TEST_DEADLINE: Duration = Duration::from_secs(120);
+/// Set in the child process of `killed_owner_is_swept`, which builds a lab and waits to be
+/// killed.
+const CHILD_ENV: &str = "HARNESS_LAB_TEST_CHILD";
+
+type Ssh = SshLauncher<LocalLauncher>;
+
+fn run<F: Future>(fut: F) -> F::Output {
+    smol::block_on(futures_lite::future::or(fut, async {
+        smol::Timer::after(TEST_DEADLINE).await;
+        panic!("the test did not finish within {TEST_DEADLINE:?}");
+    }))
+}
+
+/// Why a lab cannot run here, if it cannot. With `HARNESS_REQUIRE_LAB=1` that is a failure.
+fn skip() -> bool {
+    let reason = if !rustix::process::geteuid().is_root() {
+        Some("not root".to_string())
+    } else if !std::path::Path::new("/usr/sbin/sshd").exists() {
+        Some("/usr/sbin/sshd is missing (openssh-server)".to_string())
+    } else {
+        match std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+        {
+            Ok(out) if out.status.success() => None,
+            Ok(out) => Some(format!(
+                "`ip netns list` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Some(format!("`ip` cannot run: {e}")),
+        }
+    };
+    let Some(reason) = reason else {
+        return false;
+    };
+    if std::env::var("HARNESS_REQUIRE_LAB").as_deref() == Ok("1") {
+        panic!("HARNESS_REQUIRE_LAB=1 but a lab cannot run here: {reason}");
+    }
+    eprintln!("skipped: a lab cannot run here: {reason}");
+    true
+}
+
+async fn sh(ssh: &Ssh, script: &str) -> Output {
+    ssh.output(&Command::new("sh").args(["-c", script]))
+        .await
+        .unwrap_or_else(|e| panic!("failed to run `{script}` on {}: {e}", ssh.host()))
+}
+
+async fn connect(lab: &Lab, host: &str) -> Ssh {
+    lab.host(host)
+        .launcher()
+        .await
+        .unwrap_or_else(|e| panic!("failed to connect to host `{host}`: {e}"))
+}
+
+/// Shuts `lab` down and checks that nothing of it is left, by name and by pid.
+async fn shut_down(lab: Lab) {
+    let prefix = lab.prefix().to_string();
+    let pids: Vec<u32> = lab.hosts().map(|h| h.pid()).collect();
+    lab.shutdown().await.expect("the lab shuts down cleanly");
+    assert_eq!(leftovers(&prefix), Vec::<String>::new(), "lab {prefix}");
+    for pid in pids {
+        assert!(!alive(pid), "host process {pid} of lab {prefix} still runs");
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+#[test]
+fn lan_hosts_reach_each_other_but_not_the_wan() {
+    if skip() {
+        return;
+    }
+    run(async {
+        let lab = Lab::builder()
+            .network("lan", "10.213.1.0/24")
+            .network("wan", "10.213.2.0/24")
+            .host("alpha", &["lan"])
+            .host("beta", &["lan"])
+            .host("remote", &["wan"])
+            .build()
+            .await
+            .expect("the lab builds");
+        let alpha = connect(&lab, "alpha").await;
+        let beta = connect(&lab, "beta").await;
+        let remote = connect(&lab, "remote").await;
+
+        for (name, ssh) in [("alpha", &alpha), ("beta", &beta), ("remote", &remote)] {
+            // UTS namespace: its own hostname. PID namespace: sshd is PID 1, and the host
+            // sees only its own processes (sshd, the session, the command).
+            let out = sh(ssh, "hostname; cat /proc/1/comm; ps -e -o pid= | wc -l").await;
+            assert!(out.success(), "{name}: {out:?}");
+            assert_eq!(
+                out.stdout[..2],
+                [name.to_string(), "sshd".to_string()],
+                "{name}"
+            );
+            let processes: u32 = out.stdout[2].trim().parse().unwrap();
+            assert!(
+                processes < 20,
+                "{name} sees {processes} processes: not its own PID namespace"
+            );
+        }
+
+        // LAN to LAN works; LAN to WAN has no route.
+        let beta_addr = lab.host("beta").addr("lan");
+        let remote_addr = lab.host("remote").addr("wan");
+        let out = sh(
+            &alpha,
+            &format!("nc -z -w 3 {beta_addr} 22 && echo reached"),
+        )
+        .await;
+        assert_eq!(out.stdout, ["reached"], "alpha to beta: {out:?}");
+        let out = sh(
+            &alpha,
+            &format!("nc -z -w 3 {remote_addr} 22 && echo reached || echo unreachable"),
+        )
+        .await;
+        assert_eq!(out.stdout, ["unreachable"], "alpha to remote: {out:?}");
+        let out = sh(&alpha, "ip -4 route").await;
+        assert!(
+            out.stdout.iter().all(|r| r.starts_with("10.213.1.0/24")),
+            "alpha has only its LAN route: {:?}",
+            out.stdout
+        );
+
+        // The test machine reaches every host (it joins each network).
+        for host in lab.hosts() {
+            TcpStream::connect_timeout(&host.ssh_addr(), Duration::from_secs(3)).unwrap_or_else(
+                |e| panic!("connect to {} at {}: {e}", host.name(), host.ssh_addr()),
+            );
+        }
+
+        // Mount namespace: /tmp and /root are each host's own.
+        let marker = format!("lab-marker-{}", lab.prefix());
+        let out = sh(
+            &alpha,
+            &format!("touch /tmp/{marker} /root/{marker} && echo ok"),
+        )
+        .await;
+        assert_eq!(out.stdout, ["ok"], "{out:?}");
+        let out = sh(
+            &beta,
+            &format!("ls /tmp/{marker} /root/{marker} 2>/dev/null | wc -l"),
+        )
+        .await;
+        assert_eq!(out.stdout, ["0"], "beta sees alpha's files");
+        assert!(!std::path::Path::new(&format!("/tmp/{marker}")).exists());
+
+        drop((alpha, beta, remote));
+        shut_down(lab).await;
+    });
+}
+
+#[test]
+fn two_labs_run_at_once() {
+    if skip() {
+        return;
+    }
+    run(async {
+        let build = |subnet: &'static str| {
+            Lab::builder()
+                .network("lan", subnet)
+                .host("node", &["lan"])
+                .build()
+        };
+        let (one, two) =
+            futures_lite::future::zip(build("10.213.3.0/24"), build("10.213.4.0/24")).await;
+        let (one, two) = (one.expect("lab one builds"), two.expect("lab two builds"));
+        assert_ne!(one.prefix(), two.prefix());
+        assert_ne!(one.host("node").namespace(), two.host("node").namespace());
+
+        for lab in [&one, &two] {
+            let ssh = connect(lab, "node").await;
+            let out = sh(
+                &ssh,
+                "hostname; ip -4 -o addr show dev eth0 | awk '{print $4}'",
+            )
+            .await;
+            let addr = format!("{}/24", lab.host("node").addr("lan"));
+            assert_eq!(
+                out.stdout,
+                ["node".to_string(), addr],
+                "lab {}",
+                lab.prefix()
+            );
+        }
+
+        // A third lab on a subnet that one of them routes is refused, naming the route.
+        let err = build("10.213.3.0/24")
+            .await
+            .expect_err("a subnet in use is refused");
+        assert!(matches!(err, LabError::SubnetInUse { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&format!("{}-0", one.prefix())),
+            "{err}"
+        );
+
+        shut_down(one).await;
+        shut_down(two).await;
+    });
+}
+
+#[test]
+fn a_dropped_lab_leaves_nothing() {
+    if skip() {
+        return;
+    }
+    run(async {
+        let lab = Lab::builder()
+            .network("lan", "10.213.5.0/24")
+            .host("solo", &["lan"])
+            .build()
+            .await
+            .expect("the lab builds");
+        let prefix = lab.prefix().to_string();
+        let pid = lab.host("solo").pid();
+        assert!(alive(pid));
+        assert!(!leftovers(&prefix).is_empty(), "a running lab is visible");
+        drop(lab);
+        assert_eq!(leftovers(&prefix), Vec::<String>::new());
+        assert!(!alive(pid));
+    });
+}
+
+/// Kills the child when dropped, so a failing test leaves no child behind.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn killed_owner_is_swept() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        // The child: build a lab, say its prefix, and wait to be killed.
+        run(async {
+            let lab = Lab::builder()
+                .network("lan", "10.213.6.0/24")
+                .host("orphan", &["lan"])
+                .build()
+                .await
+                .expect("the child's lab builds");
+            let pid = lab.host("orphan").pid();
+            println!("LAB {} {pid}", lab.prefix());
+            smol::Timer::after(TEST_DEADLINE).await;
+            drop(lab);
+        });
+        return;
+    }
+    if skip() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let child = std::process::Command::new(exe)
+        .args([
+            "killed_owner_is_swept",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the test binary starts again");
+    let mut child = ChildGuard(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let mut line = String::new();
+    let (prefix, host_pid) = 'found: {
+        let mut lines = BufReader::new(stdout);
+        while lines.read_line(&mut line).unwrap() > 0 {
+            // libtest prints "test NAME ... " before the test's own output, on the same line.
+            if let Some((_, rest)) = line.trim().split_once("LAB ") {
+                let (prefix, pid) = rest.split_once(' ').unwrap();
+                break 'found (prefix.to_string(), pid.parse::<u32>().unwrap());
+            }
+            line.clear();
+        }
+        panic!("the child exited without building its lab");
+    };
+    assert!(!leftovers(&prefix).is_empty(), "the child's lab runs");
+
+    // SIGKILL: no destructor, no teardown. The host dies with its owner (PDEATHSIG), but its
+    // namespaces, links and directory stay until a sweep.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let start = Instant::now();
+    while alive(host_pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "host {host_pid} outlives its owner"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("left by the killed owner: {:?}", leftovers(&prefix));
+
+    run(async {
+        let lab = Lab::builder()
+            .network("lan", "10.213.7.0/24")
+            .host("sweeper", &["lan"])
+            .build()
+            .await
+            .expect("the sweeping lab builds");
+        assert_eq!(
+            leftovers(&prefix),
+            Vec::<String>::new(),
+            "the dead lab is swept"
+        );
+        shut_down(lab).await;
+    });
+}
+
+#[test]
+fn bad_declarations_are_refused_before_anything_is_created() {
+    let cases: [(harness::lab::LabBuilder, &str); 5] = [
+        (
+            Lab::builder()
+                .network("lan", "10.213.8.0/24")
+                .host("a", &["wan"]),
+            "attach host `a` to network `wan`: no such network (declared: lan)",
+        ),
+        (
+            Lab::builder()
+                .network("lan", "10.213.8.0/24")
+                .host("Bad_Name", &["lan"]),
+            "use host name `Bad_Name`",
+        ),
+        (
+            Lab::builder()
+                .network("lan", "10.213.8.1/24")
+                .host("a", &["lan"]),
+            "use subnet `10.213.8.1/24` for network `lan`: host bits are set",
+        ),
+        (
+            Lab::builder()
+                .network("tiny", "10.213.8.0/30")
+                .host("a", &["tiny"])
+                .host("b", &["tiny"]),
+            "no address left for host `b`",
+        ),
+        (
+            Lab::builder()
+                .network("lan", "10.213.8.0/24")
+                .host("a", &[]),
+            "attached to no network",
+        ),
+    ];
+    for (builder, expected) in cases {
+        let err = run(builder.build()).expect_err(expected);
+        assert!(
+            err.to_string().contains(expected),
+            "got: {err}\nwanted: {expected}"
+        );
+    }
+}
