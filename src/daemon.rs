@@ -273,7 +273,7 @@ fn supervise_inner(args: &UpArgs, dir: &Path) -> Result<ExitCode, String> {
             // saved yet, and no save of an older state can land after it.
             finish(autosave);
             let autosave = registry.autosave(&registry_file, AUTOSAVE_DEBOUNCE);
-            print_table(&smol::block_on(manager.status_all()));
+            print_table(manager.topology(), &smol::block_on(manager.status_all()));
             println!(
                 "{READY}{} services healthy; running in the background (supervisor pid {pid})",
                 names.len()

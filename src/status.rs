@@ -59,7 +59,7 @@ fn print_run(run: &Run) {
     }
     println!("{} ({})", run.describe(), about.join(", "));
     let now = Timestamp::now().as_millis();
-    let rows: Vec<[String; 5]> = run
+    let rows: Vec<[String; 6]> = run
         .services()
         .iter()
         .map(|s| {
@@ -67,6 +67,7 @@ fn print_run(run: &Run) {
             let active = s.state.is_active();
             [
                 s.name.clone(),
+                s.execution.kind.to_string(),
                 s.state.kind().as_str().to_string(),
                 s.endpoint(MAIN_ENDPOINT)
                     .map_or("-".to_string(), |e| e.address.to_string()),
@@ -85,7 +86,10 @@ fn print_run(run: &Run) {
             ]
         })
         .collect();
-    print_rows(["SERVICE", "STATE", "ADDRESS", "PID", "UPTIME"], &rows);
+    print_rows(
+        ["SERVICE", "TARGET", "STATE", "ADDRESS", "PID", "UPTIME"],
+        &rows,
+    );
 }
 
 /// Prints a table whose columns are as wide as their widest cell.

@@ -20,6 +20,7 @@ use signal_hook::iterator::{Handle, Signals};
 
 use crate::daemon;
 use crate::run::EXIT_HARNESS_FAILED;
+use crate::status::print_rows;
 
 /// `harness up`'s exit code when the topology failed to start: a service did not start or
 /// did not become healthy, and everything was stopped again.
@@ -267,7 +268,7 @@ async fn run(manager: &ServiceManager, stop: &smol::channel::Receiver<&'static s
         None => return tear_down(manager).await,
     }
 
-    print_table(&manager.status_all().await);
+    print_table(manager.topology(), &manager.status_all().await);
     println!(
         "harness up: all {} services healthy; following their logs (Ctrl-C to stop)",
         manager.topology().services.len()
@@ -338,33 +339,24 @@ pub(crate) fn print_progress(progress: &Progress) {
     }
 }
 
-pub(crate) fn print_table(services: &[ServiceStatus]) {
-    let rows: Vec<[String; 4]> = services
+/// Prints the services of `topology` with where they run and their addresses.
+pub(crate) fn print_table(topology: &TopologyConfig, services: &[ServiceStatus]) {
+    let rows: Vec<[String; 5]> = services
         .iter()
         .map(|s| {
             [
                 s.name.clone(),
+                topology
+                    .service(&s.name)
+                    .map_or("-", |c| c.target.kind())
+                    .to_string(),
                 state_name(&s.state).to_string(),
                 s.addr.map_or("-".to_string(), |a| a.to_string()),
                 s.pid.map_or("-".to_string(), |p| p.to_string()),
             ]
         })
         .collect();
-    let header = ["SERVICE", "STATE", "ADDRESS", "PID"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:width$}"))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
+    print_rows(["SERVICE", "TARGET", "STATE", "ADDRESS", "PID"], &rows);
 }
 
 fn state_name(state: &ServiceState) -> &'static str {

@@ -86,7 +86,8 @@ impl Env {
         (up, pid)
     }
 
-    /// `status`'s rows: service name to (state, address, pid).
+    /// `status`'s rows: service name to (state, address, pid), checking that each runs as a
+    /// process.
     fn status(&self) -> (Run, HashMap<String, (String, String, String)>) {
         let status = self.run(&["status"]);
         let rows = status
@@ -96,12 +97,13 @@ impl Env {
             .skip(1)
             .map(|l| {
                 let cells: Vec<&str> = l.split_whitespace().collect();
+                assert_eq!(cells[1], "process", "{l}");
                 (
                     cells[0].to_string(),
                     (
-                        cells[1].to_string(),
                         cells[2].to_string(),
                         cells[3].to_string(),
+                        cells[4].to_string(),
                     ),
                 )
             })

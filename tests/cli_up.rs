@@ -187,12 +187,12 @@ fn up_runs_the_demo_until_sigterm_and_leaves_nothing() {
     let mut addrs = std::collections::HashMap::new();
     for row in &table {
         let cells: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(cells[1], "running", "{row}");
-        let pid: u32 = cells[3].parse().unwrap();
+        assert_eq!(cells[1..3], ["process", "running"], "{row}");
+        let pid: u32 = cells[4].parse().unwrap();
         assert!(pids.contains(&(cells[0].to_string(), pid)), "{row}");
         addrs.insert(
             cells[0].to_string(),
-            cells[2].parse::<SocketAddr>().unwrap(),
+            cells[3].parse::<SocketAddr>().unwrap(),
         );
     }
     let mut stream = TcpStream::connect(addrs["kv-api"]).unwrap();
