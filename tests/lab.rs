@@ -96,15 +96,18 @@ fn lan_hosts_reach_each_other_but_not_the_wan() {
         return;
     }
     run(async {
+        let started = Instant::now();
         let lab = Lab::builder()
             .network("lan", "10.213.1.0/24")
             .network("wan", "10.213.2.0/24")
             .host("alpha", &["lan"])
             .host("beta", &["lan"])
             .host("remote", &["wan"])
+            .host("border", &["lan", "wan"])
             .build()
             .await
             .expect("the lab builds");
+        eprintln!("built 4 hosts in {:?}", started.elapsed());
         let alpha = connect(&lab, "alpha").await;
         let beta = connect(&lab, "beta").await;
         let remote = connect(&lab, "remote").await;
@@ -141,6 +144,15 @@ fn lan_hosts_reach_each_other_but_not_the_wan() {
         )
         .await;
         assert_eq!(out.stdout, ["unreachable"], "alpha to remote: {out:?}");
+        // A host on both networks reaches both, through eth0 and eth1.
+        let border = connect(&lab, "border").await;
+        let out = sh(
+            &border,
+            &format!("nc -z -w 3 {beta_addr} 22 && nc -z -w 3 {remote_addr} 22 && echo both"),
+        )
+        .await;
+        assert_eq!(out.stdout, ["both"], "border to beta and remote: {out:?}");
+        drop(border);
         let out = sh(&alpha, "ip -4 route").await;
         assert!(
             out.stdout.iter().all(|r| r.starts_with("10.213.1.0/24")),
@@ -172,7 +184,9 @@ fn lan_hosts_reach_each_other_but_not_the_wan() {
         assert!(!std::path::Path::new(&format!("/tmp/{marker}")).exists());
 
         drop((alpha, beta, remote));
+        let stopping = Instant::now();
         shut_down(lab).await;
+        eprintln!("shut down and checked in {:?}", stopping.elapsed());
     });
 }
 

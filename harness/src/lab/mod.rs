@@ -32,3 +32,8 @@ pub use builder::LabBuilder;
 pub use error::LabError;
 pub use janitor::{REGISTRY_DIR, leftovers, sweep};
 pub use running::{Lab, LabHost, LabNetwork};
+
+/// The examples of `docs/lab.md`, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/lab.md")]
+pub struct LabDocDoctests;
