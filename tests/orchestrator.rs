@@ -5,9 +5,11 @@
 
 #[path = "support/fixtures.rs"]
 mod fixtures;
+#[path = "support/http.rs"]
+mod http;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use harness::topology::TopologyConfig;
 use rustix::process::Pid;
 
 use fixtures::{bin, project_dir, topology_file};
+use http::http;
 
 /// How long any one test may take: generous, for a loaded 2-core CI runner. Never a
 /// measurement.
@@ -97,35 +100,6 @@ fn assert_gone(pids: &[(String, u32)]) {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-struct Response {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-/// One HTTP/1.1 request, with `Connection: close`.
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Response {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    Response {
-        status,
-        headers: head.to_ascii_lowercase(),
-        body: body.to_string(),
     }
 }
 

@@ -13,9 +13,10 @@
 mod docker;
 #[path = "support/fixtures.rs"]
 mod fixtures;
+#[path = "support/http.rs"]
+mod http;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -24,8 +25,9 @@ use harness::orchestrator::{DockerExecutor, OrchestratorError, RUN_LABEL, Servic
 use harness::registry::{ExecutionKind, Registry, ServiceState};
 use harness::topology::TopologyConfig;
 
-use docker::{require_docker, run};
+use docker::{docker_lines, require_docker, run};
 use fixtures::{project_dir, topology_file};
+use http::http;
 
 /// A manager for `topology` run from `project`, and its run id (the `harness.run` label of
 /// everything it creates in Docker).
@@ -51,24 +53,6 @@ fn inline(dir: &Path, yaml: &str) -> TopologyConfig {
     let path = dir.join("services.yaml");
     std::fs::write(&path, yaml).unwrap();
     TopologyConfig::load(&path).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// `docker ARGS`, which must succeed; its stdout lines.
-fn docker_lines(args: &[&str]) -> Vec<String> {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .filter(|l| !l.is_empty())
-        .collect()
 }
 
 fn image_exists(tag: &str) -> bool {
@@ -140,32 +124,6 @@ impl Drop for Cleanup {
         for image in &self.images {
             let _ = Command::new("docker").args(["image", "rm", image]).output();
         }
-    }
-}
-
-struct Response {
-    status: u16,
-    body: String,
-}
-
-/// One HTTP/1.1 request, with `Connection: close`.
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Response {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    Response {
-        status: head.split(' ').nth(1).unwrap().parse().unwrap(),
-        body: body.to_string(),
     }
 }
 
