@@ -167,6 +167,20 @@ fn lan_hosts_reach_each_other_but_not_the_wan() {
             );
         }
 
+        // Every host reaches the test machine at its network's gateway address.
+        let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for (name, ssh, net) in [("alpha", &alpha, "lan"), ("remote", &remote, "wan")] {
+            let gateway = lab.network(net).unwrap().gateway();
+            let out = sh(ssh, &format!("nc -z -w 3 {gateway} {port} && echo reached")).await;
+            assert_eq!(
+                out.stdout,
+                ["reached"],
+                "{name} to the test machine: {out:?}"
+            );
+        }
+        drop(listener);
+
         // Mount namespace: /tmp and /root are each host's own.
         let marker = format!("lab-marker-{}", lab.prefix());
         let out = sh(
@@ -223,6 +237,17 @@ fn two_labs_run_at_once() {
                 lab.prefix()
             );
         }
+
+        // Nothing connects the two labs.
+        let ssh = connect(&one, "node").await;
+        let other = two.host("node").addr("lan");
+        let out = sh(
+            &ssh,
+            &format!("nc -z -w 3 {other} 22 && echo reached || echo unreachable"),
+        )
+        .await;
+        assert_eq!(out.stdout, ["unreachable"], "lab one to lab two: {out:?}");
+        drop(ssh);
 
         // A third lab on a subnet that one of them routes is refused, naming the route.
         let err = build("10.213.3.0/24")
