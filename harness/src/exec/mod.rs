@@ -27,7 +27,7 @@
 mod attach;
 mod command;
 mod compose;
-mod docker;
+pub(crate) mod docker;
 mod error;
 mod event;
 mod executor;

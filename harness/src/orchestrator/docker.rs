@@ -1,8 +1,6 @@
 //! `DockerExecutor`: a service as a container on this machine's Docker engine.
 
 use std::collections::BTreeMap;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -388,16 +386,21 @@ impl Drop for ContainerService {
     }
 }
 
+/// Lines of `ID OWNER_PID` (the pid may be missing) as docker's listings print them.
+fn ids_and_owners(lines: &[String]) -> Vec<(String, Option<u32>)> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let id = words.next()?.to_string();
+            Some((id, words.next().and_then(|p| p.parse().ok())))
+        })
+        .collect()
+}
+
 /// A run id nobody else uses: `harness-` and twelve hex digits.
 fn run_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        h.write_u128(t.as_nanos());
-    }
-    format!("harness-{:012x}", h.finish() & 0xffff_ffff_ffff)
+    crate::exec::docker::unique_name("harness")
 }
 
 /// A volume with a relative source (`./data:/data`) resolved against `base`; named volumes
@@ -519,15 +522,7 @@ async fn list_labelled(
             return Vec::new();
         }
     };
-    let mut found: Vec<(String, Option<u32>)> = out
-        .stdout
-        .iter()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let id = words.next()?.to_string();
-            Some((id, words.next().and_then(|p| p.parse().ok())))
-        })
-        .collect();
+    let mut found = ids_and_owners(&out.stdout);
     found.dedup_by(|a, b| a.0 == b.0);
     if kind == "image" && !found.is_empty() {
         let mut args = vec![
@@ -538,15 +533,7 @@ async fn list_labelled(
         ];
         args.extend(found.iter().map(|(id, _)| id.clone()));
         if let Ok(out) = launcher.output(&Command::new("docker").args(args)).await {
-            found = out
-                .stdout
-                .iter()
-                .filter_map(|line| {
-                    let mut words = line.split_whitespace();
-                    let id = words.next()?.to_string();
-                    Some((id, words.next().and_then(|p| p.parse().ok())))
-                })
-                .collect();
+            found = ids_and_owners(&out.stdout);
         }
     }
     found
