@@ -23,9 +23,6 @@ pub const BASE_DIR_ENV: &str = "HARNESS_BASE_DIR";
 /// Runs the binary's `#[harness_test]`s with the command line's libtest arguments, and returns
 /// the exit code for `main` (returned, not `exit`ed, so that destructors run).
 pub fn run() -> ExitCode {
-    if let Some(code) = run_supervisor() {
-        return code;
-    }
     run_with_args(Arguments::from_args())
 }
 
@@ -45,6 +42,11 @@ pub fn run_with_setup(setup: impl FnOnce()) -> ExitCode {
 
 /// Like [`run`], with the arguments given.
 pub fn run_with_args(args: Arguments) -> ExitCode {
+    // Every entry point checks the role first, so a binary with a `main` of its own that calls
+    // only this one still serves as its topologies' supervisor.
+    if let Some(code) = run_supervisor() {
+        return code;
+    }
     let cases: Vec<&'static TestCase> = TESTS.iter().collect();
     if cases.is_empty() && !args.list {
         eprintln!(

@@ -146,12 +146,20 @@ fn supervisor_dir(run_id: &str, key: &str) -> PathBuf {
 /// Takes a lease on the copy of `shared`'s topology that the run's supervisor owns, starting
 /// the supervisor if none runs.
 pub(crate) fn lease(shared: &Shared, run_id: &str) -> Result<Topology, String> {
+    if std::env::var_os(ROLE_ENV).is_some() {
+        // A supervisor that ran tests would start supervisors without end.
+        return Err(format!(
+            "share topology {}: this process is a supervisor ({ROLE_ENV} is set) and runs no \
+             tests",
+            shared.label()
+        ));
+    }
     let key = shared.fingerprint();
     let dir = supervisor_dir(run_id, &key);
     let label = shared.label();
     for _ in 0..20 {
         if let Some(answer) = connect(&dir) {
-            return welcome(answer, &label);
+            return welcome(answer);
         }
         fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let lock_path = dir.join("lock");
@@ -172,12 +180,12 @@ pub(crate) fn lease(shared: &Shared, run_id: &str) -> Result<Topology, String> {
             continue;
         }
         if let Some(answer) = connect(&dir) {
-            return welcome(answer, &label);
+            return welcome(answer);
         }
         spawn(shared, &key, &dir)?;
         drop(lock);
         if let Some(answer) = connect(&dir) {
-            return welcome(answer, &label);
+            return welcome(answer);
         }
     }
     Err(format!(
@@ -202,10 +210,10 @@ fn connect(dir: &Path) -> Option<(Welcome, UnixStream)> {
     Some((welcome, stream))
 }
 
-fn welcome((welcome, stream): (Welcome, UnixStream), label: &str) -> Result<Topology, String> {
+fn welcome((welcome, stream): (Welcome, UnixStream)) -> Result<Topology, String> {
     match welcome {
         Welcome::Ok(copy) => Ok(Topology::leased(copy, stream)),
-        Welcome::Err(message) => Err(format!("{message} (shared copy of {label})")),
+        Welcome::Err(message) => Err(message),
     }
 }
 
