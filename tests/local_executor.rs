@@ -6,7 +6,6 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_lite::AsyncWriteExt;
@@ -830,20 +829,7 @@ fn harness_process_role() {
 
 #[test]
 fn children_die_with_the_harness() {
-    let mut harness = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "harness_process_role",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE_VAR, "harness")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = support::spawn_stand_in("harness_process_role", ROLE_VAR);
     let stdout = harness.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -9,7 +9,6 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -361,20 +360,7 @@ fn harness_with_many_children_role() {
 #[test]
 fn every_child_dies_with_a_killed_harness() {
     let _serial = serial();
-    let mut harness = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "harness_with_many_children_role",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE_VAR, "harness")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = support::spawn_stand_in("harness_with_many_children_role", ROLE_VAR);
     let stdout = harness.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -167,3 +167,22 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// Runs the ignored test `test` of this very test binary in a child process, with `role_var`
+/// set to `harness`, and its stdout piped: a stand-in harness that a test can kill.
+pub fn spawn_stand_in(test: &str, role_var: &str) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(role_var, "harness")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
