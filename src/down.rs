@@ -9,8 +9,7 @@ use clap::Args;
 use rustix::process::{Pid, Signal};
 
 use crate::run::EXIT_HARNESS_FAILED;
-use crate::state::{Run, RunInfo, clean_stale, find_runs};
-use crate::status::EXIT_NOT_RUNNING;
+use crate::state::{Run, RunInfo, live_runs};
 
 /// Time for the supervisor's own teardown, beyond the services' stop grace.
 const TEARDOWN_MARGIN: Duration = Duration::from_secs(10);
@@ -26,23 +25,10 @@ pub struct DownArgs {
 }
 
 pub fn down(args: DownArgs) -> ExitCode {
-    let (live, stale) = match find_runs(args.file.as_deref()) {
-        Ok(runs) => runs,
-        Err(e) => {
-            eprintln!("harness down: failed to {e}");
-            return ExitCode::from(EXIT_HARNESS_FAILED);
-        }
+    let live = match live_runs(args.file.as_deref(), "down") {
+        Ok(live) => live,
+        Err(code) => return code,
     };
-    for run in &stale {
-        clean_stale(run, "down");
-    }
-    if live.is_empty() {
-        match &args.file {
-            Some(file) => println!("harness down: {} is not running", file.display()),
-            None => println!("harness down: nothing is running"),
-        }
-        return ExitCode::from(EXIT_NOT_RUNNING);
-    }
     if args.file.is_none() && live.len() > 1 {
         eprintln!("harness down: several topologies are running; name the one to stop:");
         for run in &live {

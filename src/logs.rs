@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::run::EXIT_HARNESS_FAILED;
-use crate::state::{Run, clean_stale, find_runs};
-use crate::status::EXIT_NOT_RUNNING;
+use crate::state::{Run, live_runs};
 
 /// How often `-f` looks for new lines.
 const POLL: Duration = Duration::from_millis(100);
@@ -44,17 +43,10 @@ pub fn logs(args: LogsArgs) -> ExitCode {
 }
 
 fn logs_inner(args: &LogsArgs) -> Result<ExitCode, String> {
-    let (live, stale) = find_runs(args.file.as_deref()).map_err(|e| format!("failed to {e}"))?;
-    for run in &stale {
-        clean_stale(run, "logs");
-    }
-    if live.is_empty() {
-        match &args.file {
-            Some(file) => println!("harness logs: {} is not running", file.display()),
-            None => println!("harness logs: nothing is running"),
-        }
-        return Ok(ExitCode::from(EXIT_NOT_RUNNING));
-    }
+    let live = match live_runs(args.file.as_deref(), "logs") {
+        Ok(live) => live,
+        Err(code) => return Ok(code),
+    };
     let names = |run: &Run| -> Vec<String> { run.services().into_iter().map(|s| s.name).collect() };
     let with: Vec<&Run> = live
         .iter()

@@ -309,6 +309,29 @@ pub fn find_runs(file: Option<&Path>) -> Result<(Vec<Run>, Vec<Run>), String> {
 
 /// Removes a stale run's directory and says so: its services died with its supervisor
 /// (they get SIGKILL when it dies).
+/// The live runs (of `file`, or all) for `harness COMMAND`, after cleaning stale ones. When
+/// none runs, says so and returns the exit code for it; a failure to look returns
+/// [`EXIT_HARNESS_FAILED`](crate::run::EXIT_HARNESS_FAILED) after saying why.
+pub fn live_runs(file: Option<&Path>, command: &str) -> Result<Vec<Run>, std::process::ExitCode> {
+    let (live, stale) = find_runs(file).map_err(|e| {
+        eprintln!("harness {command}: failed to {e}");
+        std::process::ExitCode::from(crate::run::EXIT_HARNESS_FAILED)
+    })?;
+    for run in &stale {
+        clean_stale(run, command);
+    }
+    if live.is_empty() {
+        match file {
+            Some(file) => println!("harness {command}: {} is not running", file.display()),
+            None => println!("harness {command}: nothing is running"),
+        }
+        return Err(std::process::ExitCode::from(
+            crate::status::EXIT_NOT_RUNNING,
+        ));
+    }
+    Ok(live)
+}
+
 pub fn clean_stale(run: &Run, command: &str) {
     let pid = run
         .info

@@ -7,8 +7,7 @@ use clap::Args;
 use harness::orchestrator::MAIN_ENDPOINT;
 use harness::registry::{ServiceState, Timestamp};
 
-use crate::run::EXIT_HARNESS_FAILED;
-use crate::state::{Run, clean_stale, find_runs, format_duration};
+use crate::state::{Run, format_duration, live_runs};
 
 /// Exit code of `status`, `logs` and `down` when nothing (of FILE) is running.
 pub const EXIT_NOT_RUNNING: u8 = 3;
@@ -20,23 +19,10 @@ pub struct StatusArgs {
 }
 
 pub fn status(args: StatusArgs) -> ExitCode {
-    let (live, stale) = match find_runs(args.file.as_deref()) {
-        Ok(runs) => runs,
-        Err(e) => {
-            eprintln!("harness status: failed to {e}");
-            return ExitCode::from(EXIT_HARNESS_FAILED);
-        }
+    let live = match live_runs(args.file.as_deref(), "status") {
+        Ok(live) => live,
+        Err(code) => return code,
     };
-    for run in &stale {
-        clean_stale(run, "status");
-    }
-    if live.is_empty() {
-        match &args.file {
-            Some(file) => println!("harness status: {} is not running", file.display()),
-            None => println!("harness status: nothing is running"),
-        }
-        return ExitCode::from(EXIT_NOT_RUNNING);
-    }
     for (i, run) in live.iter().enumerate() {
         if i > 0 {
             println!();
