@@ -1,7 +1,8 @@
 //! Sharing under nextest, from outside: `cargo nextest run` on the user_demo suite starts each
 //! topology once for the whole run (in a supervisor process), every test passes, nextest sees
 //! no leak, and afterwards no supervisor, no service and no state directory is left; the same
-//! with `--partition`. And a supervisor killed with SIGKILL takes its services with it, and
+//! with `--partition`. A topology that cannot start is started once and fails each of its
+//! tests with the same error. And a supervisor killed with SIGKILL takes its services with it, and
 //! the next test elects a new one over what the dead one left.
 
 #[path = "support/fixtures.rs"]
@@ -200,6 +201,56 @@ fn a_partition_of_the_run_shares_too() {
         "{}",
         both(&output)
     );
+}
+
+#[test]
+fn a_topology_that_cannot_start_fails_its_tests_with_one_start_and_reports_log_tails() {
+    let scene = Scene::new();
+    let output = scene
+        .command(cargo())
+        .args(["nextest", "run", "--workspace", "--test", "user_failing"])
+        .args([
+            "--no-fail-fast",
+            "--failure-output",
+            "final",
+            "--target-dir",
+        ])
+        .arg(target_dir())
+        .env("HARNESS_FAILING_SUITE", "1")
+        .output()
+        .expect("run cargo nextest");
+    let text = both(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(!text.contains("LEAK"), "nextest saw a leak:\n{text}");
+    // Both tests of the broken topology fail with its start error, started once.
+    let attempts = scene.count("starting topology ");
+    let failing: Vec<_> = attempts
+        .iter()
+        .filter(|(topology, _)| topology.ends_with("failing.yaml"))
+        .collect();
+    assert_eq!(failing.len(), 1, "{attempts:?}");
+    assert_eq!(*failing[0].1, 1, "the broken topology was started again");
+    for test in ["cannot_start::first", "cannot_start::second"] {
+        let report = text
+            .split(&format!("---- {test} ----"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no report of {test}:\n{text}"));
+        assert!(
+            report.contains("start service broken") && report.contains("failing-service:"),
+            "{test} does not carry the start error with its log tail:\n{report}"
+        );
+    }
+    // A failing test of a shared copy shows the services' output, read from the supervisor's
+    // log files.
+    let panics = text
+        .split("---- panics ----")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no report of panics:\n{text}"));
+    assert!(
+        panics.contains("last lines of each service") && panics.contains("echo-server: listening"),
+        "{panics}"
+    );
+    scene.assert_nothing_left_soon(Duration::from_secs(20));
 }
 
 /// The user_demo test binary, built (if need be) into this target directory.
