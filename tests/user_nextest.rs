@@ -336,6 +336,19 @@ fn a_supervisor_killed_takes_its_services_with_it() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // What a supervisor of an earlier run left when it was killed: the next election removes
+    // it. Its pid is that of a process that has ended.
+    let mut ended = Command::new("true").spawn().unwrap();
+    ended.wait().unwrap();
+    let stale = scene
+        .state_root()
+        .join("tests")
+        .join("earlier-run-0123456789abcdef");
+    std::fs::create_dir_all(stale.join("services")).unwrap();
+    std::fs::write(stale.join("supervisor.pid"), ended.id().to_string()).unwrap();
+    std::fs::write(stale.join("lock"), "").unwrap();
+    std::fs::write(stale.join("services/echo.log"), "echo-server: listening\n").unwrap();
+
     // The next test of the run finds the dead supervisor's socket, elects a new one, and that
     // one tears down soon after (a short idle timeout) and removes its directory.
     run_one_test(&scene, &run_id, "echo_answers_at_its_address", "0.5");

@@ -182,6 +182,7 @@ pub(crate) fn lease(shared: &Shared, run_id: &str) -> Result<Topology, String> {
         if let Some(answer) = connect(&dir) {
             return welcome(answer);
         }
+        sweep(dir.parent().unwrap_or(&dir), &dir);
         spawn(shared, &key, &dir)?;
         drop(lock);
         if let Some(answer) = connect(&dir) {
@@ -192,6 +193,52 @@ pub(crate) fn lease(shared: &Shared, run_id: &str) -> Result<Topology, String> {
         "share topology {label}: its supervisor in {} went away again and again",
         dir.display()
     ))
+}
+
+/// Removes what supervisors that died (SIGKILL) left in `tests`, other than `ours`: the
+/// directories whose `supervisor.pid` names no live process and whose lock nobody holds.
+fn sweep(tests: &Path, ours: &Path) {
+    let Ok(entries) = fs::read_dir(tests) else {
+        return;
+    };
+    for dir in entries.flatten().map(|e| e.path()) {
+        if dir == ours {
+            continue;
+        }
+        // No pid file yet: a supervisor being started.
+        let Some(pid) = fs::read_to_string(dir.join("supervisor.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if running(pid) {
+            continue;
+        }
+        let Ok(lock) = File::open(dir.join("lock")) else {
+            continue;
+        };
+        let locked = rustix::fs::flock(
+            lock.as_fd(),
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        );
+        if locked.is_ok() {
+            log(&format!(
+                "remove {}, left by a dead supervisor",
+                dir.display()
+            ));
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// Whether `pid` is a live process (a zombie is not).
+fn running(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 /// Connects to the supervisor and reads its welcome; `None` when none answers.
