@@ -12,7 +12,8 @@
 //! - Election: a test connects to `sock` in that directory. If nothing answers it takes an
 //!   exclusive `flock` on `lock`, tries again, and if still nothing answers it starts the
 //!   supervisor and keeps the lock until the socket accepts. A socket left by a dead supervisor
-//!   is removed then.
+//!   is removed then, and so are the directories of supervisors that died (their pid file names
+//!   no live process and nobody holds their lock).
 //! - The supervisor is the test binary itself (`current_exe`), run with `HARNESS_ROLE=supervisor`;
 //!   `harness::main!()`'s runner sees the role before anything else and finds the topology among
 //!   the binary's tests by its hash. It calls `setsid`, becomes a child subreaper, and its
@@ -23,10 +24,10 @@
 //!   "..."}`, the same start error for every test: a topology that failed to start is not
 //!   started again. The test then only keeps the connection open; closing it ends the lease.
 //!   Services' logs are files in the supervisor's directory, which the test reads.
-//! - Teardown: when no lease is left and either the process that started the first test's
-//!   parent (the nextest runner) is gone or no lease came for `HARNESS_SUPERVISOR_IDLE` seconds
-//!   (10 by default), the supervisor takes the lock, removes its socket, stops the services and
-//!   removes its directory.
+//! - Teardown: when no lease is left and either the parent of the test that started the
+//!   supervisor (the nextest runner) is gone or no lease came for `HARNESS_SUPERVISOR_IDLE`
+//!   seconds (10 by default), the supervisor takes the lock, removes its socket, stops the
+//!   services and removes its directory.
 //! - A supervisor killed with SIGKILL takes its services with it: they get the orchestrator's
 //!   death signal (`PR_SET_PDEATHSIG`) from the supervisor's spawner thread.
 //! - A test of a shared copy cannot stop, start or restart its services (that would change
