@@ -420,3 +420,92 @@ fn bad_declarations_are_refused_before_anything_is_created() {
         );
     }
 }
+
+/// `pid start-time` of this process, as a lab's `owner` file holds it.
+fn own_owner_token() -> String {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let start = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    format!("{} {start}", std::process::id())
+}
+
+/// Removes by hand what `sweep_removes_only_labs_whose_owner_is_dead` made, whatever happened.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let registry = std::path::Path::new(harness::lab::REGISTRY_DIR);
+        for prefix in &self.0 {
+            let quiet = |args: &[&str]| {
+                let _ = std::process::Command::new("ip")
+                    .args(args)
+                    .stderr(Stdio::null())
+                    .status();
+            };
+            quiet(&["netns", "del", &format!("{prefix}-host")]);
+            quiet(&["link", "del", &format!("{prefix}-0")]);
+            let _ = std::fs::remove_dir_all(registry.join(prefix));
+            let _ = std::fs::remove_dir_all(registry.join(format!(".{prefix}")));
+        }
+    }
+}
+
+/// Leaves a lab's traces by hand (a directory with an owner file, a namespace, a root link),
+/// as a killed owner would, and checks that `sweep` removes them only when the owner is dead.
+#[test]
+fn sweep_removes_only_labs_whose_owner_is_dead() {
+    if skip() {
+        return;
+    }
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    };
+    // Not hex after `hx`: no real lab takes these prefixes.
+    let dead = format!("hxz{}", std::process::id() % 1000);
+    let live = format!("hxy{}", std::process::id() % 1000);
+    let registry = std::path::Path::new(harness::lab::REGISTRY_DIR);
+    let _cleanup = Cleanup(vec![dead.clone(), live.clone()]);
+    // The namespace and links first, the registry entry last: labs built by other tests sweep
+    // too, and must find the dead lab whole.
+    ip(&["netns", "add", &format!("{dead}-host")]);
+    ip(&[
+        "link",
+        "add",
+        &format!("{dead}-0"),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{dead}-1"),
+    ]);
+    // A pid that is no longer ours: a finished child, with a start time that cannot match.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    for (prefix, owner) in [
+        (&dead, format!("{} 1", gone.id())),
+        (&live, own_owner_token()),
+    ] {
+        // Written under a hidden name, which sweeps skip, then renamed in one step.
+        let staging = registry.join(format!(".{prefix}"));
+        std::fs::create_dir_all(&staging).unwrap();
+        std::fs::write(staging.join("owner"), owner).unwrap();
+        std::fs::rename(&staging, registry.join(prefix)).unwrap();
+    }
+
+    harness::lab::sweep();
+    let live_left = leftovers(&live);
+    std::fs::remove_dir_all(registry.join(&live)).unwrap();
+    assert_eq!(
+        live_left.len(),
+        1,
+        "the live lab's directory stays: {live_left:?}"
+    );
+    assert_eq!(leftovers(&dead), Vec::<String>::new());
+}

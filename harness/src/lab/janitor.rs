@@ -38,7 +38,9 @@ pub(crate) fn reserve() -> Result<String, LabError> {
         .map_err(|e| LabError::io(format!("create the lab registry {REGISTRY_DIR}"), e))?;
     let token = owner_token(std::process::id())
         .ok_or_else(|| LabError::Unsupported("read this process's start time from /proc".into()))?;
-    for attempt in 0u32.. {
+    // 65536 prefixes: a free one is found in a few tries unless thousands of labs run.
+    const ATTEMPTS: u32 = 1000;
+    for attempt in 0..ATTEMPTS {
         let prefix = format!("hx{:04x}", random_u16(attempt));
         let taken_by_names = ip::namespaces()
             .iter()
@@ -54,11 +56,14 @@ pub(crate) fn reserve() -> Result<String, LabError> {
                     .map_err(|e| LabError::io(format!("write {}/owner", dir.display()), e))?;
                 return Ok(prefix);
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 1000 => continue,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(LabError::io(format!("create {}", dir.display()), e)),
         }
     }
-    unreachable!("the loop returns")
+    Err(LabError::io(
+        format!("reserve a lab prefix in {REGISTRY_DIR}"),
+        io::Error::other(format!("{ATTEMPTS} random prefixes were all taken")),
+    ))
 }
 
 /// Whether the name `name` (a namespace or a link) belongs to the lab `prefix`.
@@ -80,6 +85,10 @@ pub fn sweep() -> Vec<String> {
         let Ok(prefix) = entry.file_name().into_string() else {
             continue;
         };
+        // Hidden entries are not labs (a lab's prefix never starts with a dot).
+        if prefix.starts_with('.') {
+            continue;
+        }
         let dir = entry.path();
         let dead = match std::fs::read_to_string(dir.join("owner")) {
             Ok(token) => !owner_alive(&token),
@@ -122,14 +131,15 @@ pub(crate) fn teardown(prefix: &str) -> Result<(), LabError> {
         let _ = ip::ip(prefix, "delete a lab namespace", &["netns", "del", ns]);
     }
     // Deleting a namespace destroys its veths, and with them their peers in the root namespace,
-    // but only after `ip netns del` returned: wait for that, then remove what is still there.
-    wait_until(|| !ip::root_links().iter().any(|l| belongs_to(l, prefix)));
+    // but only after `ip netns del` returned. Delete what is still there (a link that is going
+    // away already may fail to delete: no matter), then wait until none is left.
     for link in ip::root_links()
         .into_iter()
         .filter(|l| belongs_to(l, prefix))
     {
         let _ = ip::ip(prefix, "delete a lab link", &["link", "del", &link]);
     }
+    wait_until(|| !ip::root_links().iter().any(|l| belongs_to(l, prefix)));
     let dir = lab_dir(prefix);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}
