@@ -54,7 +54,7 @@ pub fn run_with_args(args: Arguments) -> ExitCode {
              run in a `harness = false` target"
         );
     }
-    run_cases(&args, cases).exit_code()
+    run_cases(&args, cases, supervisor::nextest_run_id()).exit_code()
 }
 
 /// Runs the supervisor of a topology shared under nextest, if this process is one.
@@ -64,7 +64,7 @@ fn run_supervisor() -> Option<ExitCode> {
     let mut shareds: Vec<Arc<Shared>> = Vec::new();
     for case in TESTS.iter() {
         if !shareds.iter().any(|s| s.key() == &case.topology_key()) {
-            shareds.push(Arc::new(Shared::new(case, base_dir.clone())));
+            shareds.push(Arc::new(Shared::new(case, base_dir.clone(), None)));
         }
     }
     supervisor::run_if_supervisor(&shareds)
@@ -77,14 +77,19 @@ fn base_dir() -> PathBuf {
     }
 }
 
-fn run_cases(args: &Arguments, mut cases: Vec<&'static TestCase>) -> Conclusion {
+/// Runs `cases`; with the nextest run id, shared copies are leased from supervisors.
+fn run_cases(
+    args: &Arguments,
+    mut cases: Vec<&'static TestCase>,
+    run_id: Option<String>,
+) -> Conclusion {
     cases.sort_by_cached_key(|c| c.test_name());
     let base_dir = base_dir();
     let mut shared: BTreeMap<TopologyKey, Arc<Shared>> = BTreeMap::new();
     for case in &cases {
         shared
             .entry(case.topology_key())
-            .or_insert_with(|| Arc::new(Shared::new(case, base_dir.clone())));
+            .or_insert_with(|| Arc::new(Shared::new(case, base_dir.clone(), run_id.clone())));
     }
     let trials: Vec<Trial> = cases
         .iter()
@@ -248,7 +253,8 @@ mod tests {
             test_threads: Some(1),
             ..Arguments::default()
         };
-        let conclusion = run_cases(&args, cases);
+        // Under nextest too, these share in this process: no supervisor.
+        let conclusion = run_cases(&args, cases, None);
         assert_eq!(
             (
                 conclusion.num_passed,
@@ -270,7 +276,8 @@ mod tests {
             test_threads: Some(2),
             ..Arguments::default()
         };
-        let conclusion = run_cases(&args, cases);
+        // Under nextest too, these share in this process: no supervisor.
+        let conclusion = run_cases(&args, cases, None);
         assert_eq!((conclusion.num_passed, conclusion.num_failed), (0, 2));
     }
 }

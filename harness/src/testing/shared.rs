@@ -19,6 +19,8 @@ pub(crate) struct Shared {
     /// The embedded texts: the file, then its overlays.
     sources: Vec<(PathBuf, String)>,
     base_dir: PathBuf,
+    /// The nextest run whose supervisor owns the shared copy; `None` to start it here.
+    run_id: Option<String>,
     config: OnceLock<Result<TopologyConfig, String>>,
     /// Selected tests that share the copy and have not finished.
     remaining: Mutex<usize>,
@@ -37,8 +39,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// The topology `case` names; its binaries are resolved against `base_dir`.
-    pub(crate) fn new(case: &TestCase, base_dir: PathBuf) -> Self {
+    /// The topology `case` names; its binaries are resolved against `base_dir`. With `run_id`
+    /// the shared copy is a lease from that nextest run's supervisor.
+    pub(crate) fn new(case: &TestCase, base_dir: PathBuf, run_id: Option<String>) -> Self {
         let sources = std::iter::once(&case.topology)
             .chain(case.overlays)
             .map(|s| (PathBuf::from(s.path), s.text.to_string()))
@@ -47,6 +50,7 @@ impl Shared {
             key: case.topology_key(),
             sources,
             base_dir,
+            run_id,
             config: OnceLock::new(),
             remaining: Mutex::new(0),
             state: Mutex::new(State::Idle),
@@ -138,8 +142,8 @@ impl Shared {
             State::Running(topology) => Ok(topology.clone()),
             State::Failed(message) => Err(message.clone()),
             State::Idle => {
-                let started = match supervisor::nextest_run_id() {
-                    Some(run_id) => supervisor::lease(self, &run_id),
+                let started = match &self.run_id {
+                    Some(run_id) => supervisor::lease(self, run_id),
                     None => self.start_copy(),
                 };
                 *state = match &started {

@@ -331,3 +331,64 @@ impl std::fmt::Debug for Topology {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leased(log_file: Option<PathBuf>) -> (Topology, UnixStream) {
+        let (lease, supervisor_side) = UnixStream::pair().unwrap();
+        let copy = Copy {
+            file: PathBuf::from("/virtual/kv.yaml"),
+            state_dir: Some(PathBuf::from("/virtual/state")),
+            services: vec![RemoteService {
+                name: "cache".to_string(),
+                addr: Some("127.0.0.1:4000".parse().unwrap()),
+                env: vec![("PORT".to_string(), "4000".to_string())],
+                log_file,
+            }],
+        };
+        (Topology::leased(copy, lease), supervisor_side)
+    }
+
+    #[test]
+    fn a_leased_copy_reads_what_the_supervisor_sent_and_its_log_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("cache.log");
+        std::fs::write(&log, "first\nsecond\n").unwrap();
+        let (topology, _supervisor) = leased(Some(log));
+        let cache = topology.service("cache").unwrap();
+        assert_eq!(cache.addr(), "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(cache.env_var("PORT"), Some("4000"));
+        let lines: Vec<String> = cache.logs().into_iter().map(|l| l.text).collect();
+        assert_eq!(lines, ["first", "second"]);
+        assert!(topology.logs("db").is_err());
+        assert!(
+            topology
+                .addr("db")
+                .unwrap_err()
+                .to_string()
+                .contains("cache")
+        );
+        assert_eq!(topology.state_dir(), Some(PathBuf::from("/virtual/state")));
+    }
+
+    #[test]
+    fn a_leased_copy_refuses_to_restart_and_ends_its_lease_when_dropped() {
+        let (topology, mut supervisor) = leased(None);
+        let error = async_io::block_on(topology.restart("cache"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("restart cache") && error.contains("isolated"),
+            "{error}"
+        );
+        let clone = topology.clone();
+        drop(topology);
+        drop(clone);
+        // The supervisor's side sees the lease end.
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut supervisor, &mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
+}
