@@ -80,6 +80,7 @@ impl Scene {
             .env("HARNESS_SUPERVISOR_LOG", self.supervisor_log())
             .env(TOKEN, &self.token)
             .env_remove("NEXTEST_RUN_ID")
+            .env_remove("NEXTEST_TEST_NAME")
             .current_dir(fixtures::workspace_dir());
         command
     }
@@ -274,12 +275,14 @@ fn user_demo_binary() -> &'static Path {
     })
 }
 
-/// Runs one user_demo test as nextest would, in run `run_id`.
+/// Runs one user_demo test as nextest would (`--exact NAME` with `NEXTEST_TEST_NAME=NAME`), in
+/// run `run_id`.
 fn run_one_test(scene: &Scene, run_id: &str, test: &str, idle: &str) {
     let output = scene
         .command(user_demo_binary())
         .args(["--exact", test])
         .env("NEXTEST_RUN_ID", run_id)
+        .env("NEXTEST_TEST_NAME", test)
         .env("HARNESS_SUPERVISOR_IDLE", idle)
         .output()
         .expect("run user_demo");

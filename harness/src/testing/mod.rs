@@ -42,9 +42,9 @@
 //!   `NEXTEST_RUN_ID` is set) a test that is not `isolated` takes a lease on the copy that a
 //!   supervisor process owns, one per run and topology: the test binary itself, re-run with
 //!   `HARNESS_ROLE=supervisor`. Such a test cannot stop, start or restart services (make it
-//!   `isolated`), and [`Topology::manager`] panics for it. A program run by a nextest test
-//!   inherits `NEXTEST_RUN_ID`: a harness test binary it runs shares through a supervisor too,
-//!   whose run ends with that test's process. The details are in `supervisor.rs`.
+//!   `isolated`), and [`Topology::manager`] panics for it. Only the process nextest started
+//!   for one test shares so (its arguments select exactly `NEXTEST_TEST_NAME`): a suite that a
+//!   test runs shares within its own process. The details are in `supervisor.rs`.
 //! - A timeout cannot interrupt a body that blocks its thread without awaiting (a
 //!   `std::thread::sleep`, a blocking read): the test fails once the body next yields.
 //! - A test that stops or restarts services in a shared copy affects the other tests of that

@@ -54,7 +54,8 @@ pub fn run_with_args(args: Arguments) -> ExitCode {
              run in a `harness = false` target"
         );
     }
-    run_cases(&args, cases, supervisor::nextest_run_id()).exit_code()
+    let run_id = supervisor::nextest_run_id(&args);
+    run_cases(&args, cases, run_id).exit_code()
 }
 
 /// Runs the supervisor of a topology shared under nextest, if this process is one.

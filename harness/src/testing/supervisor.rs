@@ -1,9 +1,9 @@
 //! Sharing a topology across the processes of a nextest run.
 //!
 //! `cargo nextest run` runs each test in a process of its own and has no teardown hook, so
-//! when `NEXTEST_RUN_ID` is set a test that is not `isolated` does not start its topology: it
-//! takes a lease on the copy that a supervisor process owns, one supervisor per run and
-//! topology.
+//! in a process nextest started (`NEXTEST_RUN_ID` is set, and the arguments select exactly
+//! `NEXTEST_TEST_NAME`) a test that is not `isolated` does not start its topology: it takes a
+//! lease on the copy that a supervisor process owns, one supervisor per run and topology.
 //!
 //! - The key is `NEXTEST_RUN_ID` and a hash of the embedded topology texts (file and
 //!   overlays), the overlays `HARNESS_OVERLAY` names and the base directory. The supervisor's
@@ -67,6 +67,8 @@ pub const LOG_ENV: &str = "HARNESS_SUPERVISOR_LOG";
 pub const STATE_DIR_ENV: &str = "HARNESS_STATE_DIR";
 /// Set by nextest for every test process of a run.
 const RUN_ID_ENV: &str = "NEXTEST_RUN_ID";
+/// Set by nextest to the name of the one test a process runs.
+const TEST_NAME_ENV: &str = "NEXTEST_TEST_NAME";
 
 const DEFAULT_IDLE: Duration = Duration::from_secs(10);
 /// How long a test waits for a supervisor it started to accept.
@@ -98,9 +100,16 @@ pub(crate) struct RemoteService {
     pub(crate) log_file: Option<PathBuf>,
 }
 
-/// The nextest run this process belongs to, if any.
-pub(crate) fn nextest_run_id() -> Option<String> {
-    std::env::var(RUN_ID_ENV).ok().filter(|id| !id.is_empty())
+/// The nextest run this process belongs to, if nextest started it to run one test (`args`
+/// select exactly `NEXTEST_TEST_NAME`). A program that a test runs inherits nextest's
+/// variables, but not its arguments: it shares within its own process, as under `cargo test`.
+pub(crate) fn nextest_run_id(args: &libtest_mimic::Arguments) -> Option<String> {
+    let run_id = std::env::var(RUN_ID_ENV).ok().filter(|id| !id.is_empty())?;
+    match std::env::var(TEST_NAME_ENV) {
+        // Older nextest versions do not name the test.
+        Err(_) => Some(run_id),
+        Ok(name) => (args.exact && args.filter.as_deref() == Some(name.as_str())).then_some(run_id),
+    }
 }
 
 /// FNV-1a: stable across builds and processes, unlike std's hasher.
