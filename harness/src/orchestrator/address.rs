@@ -1,7 +1,8 @@
 //! Addresses: where a service listens, and the address at which another service reaches it
 //! from where that one runs.
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 
 use crate::topology::ServiceTarget;
 
@@ -15,29 +16,87 @@ pub(crate) const HOST_GATEWAY: &str = "host.docker.internal";
 /// and its address on the run's network reach it.
 pub(crate) const CONTAINER_BIND_HOST: &str = "0.0.0.0";
 
+/// What a `remote_lan` service binds to for `${host}`: every interface of its host, so that
+/// this machine and the other LAN hosts reach it at the host's address.
+pub(crate) const LAN_BIND_HOST: &str = "0.0.0.0";
+
 /// Where a service runs, as far as reaching it is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Placement {
     /// On this machine's own network stack: a local process.
     Host,
     /// In a container on the run's Docker network.
     Container,
+    /// On a LAN host (a `remote_lan` target).
+    Lan(LanSite),
+}
+
+/// A LAN host as both sides see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LanSite {
+    /// The host as the topology writes it (a name or an address).
+    pub(crate) host: String,
+    /// Its address, which this machine connects to.
+    pub(crate) ip: IpAddr,
+    /// This machine's address as the host sees it: the source address the kernel picks for
+    /// packets to `ip`.
+    pub(crate) this_machine: IpAddr,
+}
+
+impl LanSite {
+    /// Resolves `host` (the first address it resolves to) and finds this machine's address
+    /// towards it. The source address comes from connecting a UDP socket to the host, which
+    /// sends nothing: the kernel only picks the route, as `ip route get HOST` would show it.
+    pub(crate) fn locate(host: &str) -> io::Result<LanSite> {
+        let ip = match host.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => (host, 0)
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?
+                .ip(),
+        };
+        let any: IpAddr = if ip.is_ipv4() {
+            [0, 0, 0, 0].into()
+        } else {
+            [0u16; 8].into()
+        };
+        let socket = UdpSocket::bind((any, 0))?;
+        // Port 9 (discard): any port does, nothing is sent.
+        socket.connect((ip, 9))?;
+        Ok(LanSite {
+            host: host.to_string(),
+            ip,
+            this_machine: socket.local_addr()?.ip(),
+        })
+    }
+
+    /// `HOST:PORT` with the host as the topology writes it (an IPv6 address in brackets).
+    fn reach(&self, port: u16) -> String {
+        match self.host.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::from((ip, port)).to_string(),
+            Err(_) => format!("{}:{port}", self.host),
+        }
+    }
 }
 
 impl Placement {
-    /// Where a service with `target` runs.
-    pub(crate) fn of(target: &ServiceTarget) -> Self {
-        match target {
+    /// Where a service with `target` runs. A `remote_lan` host is resolved here, and this
+    /// machine's address towards it found ([`LanSite::locate`]).
+    pub(crate) fn of(target: &ServiceTarget) -> io::Result<Self> {
+        Ok(match target {
             ServiceTarget::Docker(_) => Placement::Container,
+            ServiceTarget::RemoteLan(t) => Placement::Lan(LanSite::locate(&t.host)?),
             _ => Placement::Host,
-        }
+        })
     }
 
     /// The value of `${host}` for a service placed here.
-    pub(crate) fn own_host(self) -> String {
+    pub(crate) fn own_host(&self) -> String {
         match self {
             Placement::Host => LOCAL_HOST.to_string(),
             Placement::Container => CONTAINER_BIND_HOST.to_string(),
+            Placement::Lan(_) => LAN_BIND_HOST.to_string(),
         }
     }
 }
@@ -50,31 +109,43 @@ pub(crate) struct ServiceAddr {
     /// Where it runs.
     pub(crate) placement: Placement,
     /// The port it listens on where it runs (its `PORT`): on this machine for a process, inside
-    /// its own network namespace for a container.
+    /// its own network namespace for a container, on its host for a LAN service.
     pub(crate) port: u16,
-    /// The port on `127.0.0.1` of this machine that reaches it: `port` for a process, the
-    /// published port for a container.
+    /// The port of this machine that reaches it: `port` for a process and a LAN service, the
+    /// published port (on `127.0.0.1`) for a container.
     pub(crate) host_port: u16,
 }
 
 impl ServiceAddr {
-    /// The address at which this machine (the caller, health checks, processes) reaches it.
+    /// The address at which this machine (the caller, health checks, processes) reaches it:
+    /// `127.0.0.1:HOST_PORT`, or the LAN host's address and the port.
     pub(crate) fn local(&self) -> SocketAddr {
-        SocketAddr::from((LOCAL_HOST, self.host_port))
+        match &self.placement {
+            Placement::Lan(site) => SocketAddr::from((site.ip, self.port)),
+            _ => SocketAddr::from((LOCAL_HOST, self.host_port)),
+        }
     }
 
     /// The address a service placed at `from` uses to reach this one:
     ///
-    /// | from \ to | process | container |
-    /// |---|---|---|
-    /// | process | `127.0.0.1:PORT` | `127.0.0.1:PUBLISHED` |
-    /// | container | `host.docker.internal:PORT` | `NAME:PORT` (its alias on the run's network) |
-    pub(crate) fn seen_from(&self, from: Placement) -> String {
-        match (from, self.placement) {
+    /// | from \ to | process | container | LAN service |
+    /// |---|---|---|---|
+    /// | process | `127.0.0.1:PORT` | `127.0.0.1:PUBLISHED` | `HOST:PORT` |
+    /// | container | `host.docker.internal:PORT` | `NAME:PORT` | `HOST:PORT` |
+    /// | LAN service | `THIS_MACHINE:PORT` | `THIS_MACHINE:PUBLISHED` | `HOST:PORT` |
+    ///
+    /// `HOST` is the LAN host as the topology writes it; `THIS_MACHINE` is this machine's
+    /// address as the dependent's host sees it ([`LanSite::this_machine`]).
+    pub(crate) fn seen_from(&self, from: &Placement) -> String {
+        match (from, &self.placement) {
+            (_, Placement::Lan(site)) => site.reach(self.port),
             (Placement::Host, _) => self.local().to_string(),
             (Placement::Container, Placement::Container) => format!("{}:{}", self.name, self.port),
             (Placement::Container, Placement::Host) => {
                 format!("{HOST_GATEWAY}:{}", self.host_port)
+            }
+            (Placement::Lan(site), _) => {
+                SocketAddr::from((site.this_machine, self.host_port)).to_string()
             }
         }
     }
@@ -99,10 +170,10 @@ mod tests {
             host_port: 49153,
         };
         let seen = [
-            process.seen_from(Placement::Host),
-            process.seen_from(Placement::Container),
-            container.seen_from(Placement::Host),
-            container.seen_from(Placement::Container),
+            process.seen_from(&Placement::Host),
+            process.seen_from(&Placement::Container),
+            container.seen_from(&Placement::Host),
+            container.seen_from(&Placement::Container),
         ];
         assert_eq!(
             seen,
@@ -116,5 +187,41 @@ mod tests {
         assert_eq!(container.local(), "127.0.0.1:49153".parse().unwrap());
         assert_eq!(Placement::Container.own_host(), "0.0.0.0");
         assert_eq!(Placement::Host.own_host(), "127.0.0.1");
+    }
+
+    #[test]
+    fn lan_services_are_reached_at_their_host_and_reach_this_machine_by_its_lan_address() {
+        let site = |host: &str, ip: [u8; 4]| LanSite {
+            host: host.into(),
+            ip: ip.into(),
+            this_machine: [10, 1, 0, 254].into(),
+        };
+        let a = Placement::Lan(site("10.1.0.1", [10, 1, 0, 1]));
+        let b = Placement::Lan(site("db.lan", [10, 1, 0, 2]));
+        let on_b = ServiceAddr {
+            name: "db".into(),
+            placement: b.clone(),
+            port: 5432,
+            host_port: 5432,
+        };
+        let process = ServiceAddr {
+            name: "web".into(),
+            placement: Placement::Host,
+            port: 8080,
+            host_port: 8080,
+        };
+        assert_eq!(on_b.local(), "10.1.0.2:5432".parse().unwrap());
+        assert_eq!(on_b.seen_from(&a), "db.lan:5432");
+        assert_eq!(on_b.seen_from(&Placement::Host), "db.lan:5432");
+        assert_eq!(on_b.seen_from(&Placement::Container), "db.lan:5432");
+        assert_eq!(process.seen_from(&a), "10.1.0.254:8080");
+        assert_eq!(a.own_host(), "0.0.0.0");
+    }
+
+    #[test]
+    fn this_machine_is_found_by_the_route_to_the_host() {
+        let site = LanSite::locate("127.0.0.1").unwrap();
+        assert_eq!(site.ip, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(site.this_machine, IpAddr::from([127, 0, 0, 1]));
     }
 }

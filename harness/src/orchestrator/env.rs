@@ -14,13 +14,13 @@ pub(crate) type Dependency = (String, Option<ServiceAddr>);
 
 /// The values of `${port}`, `${host}`, `${addr}` and `${<DEP>_ADDR}` for a service placed at
 /// `placement` on `port` whose dependencies are `dependencies`. `${host}` is `127.0.0.1` for a
-/// process and `0.0.0.0` for a container (what it binds to; see
+/// process and `0.0.0.0` for a container or a LAN service (what it binds to; see
 /// [`Placement::own_host`]), and `${addr}` is `${host}:${port}`. A dependency's address is
 /// the one reachable from `placement` ([`ServiceAddr::seen_from`]). A service without a port
 /// has no `${port}` or `${addr}`, and a dependency without one no `${<DEP>_ADDR}`, so using
 /// them fails the start with the placeholder named.
 pub(crate) fn placeholder_values(
-    placement: Placement,
+    placement: &Placement,
     port: Option<u16>,
     dependencies: &[Dependency],
 ) -> HashMap<String, String> {
@@ -43,7 +43,7 @@ pub(crate) fn placeholder_values(
 /// `<DEP>_ADDR` for each dependency with a port (reachable from `placement`), in the file's
 /// order.
 pub(crate) fn injected_env(
-    placement: Placement,
+    placement: &Placement,
     port: Option<u16>,
     dependencies: &[Dependency],
 ) -> Vec<(String, String)> {
@@ -103,13 +103,13 @@ mod tests {
             ("quiet".to_string(), None),
         ];
         assert_eq!(
-            injected_env(Placement::Host, Some(8080), &deps),
+            injected_env(&Placement::Host, Some(8080), &deps),
             [
                 ("PORT".to_string(), "8080".to_string()),
                 ("KV_STORE_ADDR".to_string(), "127.0.0.1:4000".to_string()),
             ]
         );
-        let values = placeholder_values(Placement::Host, None, &deps);
+        let values = placeholder_values(&Placement::Host, None, &deps);
         assert_eq!(values["host"], "127.0.0.1");
         assert_eq!(values["KV_STORE_ADDR"], "127.0.0.1:4000");
         assert!(!values.contains_key("port") && !values.contains_key("QUIET_ADDR"));
@@ -126,7 +126,7 @@ mod tests {
                 host_port: 4000,
             }),
         )];
-        let values = placeholder_values(Placement::Container, Some(8080), &deps);
+        let values = placeholder_values(&Placement::Container, Some(8080), &deps);
         assert_eq!(values["host"], "0.0.0.0");
         assert_eq!(values["addr"], "0.0.0.0:8080");
         assert_eq!(values["KV_STORE_ADDR"], "host.docker.internal:4000");

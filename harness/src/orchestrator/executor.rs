@@ -32,6 +32,10 @@ pub struct StartSpec {
     pub injected_env: Vec<(String, String)>,
     /// The directory relative binaries and working directories are resolved against.
     pub base_dir: PathBuf,
+    /// The run's state directory (env files, logs), where an executor may keep files of the
+    /// run (the `remote_lan` executor's known-hosts file). Removed by
+    /// [`ServiceManager::stop_all`](super::ServiceManager::stop_all).
+    pub state_dir: PathBuf,
 }
 
 impl StartSpec {

@@ -16,12 +16,12 @@ use crate::topology::{HealthCheck, Probe};
 use super::error::StartFailure;
 use super::executor::RunningService;
 use super::logs::LogBuffer;
-use super::ports::LOCAL_HOST;
 
 /// What a probe needs to know about the service it checks.
 pub(crate) struct ProbeContext<'a> {
-    /// The port of 127.0.0.1 that reaches the service.
-    pub(crate) port: Option<u16>,
+    /// The address at which this machine reaches the service: `127.0.0.1:HOST_PORT`, or a LAN
+    /// host's address and the port.
+    pub(crate) addr: Option<SocketAddr>,
     /// Where the service itself listens when something else stands in front of `port`: a
     /// container's address on its network, behind the port Docker publishes.
     pub(crate) direct: Option<SocketAddr>,
@@ -120,14 +120,14 @@ pub(crate) async fn probe(
                         .await
                         .map_err(|e| format!("connect to {direct} (in the container): {e}"))?;
                 }
-                let addr = addr_of(context.port)?;
+                let addr = addr_of(context.addr)?;
                 TcpStream::connect(addr)
                     .await
                     .map(|_| format!("{addr} accepts connections"))
                     .map_err(|e| format!("connect to {addr}: {e}"))
             }
             Probe::Http { path, status } => {
-                let addr = addr_of(context.port)?;
+                let addr = addr_of(context.addr)?;
                 let got = http_status(addr, path).await?;
                 if got == *status {
                     Ok(format!("GET {path} answered {got}"))
@@ -154,9 +154,8 @@ pub(crate) async fn probe(
     .await
 }
 
-fn addr_of(port: Option<u16>) -> Result<SocketAddr, String> {
-    port.map(|p| SocketAddr::from((LOCAL_HOST, p)))
-        .ok_or_else(|| "the service has no port to check".to_string())
+fn addr_of(addr: Option<SocketAddr>) -> Result<SocketAddr, String> {
+    addr.ok_or_else(|| "the service has no port to check".to_string())
 }
 
 /// A minimal HTTP/1.1 GET: sends the request and reads the status line.

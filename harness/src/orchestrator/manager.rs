@@ -29,6 +29,7 @@ use super::health::{ProbeContext, default_check, wait_healthy};
 use super::logs::{DEFAULT_LOG_TAIL, FAILURE_TAIL, LogBuffer, LogLine};
 use super::ports::{LOCAL_HOST, assign_host_port, assign_port};
 use super::process::ProcessExecutor;
+use super::remote_lan::RemoteLanExecutor;
 
 /// How long a service may take to stop after SIGTERM before it is killed.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -165,6 +166,8 @@ struct Slot {
     /// kept with it.
     host_port: Option<u16>,
     running: Option<Box<dyn RunningService>>,
+    /// Where it runs, found at the first start (a LAN host resolved) and kept with its port.
+    placement: Option<Placement>,
     healthy_since: Option<Instant>,
     /// Counts starts, so that the exit of an old run is not taken for the current one's.
     generation: u64,
@@ -177,6 +180,7 @@ impl ServiceManager {
         let mut executors: HashMap<&'static str, Arc<dyn ServiceExecutor>> = HashMap::new();
         executors.insert("process", Arc::new(ProcessExecutor));
         executors.insert("docker", Arc::new(DockerExecutor::new()));
+        executors.insert("remote_lan", Arc::new(RemoteLanExecutor::new()));
         let services = topology
             .services
             .keys()
@@ -186,6 +190,7 @@ impl ServiceManager {
                     port: None,
                     host_port: None,
                     running: None,
+                    placement: None,
                     healthy_since: None,
                     generation: 0,
                 };
@@ -401,12 +406,12 @@ impl ServiceManager {
     pub async fn status(&self, name: &str) -> Result<ServiceStatus, OrchestratorError> {
         self.config(name)?;
         let entry = self.registry.get(name).await.ok();
-        let (pid, port, uptime) = {
+        let (pid, addr, uptime) = {
             let run = self.lock();
             let slot = &run.services[name];
             (
                 slot.running.as_ref().and_then(|r| r.pid()),
-                slot.host_port,
+                self.service_addr(&run, name).map(|a| a.local()),
                 slot.healthy_since.map(|t| t.elapsed()),
             )
         };
@@ -416,7 +421,7 @@ impl ServiceManager {
                 .as_ref()
                 .map_or(ServiceState::Pending, |e| e.state.clone()),
             pid,
-            addr: port.map(|p| SocketAddr::from((LOCAL_HOST, p))),
+            addr,
             health: entry.and_then(|e| e.health),
             uptime,
         })
@@ -491,8 +496,18 @@ impl ServiceManager {
                 ServiceTarget::RemoteLan(_) => ExecutionKind::RemoteLan,
                 ServiceTarget::Wireguard(_) => ExecutionKind::Wireguard,
             };
-            let mut entry =
-                ServiceEntry::new(&config.name, Location::Local, ExecutionInfo::new(kind));
+            let (location, host) = match &config.target {
+                ServiceTarget::RemoteLan(t) => (
+                    Location::Lan {
+                        host: t.host.clone(),
+                    },
+                    Some(t.host.clone()),
+                ),
+                _ => (Location::Local, None),
+            };
+            let mut execution = ExecutionInfo::new(kind);
+            execution.host = host;
+            let mut entry = ServiceEntry::new(&config.name, location, execution);
             for dependency in &config.dependencies {
                 entry = entry.with_dependency(dependency);
             }
@@ -508,7 +523,12 @@ impl ServiceManager {
     async fn start_one(&self, name: &str) -> Result<(), OrchestratorError> {
         let config = self.config(name)?;
         let state_dir = self.prepare(config).await?;
-        let placement = Placement::of(&config.target);
+        let known = self.lock().services[name].placement.clone();
+        let placement = match known {
+            Some(placement) => Ok(placement),
+            // Resolving a LAN host's name may take a while: not under the lock.
+            None => Placement::of(&config.target),
+        };
         let (log, ports, dependencies) = {
             let mut run = self.lock();
             let dependencies: Vec<Dependency> = config
@@ -523,6 +543,9 @@ impl ServiceManager {
             if slot.running.is_some() {
                 return Ok(());
             }
+            if let Ok(placement) = &placement {
+                slot.placement = Some(placement.clone());
+            }
             let ports = match slot.port {
                 Some(port) => Ok((port, slot.host_port)),
                 None => {
@@ -532,7 +555,11 @@ impl ServiceManager {
                         taken.extend(s.host_port);
                     }
                     let ports = assign_port(config.port, &taken).and_then(|port| {
-                        let host_port = assign_host_port(placement, config.port, port, &taken)?;
+                        let Ok(placement) = &placement else {
+                            return Ok((port, None));
+                        };
+                        let host_port =
+                            assign_host_port(placement.clone(), config.port, port, &taken)?;
                         Ok((port, host_port))
                     });
                     let slot = run
@@ -555,6 +582,22 @@ impl ServiceManager {
         self.registry
             .set_state(name, ServiceState::Starting)
             .await?;
+        let placement = match placement {
+            Ok(placement) => placement,
+            Err(e) => {
+                let host = match &config.target {
+                    ServiceTarget::RemoteLan(t) => t.host.clone(),
+                    _ => "this machine".to_string(),
+                };
+                return Err(fail(StartFailure::Launch(
+                    crate::exec::LaunchError::Unreachable {
+                        host,
+                        reason: format!("find its address and the route to it: {e}"),
+                    },
+                ))
+                .await);
+            }
+        };
         let (port, host_port) = match ports {
             Ok(ports) => ports,
             Err(source) => {
@@ -565,12 +608,25 @@ impl ServiceManager {
                 .await);
             }
         };
-        if let Some(host_port) = host_port {
-            let endpoint = Endpoint::new(MAIN_ENDPOINT, SocketAddr::from((LOCAL_HOST, host_port)));
+        let own_addr = port.map(|port| {
+            ServiceAddr {
+                name: name.to_string(),
+                placement: placement.clone(),
+                port,
+                host_port: host_port.unwrap_or(port),
+            }
+            .local()
+        });
+        if let Some(addr) = own_addr {
+            let mut endpoint = Endpoint::new(MAIN_ENDPOINT, addr);
+            if let Placement::Lan(_) = placement {
+                // This machine reaches a LAN service at its LAN address, as every host does.
+                endpoint = endpoint.with_lan_addr(addr);
+            }
             self.registry.set_endpoint(name, endpoint).await?;
         }
 
-        let values = placeholder_values(placement, port, &dependencies);
+        let values = placeholder_values(&placement, port, &dependencies);
         let service = match config.substituted(&values) {
             Ok(service) => service,
             Err(e) => return Err(fail(StartFailure::Substitution(e)).await),
@@ -579,8 +635,9 @@ impl ServiceManager {
             service,
             port,
             host_port,
-            injected_env: injected_env(placement, port, &dependencies),
+            injected_env: injected_env(&placement, port, &dependencies),
             base_dir: self.base_dir.clone(),
+            state_dir: state_dir.clone(),
         };
         let env = spec.env();
         if let Err(e) = write_run_env_file(&state_dir.join(format!("{name}.env")), &env) {
@@ -644,7 +701,7 @@ impl ServiceManager {
         let healthy = match &check {
             Some(check) => {
                 let context = ProbeContext {
-                    port: host_port,
+                    addr: own_addr,
                     direct,
                     log: &log,
                     env: &env,
@@ -698,7 +755,7 @@ impl ServiceManager {
         drop(exited);
         self.report(Progress::Healthy {
             service: name.to_string(),
-            addr: host_port.map(|p| SocketAddr::from((LOCAL_HOST, p))),
+            addr: own_addr,
             after,
         });
         Ok(())
@@ -710,7 +767,7 @@ impl ServiceManager {
         let port = slot.port.flatten()?;
         Some(ServiceAddr {
             name: name.to_string(),
-            placement: Placement::of(&self.config(name).ok()?.target),
+            placement: slot.placement.clone()?,
             port,
             host_port: slot.host_port.unwrap_or(port),
         })

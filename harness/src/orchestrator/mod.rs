@@ -104,6 +104,7 @@ mod logs;
 mod manager;
 mod ports;
 mod process;
+mod remote_lan;
 
 pub use docker::{DockerExecutor, RUN_LABEL, SERVICE_LABEL};
 pub use error::{OrchestratorError, StartFailure};
@@ -111,3 +112,4 @@ pub use executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec};
 pub use logs::{DEFAULT_LOG_TAIL, FAILURE_TAIL, LogBuffer, LogLine};
 pub use manager::{DEFAULT_STOP_GRACE, MAIN_ENDPOINT, Progress, ServiceManager, ServiceStatus};
 pub use process::ProcessExecutor;
+pub use remote_lan::{KNOWN_HOSTS_FILE, RemoteLanExecutor};

@@ -40,7 +40,7 @@ pub(crate) fn assign_port(spec: PortSpec, taken: &HashSet<u16>) -> io::Result<Op
 }
 
 /// The port of 127.0.0.1 that reaches a service listening on `port` where it runs: the port
-/// itself for a process. For a container, the same number when the port was chosen free here
+/// itself for a process (and for a LAN service, reached at its host's address). For a container, the same number when the port was chosen free here
 /// (`auto`), else (a fixed port such as 5432, which this machine or another run may use) a free
 /// one, never one of `taken`.
 pub(crate) fn assign_host_port(
@@ -51,7 +51,8 @@ pub(crate) fn assign_host_port(
 ) -> io::Result<Option<u16>> {
     match (placement, spec, port) {
         (_, _, None) => Ok(None),
-        (Placement::Host, _, port) | (Placement::Container, PortSpec::Auto, port) => Ok(port),
+        (Placement::Host | Placement::Lan(_), _, port)
+        | (Placement::Container, PortSpec::Auto, port) => Ok(port),
         (Placement::Container, _, Some(port)) => {
             let mut taken = taken.clone();
             taken.insert(port);

@@ -1,0 +1,357 @@
+//! The orchestrator's `remote_lan` targets against emulated LAN hosts ([`harness::lab`]): real
+//! programs (redis-server, the fixture kv-server) started over SSH on two hosts, chained to
+//! each other and to local processes through the addresses harness injects, then stopped, or
+//! dropped, with nothing left running on the hosts.
+//!
+//! Needs root, `ip netns`, `unshare` and openssh-server, as `tests/lab.rs` does. Without them
+//! each test prints why and passes, unless `HARNESS_REQUIRE_LAB=1` (CI), where that is a
+//! failure.
+
+#[path = "support/fixtures.rs"]
+mod fixtures;
+#[path = "support/http.rs"]
+mod http;
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use harness::exec::{Command, Launcher};
+use harness::lab::{Lab, leftovers};
+use harness::orchestrator::ServiceManager;
+use harness::registry::{Location, Registry};
+use harness::topology::TopologyConfig;
+
+use fixtures::bin;
+use http::http;
+
+/// How long any one test may take before it fails instead of hanging. Never a measurement.
+const TEST_DEADLINE: Duration = Duration::from_secs(120);
+
+/// How long the hosts get to end what a dropped manager left: the watchdogs fire when the
+/// sessions close, within milliseconds; this only bounds the wait.
+const CLEANUP_DEADLINE: Duration = Duration::from_secs(20);
+
+fn run<F: Future>(fut: F) -> F::Output {
+    smol::block_on(futures_lite::future::or(fut, async {
+        smol::Timer::after(TEST_DEADLINE).await;
+        panic!("the test did not finish within {TEST_DEADLINE:?}");
+    }))
+}
+
+/// Why a lab cannot run here, if it cannot. With `HARNESS_REQUIRE_LAB=1` that is a failure.
+fn skip() -> bool {
+    let reason = if !rustix::process::geteuid().is_root() {
+        Some("not root".to_string())
+    } else if !Path::new("/usr/sbin/sshd").exists() {
+        Some("/usr/sbin/sshd is missing (openssh-server)".to_string())
+    } else if !Path::new("/usr/bin/redis-server").exists() {
+        Some("/usr/bin/redis-server is missing".to_string())
+    } else {
+        match std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+        {
+            Ok(out) if out.status.success() => None,
+            Ok(out) => Some(format!(
+                "`ip netns list` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Some(format!("`ip` cannot run: {e}")),
+        }
+    };
+    let Some(reason) = reason else {
+        return false;
+    };
+    if std::env::var("HARNESS_REQUIRE_LAB").as_deref() == Ok("1") {
+        panic!("HARNESS_REQUIRE_LAB=1 but a lab cannot run here: {reason}");
+    }
+    eprintln!("skipped: a lab cannot run here: {reason}");
+    true
+}
+
+/// A lab with one LAN, `subnet`, and hosts `alpha` and `beta` on it.
+async fn two_host_lab(subnet: &str) -> Lab {
+    Lab::builder()
+        .network("lan", subnet)
+        .host("alpha", &["lan"])
+        .host("beta", &["lan"])
+        .build()
+        .await
+        .expect("the lab builds")
+}
+
+/// Shuts `lab` down and checks that nothing of it is left.
+async fn shut_down(lab: Lab) {
+    let prefix = lab.prefix().to_string();
+    lab.shutdown().await.expect("the lab shuts down cleanly");
+    assert_eq!(leftovers(&prefix), Vec::<String>::new(), "lab {prefix}");
+}
+
+/// A topology from YAML text written into `dir`.
+fn inline(dir: &Path, yaml: &str) -> TopologyConfig {
+    let path = dir.join("services.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    TopologyConfig::load(&path).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+/// The `remote_lan:` target fields for `host` of `lab`: root with the lab's key.
+fn remote(lab: &Lab, host: &str, binary: &Path) -> String {
+    format!(
+        "host: {}, user: root, key: {}, binary: {}",
+        lab.host(host).addr("lan"),
+        lab.key().display(),
+        binary.display()
+    )
+}
+
+/// The names of the programs running on `host` (its own PID namespace), apart from sshd and
+/// the probe itself.
+async fn programs_on(lab: &Lab, host: &str) -> Vec<String> {
+    let ssh = lab
+        .host(host)
+        .launcher()
+        .await
+        .unwrap_or_else(|e| panic!("connect to host {host}: {e}"));
+    let out = ssh
+        .output(&Command::new("ps").args(["-e", "-o", "comm="]))
+        .await
+        .unwrap_or_else(|e| panic!("run ps on {host}: {e}"));
+    assert!(out.success(), "ps on {host}: {out:?}");
+    out.stdout
+        .iter()
+        .map(|l| l.trim().to_string())
+        .filter(|c| !matches!(c.as_str(), "sshd" | "ps" | "sh" | "sleep" | "cat" | ""))
+        .collect()
+}
+
+/// Waits until neither host runs anything of the run, and fails if something stays.
+async fn assert_hosts_empty(lab: &Lab) {
+    let deadline = Instant::now() + CLEANUP_DEADLINE;
+    for host in ["alpha", "beta"] {
+        loop {
+            let left = programs_on(lab, host).await;
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running on {host} after {CLEANUP_DEADLINE:?}: {left:?}"
+            );
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// One redis command over TCP; the first line of the answer.
+fn redis(addr: SocketAddr, command: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "{command}\r\n").unwrap();
+    let mut buf = [0; 256];
+    let n = stream.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).trim().to_string()
+}
+
+/// The value `name` has in env file `file`.
+fn env_value(file: &Path, name: &str) -> String {
+    let text =
+        std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+    let prefix = format!("export {name}='");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("{} has no {name}:\n{text}", file.display()))
+        .to_string()
+}
+
+#[test]
+fn a_chain_across_lan_hosts_and_this_machine_works_and_stops_cleanly() {
+    if skip() {
+        return;
+    }
+    run(async {
+        let lab = two_host_lab("10.214.1.0/24").await;
+        let (a, b) = (lab.host("alpha").addr("lan"), lab.host("beta").addr("lan"));
+        let gateway = lab.network("lan").expect("the lab's network").gateway();
+        let kv = bin("kv-server");
+        let dir = tempfile::tempdir().unwrap();
+        // A write to `web` (here) goes to `kv` (beta), to `kv-store` (alpha), to `origin`
+        // (here again): every direction a LAN address is needed in.
+        let yaml = format!(
+            r#"services:
+  origin:
+    target: {{ process: {{ binary: {kv}, env: {{ KV_BACKEND: memory }} }} }}
+    port: auto
+    health_check: {{ http: {{ path: /health }} }}
+  cache:
+    target:
+      remote_lan: {{ {cache}, args: ["--port", "${{port}}", "--bind", "${{host}}", "--save", "", "--appendonly", "no", "--protected-mode", "no"] }}
+    port: 6390
+  kv-store:
+    target:
+      remote_lan: {{ {store}, env: {{ KV_BACKEND: upstream, KV_STORE_ADDR: "${{ORIGIN_ADDR}}" }} }}
+    dependencies: [origin]
+    port: 7001
+    health_check: {{ http: {{ path: /health }} }}
+  kv:
+    target:
+      remote_lan: {{ {kv_b}, env: {{ KV_BACKEND: upstream }} }}
+    dependencies: [kv-store, cache]
+    port: 7002
+    health_check: {{ http: {{ path: /health }} }}
+  web:
+    target: {{ process: {{ binary: {kv}, env: {{ KV_BACKEND: upstream, KV_STORE_ADDR: "${{KV_ADDR}}" }} }} }}
+    dependencies: [kv]
+    port: auto
+    health_check: {{ http: {{ path: /health }} }}
+"#,
+            kv = kv.display(),
+            cache = remote(&lab, "alpha", Path::new("/usr/bin/redis-server")),
+            store = remote(&lab, "alpha", &kv),
+            kv_b = remote(&lab, "beta", &kv),
+        );
+        let manager = ServiceManager::new(inline(dir.path(), &yaml), Registry::new())
+            .with_base_dir(dir.path())
+            .with_stop_grace(Duration::from_secs(5));
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+
+        // The injected addresses are the ones each side can reach.
+        let state = manager
+            .state_dir()
+            .expect("a running run has a state directory");
+        let origin = manager.status("origin").await.unwrap().addr.unwrap();
+        assert_eq!(
+            env_value(&state.join("kv-store.env"), "KV_STORE_ADDR"),
+            format!("{gateway}:{}", origin.port()),
+            "alpha reaches this machine at the LAN's gateway address"
+        );
+        assert_eq!(
+            env_value(&state.join("kv.env"), "KV_STORE_ADDR"),
+            format!("{a}:7001")
+        );
+        assert_eq!(
+            env_value(&state.join("kv.env"), "CACHE_ADDR"),
+            format!("{a}:6390")
+        );
+        assert_eq!(
+            env_value(&state.join("web.env"), "KV_ADDR"),
+            format!("{b}:7002")
+        );
+        assert!(state.join("known_hosts").is_file(), "the run's known hosts");
+
+        // status() gives the LAN addresses, and they answer from here.
+        let cache = manager.status("cache").await.unwrap().addr.unwrap();
+        assert_eq!(cache, SocketAddr::from((a, 6390)));
+        assert_eq!(redis(cache, "PING"), "+PONG");
+        let kv_addr = manager.status("kv").await.unwrap().addr.unwrap();
+        assert_eq!(kv_addr, SocketAddr::from((b, 7002)));
+        assert_eq!(http(kv_addr, "GET", "/health", "").status, 200);
+        let entry = manager.registry().get("kv").await.unwrap();
+        assert_eq!(
+            entry.location,
+            Location::Lan {
+                host: b.to_string()
+            }
+        );
+        assert_eq!(entry.endpoints[0].address, kv_addr);
+        assert_eq!(entry.endpoints[0].lan_addr, Some(kv_addr));
+
+        // Real traffic through the whole chain, and back.
+        let web = manager.status("web").await.unwrap().addr.unwrap();
+        let put = http(web, "PUT", "/kv/greeting", "hello over the LAN");
+        assert!(
+            put.status < 300,
+            "PUT through web: {} {}",
+            put.status,
+            put.body
+        );
+        assert_eq!(
+            http(origin, "GET", "/kv/greeting", "").body,
+            "hello over the LAN"
+        );
+        assert_eq!(
+            http(web, "GET", "/kv/greeting", "").body,
+            "hello over the LAN"
+        );
+        // The remote output is streamed into the logs.
+        assert!(
+            !manager.logs("cache").unwrap().is_empty(),
+            "redis-server's output"
+        );
+
+        manager.stop_all().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!state.exists(), "the state directory is removed");
+        assert_hosts_empty(&lab).await;
+        shut_down(lab).await;
+    });
+}
+
+#[test]
+fn dropping_the_manager_leaves_nothing_on_the_hosts() {
+    if skip() {
+        return;
+    }
+    run(async {
+        let lab = two_host_lab("10.214.2.0/24").await;
+        let kv = bin("kv-server");
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            r#"services:
+  cache:
+    target:
+      remote_lan: {{ {cache}, args: ["--port", "${{port}}", "--bind", "${{host}}", "--save", "", "--appendonly", "no", "--protected-mode", "no"] }}
+    port: 6390
+  kv-store:
+    target:
+      remote_lan: {{ {store}, env: {{ KV_BACKEND: memory }} }}
+    port: 7001
+"#,
+            cache = remote(&lab, "beta", Path::new("/usr/bin/redis-server")),
+            store = remote(&lab, "alpha", &kv),
+        );
+        let manager = ServiceManager::new(inline(dir.path(), &yaml), Registry::new())
+            .with_base_dir(dir.path());
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(programs_on(&lab, "alpha").await, ["kv-server"]);
+        assert_eq!(programs_on(&lab, "beta").await, ["redis-server"]);
+        drop(manager);
+        assert_hosts_empty(&lab).await;
+        shut_down(lab).await;
+    });
+}
+
+#[test]
+fn a_missing_remote_binary_fails_the_start_naming_the_service_and_the_host() {
+    if skip() {
+        return;
+    }
+    run(async {
+        let lab = two_host_lab("10.214.3.0/24").await;
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "services:\n  ghost:\n    target:\n      remote_lan: {{ {} }}\n    port: 7001\n",
+            remote(&lab, "alpha", Path::new("/opt/no-such-dir/no-such-program")),
+        );
+        let manager = ServiceManager::new(inline(dir.path(), &yaml), Registry::new())
+            .with_base_dir(dir.path());
+        let error = manager.start_all().await.expect_err("the start fails");
+        let message = error.to_string();
+        assert_eq!(error.failed_service(), Some("ghost"), "{message}");
+        assert!(
+            message.contains("/opt/no-such-dir/no-such-program")
+                && message.contains(&lab.host("alpha").addr("lan").to_string()),
+            "{message}"
+        );
+        assert!(
+            manager.state_dir().is_none(),
+            "stopped again after the failure"
+        );
+        assert_hosts_empty(&lab).await;
+        shut_down(lab).await;
+    });
+}
