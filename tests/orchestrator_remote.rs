@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use harness::exec::{Command, Launcher};
 use harness::lab::{Lab, leftovers};
 use harness::orchestrator::ServiceManager;
-use harness::registry::{Location, Registry};
+use harness::registry::{Location, Registry, StateKind};
 use harness::topology::TopologyConfig;
 
 use fixtures::bin;
@@ -321,6 +321,94 @@ fn dropping_the_manager_leaves_nothing_on_the_hosts() {
         assert_eq!(programs_on(&lab, "beta").await, ["redis-server"]);
         drop(manager);
         assert_hosts_empty(&lab).await;
+        shut_down(lab).await;
+    });
+}
+
+/// `(pid, parent pid, command)` of every process on `host`.
+async fn processes_on(lab: &Lab, host: &str) -> Vec<(u32, u32, String)> {
+    let ssh = lab
+        .host(host)
+        .launcher()
+        .await
+        .unwrap_or_else(|e| panic!("connect to host {host}: {e}"));
+    let out = ssh
+        .output(&Command::new("ps").args(["-e", "-o", "pid=,ppid=,comm="]))
+        .await
+        .unwrap_or_else(|e| panic!("run ps on {host}: {e}"));
+    assert!(out.success(), "ps on {host}: {out:?}");
+    out.stdout
+        .iter()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let pid = words.next()?.parse().ok()?;
+            let ppid = words.next()?.parse().ok()?;
+            Some((pid, ppid, words.next().unwrap_or_default().to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_dropped_connection_kills_the_remote_program_and_fails_the_service() {
+    if skip() {
+        return;
+    }
+    run(async {
+        let lab = two_host_lab("10.214.4.0/24").await;
+        let kv = bin("kv-server");
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "services:\n  kv-store:\n    target:\n      remote_lan: {{ {}, env: {{ KV_BACKEND: memory }} }}\n    port: 7001\n",
+            remote(&lab, "alpha", &kv),
+        );
+        let manager = ServiceManager::new(inline(dir.path(), &yaml), Registry::new())
+            .with_base_dir(dir.path());
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+
+        // The connection drops at the host's end: kill the sshd processes that serve the
+        // manager's connection (the ancestors of kv-server below the host's PID 1), by pid.
+        let processes = processes_on(&lab, "alpha").await;
+        let parent = |pid: u32| processes.iter().find(|p| p.0 == pid).map(|p| p.1);
+        let program = processes
+            .iter()
+            .find(|p| p.2 == "kv-server")
+            .unwrap_or_else(|| panic!("kv-server runs on alpha: {processes:?}"));
+        let mut serving = Vec::new();
+        let mut pid = program.1;
+        while pid > 1 {
+            serving.push(pid);
+            pid = parent(pid).unwrap_or(0);
+        }
+        let sshd: Vec<String> = serving
+            .iter()
+            .filter(|pid| {
+                processes
+                    .iter()
+                    .any(|p| p.0 == **pid && p.2.starts_with("sshd"))
+            })
+            .map(|pid| pid.to_string())
+            .collect();
+        assert!(!sshd.is_empty(), "kv-server's sshd on alpha: {processes:?}");
+        let ssh = lab.host("alpha").launcher().await.unwrap();
+        let killed = ssh
+            .output(&Command::new("kill").arg("-KILL").args(&sshd))
+            .await
+            .unwrap();
+        assert!(killed.success(), "kill {sshd:?}: {killed:?}");
+        drop(ssh);
+
+        // The watchdog kills the program, and the manager notices that it ended.
+        assert_hosts_empty(&lab).await;
+        let deadline = Instant::now() + CLEANUP_DEADLINE;
+        loop {
+            let state = manager.registry().get("kv-store").await.unwrap().state;
+            if state.kind() == StateKind::Failed {
+                break;
+            }
+            assert!(Instant::now() < deadline, "kv-store is still {state:?}");
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+        manager.stop_all().await.unwrap_or_else(|e| panic!("{e}"));
         shut_down(lab).await;
     });
 }

@@ -119,9 +119,11 @@ pub struct ServiceStatus {
 ///   [`ServiceManager::stop_all`].
 /// - A service counts as started when its health check passes; one without a health check is
 ///   checked with a `tcp` connect if it has a port, and is otherwise started once it runs.
-/// - The registry is kept current: an entry per service (location local, its execution kind,
-///   pid and container id), its endpoint `main` at `127.0.0.1:HOST_PORT` (for a container
-///   with its network address as `host_addr`), its states and every health result.
+/// - The registry is kept current: an entry per service (location local, or the LAN and its
+///   host for `remote_lan`; its execution kind, pid and container id), its endpoint `main` at
+///   `127.0.0.1:HOST_PORT` (for a container with its network address as `host_addr`; a
+///   `remote_lan` service at `HOST:PORT`, also as `lan_addr`), its states and every health
+///   result.
 /// - Stopping sends SIGTERM to the service's process group (`docker stop` for a container),
 ///   waits the grace period ([`DEFAULT_STOP_GRACE`]), then sends SIGKILL.
 ///

@@ -3,7 +3,8 @@
 //!
 //! [`ServiceManager`] does the ordering, ports, addresses, health checks, logs and failure
 //! handling; a [`ServiceExecutor`] per target kind makes a service run ([`ProcessExecutor`] for
-//! `process:` targets, [`DockerExecutor`] for `docker:` targets).
+//! `process:` targets, [`DockerExecutor`] for `docker:` targets, [`RemoteLanExecutor`] for
+//! `remote_lan:` targets).
 //!
 //! ```no_run
 //! use harness::orchestrator::ServiceManager;
@@ -35,10 +36,14 @@
 //!
 //! `<DEP>_ADDR` and `${<DEP>_ADDR}` hold the address reachable from where the dependent runs:
 //!
-//! | dependent \ dependency | process | container |
-//! |---|---|---|
-//! | process | `127.0.0.1:PORT` | `127.0.0.1:HOST_PORT` (published) |
-//! | container | `host.docker.internal:PORT` | `NAME:PORT` (its alias on the run's network) |
+//! | dependent \ dependency | process | container | `remote_lan` |
+//! |---|---|---|---|
+//! | process | `127.0.0.1:PORT` | `127.0.0.1:HOST_PORT` (published) | `HOST:PORT` |
+//! | container | `host.docker.internal:PORT` | `NAME:PORT` (its alias on the run's network) | `HOST:PORT` |
+//! | `remote_lan` | `THIS_MACHINE:PORT` | (not reachable, see the limits) | `HOST:PORT` |
+//!
+//! `HOST` is the LAN host as the topology writes it; `THIS_MACHINE` is described under
+//! [`remote_lan` targets](#remote_lan-targets).
 //!
 //! A container reaches this machine's processes through the Docker host's gateway
 //! (`--add-host host.docker.internal:host-gateway`, the `docker0` bridge address), so a process
@@ -69,9 +74,38 @@
 //! stopping it is `docker stop` (SIGTERM, the grace period rounded up to whole seconds, then
 //! SIGKILL) and `docker rm`.
 //!
+//! # `remote_lan` targets
+//!
+//! [`RemoteLanExecutor`] runs the program on the LAN host over SSH
+//! ([`SshLauncher`](crate::exec::SshLauncher)): one ControlMaster connection per host, user,
+//! SSH port and key, shared by the run's services there and closed by
+//! [`ServiceManager::stop_all`]. Host keys are accepted on first use into `known_hosts` in the
+//! run's state directory ([`KNOWN_HOSTS_FILE`]): a topology has no known-hosts field, the
+//! user's own files are left alone, and a key that changes during the run is refused. The
+//! program gets its args, the injected variables with the topology's `env` on top, and its
+//! `working_dir`; it runs in a process group of its own on the host, its output streams into
+//! the service's log, and stopping it sends SIGTERM to that group, then SIGKILL after the
+//! grace period. If the manager is dropped, harness dies or the connection drops, the session
+//! ends and a watchdog on the host kills the group. A binary or working directory missing on
+//! the host fails the start naming them and the host.
+//!
+//! Addresses: the service listens on its port on its host, and everything reaches it at
+//! `HOST:PORT` (the host's address as the topology gives it, resolved here): this machine
+//! (registry endpoint `main`, with the same address as its `lan_addr`;
+//! [`ServiceStatus::addr`]; the `tcp` and `http` checks), local processes, containers (which
+//! route out through this machine) and the other LAN services. `${host}` is `0.0.0.0`, so that
+//! it binds every interface of its host. A `remote_lan` service that depends on a local
+//! process gets this machine's address as its host sees it: the source address the kernel
+//! picks for packets to the host (found by connecting a UDP socket to it, which sends nothing;
+//! `ip route get HOST` shows the same `src`). So the local process must listen on that address
+//! or on `0.0.0.0`. The registry records the service at [`Location::Lan`] with its host, and
+//! its pid is the pid on the host.
+//!
+//! [`Location::Lan`]: crate::registry::Location::Lan
+//!
 //! # Health checks
 //!
-//! `tcp` connects to `127.0.0.1:HOST_PORT` (for a container, first to its own address on its
+//! `tcp` connects to `127.0.0.1:HOST_PORT` (a `remote_lan` service's `HOST:PORT`) (for a container, first to its own address on its
 //! network: Docker's proxy accepts on a published port even while nothing listens behind it);
 //! `http` sends `GET path` over HTTP/1.1 and compares the status; `command` runs a program on
 //! this machine (also for a container's check), with the service's environment, and wants
@@ -85,8 +119,12 @@
 //!
 //! # Known limits
 //!
-//! - Only `process:` and `docker:` targets have an executor; the others fail their start with a
-//!   clear error. Containers run on this machine's Docker engine only.
+//! - Only `process:`, `docker:` and `remote_lan:` targets have an executor; `wireguard:`
+//!   targets fail their start with a clear error. Containers run on this machine's Docker
+//!   engine only.
+//! - A `remote_lan` service cannot reach a container: published ports listen on `127.0.0.1`
+//!   only. Its `port: auto` is a port free on this machine, not checked on the host. Programs
+//!   are not copied to the host: the binary must be there already.
 //! - The janitor tells a dead run by its `harness.pid` in this machine's process table, so a
 //!   run in another PID namespace sharing the engine would look dead to it.
 //! - A service that exits after it was started is marked failed in the registry, but is not
