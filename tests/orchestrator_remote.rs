@@ -108,7 +108,7 @@ fn remote(lab: &Lab, host: &str, binary: &Path) -> String {
 }
 
 /// The names of the programs running on `host` (its own PID namespace), apart from sshd and
-/// the probe itself.
+/// the probe itself (its shells, and `setsid` and `env` on their way to exec what they run).
 async fn programs_on(lab: &Lab, host: &str) -> Vec<String> {
     let ssh = lab
         .host(host)
@@ -123,7 +123,7 @@ async fn programs_on(lab: &Lab, host: &str) -> Vec<String> {
     out.stdout
         .iter()
         .map(|l| l.trim().to_string())
-        .filter(|c| !matches!(c.as_str(), "sshd" | "ps" | "sh" | "sleep" | "cat" | ""))
+        .filter(|c| !matches!(c.as_str(), "sshd" | "ps" | "sh" | "setsid" | "env" | ""))
         .collect()
 }
 
@@ -243,6 +243,14 @@ fn a_chain_across_lan_hosts_and_this_machine_works_and_stops_cleanly() {
             format!("{b}:7002")
         );
         assert!(state.join("known_hosts").is_file(), "the run's known hosts");
+        // `cache` and `kv-store` share one connection to alpha: its sshd serves two
+        // connections, that one and the probe's.
+        let connections = processes_on(&lab, "alpha")
+            .await
+            .into_iter()
+            .filter(|(_, ppid, comm)| *ppid == 1 && comm.starts_with("sshd"))
+            .count();
+        assert_eq!(connections, 2, "connections to alpha");
 
         // status() gives the LAN addresses, and they answer from here.
         let cache = manager.status("cache").await.unwrap().addr.unwrap();

@@ -131,4 +131,34 @@ mod tests {
         assert_eq!(values["addr"], "0.0.0.0:8080");
         assert_eq!(values["KV_STORE_ADDR"], "host.docker.internal:4000");
     }
+
+    #[test]
+    fn a_lan_service_binds_everywhere_and_reaches_processes_at_this_machines_lan_address() {
+        use super::super::address::LanSite;
+        let lan = Placement::Lan(LanSite {
+            host: "10.1.0.1".into(),
+            ip: [10, 1, 0, 1].into(),
+            this_machine: [10, 1, 0, 254].into(),
+        });
+        let deps = [(
+            "origin".to_string(),
+            Some(ServiceAddr {
+                name: "origin".into(),
+                placement: Placement::Host,
+                port: 4000,
+                host_port: 4000,
+            }),
+        )];
+        let values = placeholder_values(&lan, Some(7001), &deps);
+        assert_eq!(values["host"], "0.0.0.0");
+        assert_eq!(values["addr"], "0.0.0.0:7001");
+        assert_eq!(values["ORIGIN_ADDR"], "10.1.0.254:4000");
+        assert_eq!(
+            injected_env(&lan, Some(7001), &deps),
+            [
+                ("PORT".to_string(), "7001".to_string()),
+                ("ORIGIN_ADDR".to_string(), "10.1.0.254:4000".to_string()),
+            ]
+        );
+    }
 }

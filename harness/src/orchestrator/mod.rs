@@ -124,7 +124,9 @@
 //!   engine only.
 //! - A `remote_lan` service cannot reach a container: published ports listen on `127.0.0.1`
 //!   only. Its `port: auto` is a port free on this machine, not checked on the host. Programs
-//!   are not copied to the host: the binary must be there already.
+//!   are not copied to the host: the binary must be there already. Each running service holds
+//!   one session of its host's connection, and sshd allows 10 per connection unless its
+//!   `MaxSessions` says otherwise.
 //! - The janitor tells a dead run by its `harness.pid` in this machine's process table, so a
 //!   run in another PID namespace sharing the engine would look dead to it.
 //! - A service that exits after it was started is marked failed in the registry, but is not

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_io::Timer;
-use async_lock::Mutex as AsyncMutex;
+use async_lock::OnceCell;
 use futures_lite::future;
 
 use crate::exec::{
@@ -56,7 +56,9 @@ struct Destination {
 /// - [`ServiceExecutor::clean_up`] (called by `stop_all`) closes the connections.
 #[derive(Debug, Default)]
 pub struct RemoteLanExecutor {
-    connections: AsyncMutex<HashMap<Destination, Ssh>>,
+    /// A cell per destination, so that services on one host wait for its one connection while
+    /// connections to other hosts open in parallel.
+    connections: Mutex<HashMap<Destination, Arc<OnceCell<Ssh>>>>,
 }
 
 impl RemoteLanExecutor {
@@ -67,10 +69,20 @@ impl RemoteLanExecutor {
 
     /// The connection to `dest`, opened if there is none yet.
     async fn connection(&self, dest: &Destination, spec: &StartSpec) -> Result<Ssh, LaunchError> {
-        let mut connections = self.connections.lock().await;
-        if let Some(ssh) = connections.get(dest) {
-            return Ok(ssh.clone());
-        }
+        let cell = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(dest.clone())
+            .or_default()
+            .clone();
+        // A failed connect leaves the cell empty: the next start tries again.
+        cell.get_or_try_init(|| self.connect(dest, spec))
+            .await
+            .cloned()
+    }
+
+    async fn connect(&self, dest: &Destination, spec: &StartSpec) -> Result<Ssh, LaunchError> {
         let mut builder = SshLauncher::builder(dest.host.clone(), dest.user.clone())
             .known_hosts(spec.state_dir.join(KNOWN_HOSTS_FILE));
         if let Some(port) = dest.port {
@@ -79,9 +91,7 @@ impl RemoteLanExecutor {
         if let Some(key) = &dest.key {
             builder = builder.key(key);
         }
-        let ssh = builder.connect(LocalLauncher).await?;
-        connections.insert(dest.clone(), ssh.clone());
-        Ok(ssh)
+        builder.connect(LocalLauncher).await
     }
 }
 
@@ -127,7 +137,8 @@ impl ServiceExecutor for RemoteLanExecutor {
     fn clean_up(&self) -> BoxFuture<'_, Result<(), LaunchError>> {
         Box::pin(async move {
             // Dropping the last clone closes a connection (and waits for it).
-            let connections = std::mem::take(&mut *self.connections.lock().await);
+            let connections =
+                std::mem::take(&mut *self.connections.lock().unwrap_or_else(|e| e.into_inner()));
             drop(connections);
             Ok(())
         })
