@@ -36,7 +36,8 @@ pub(crate) enum Placement {
 pub(crate) struct LanSite {
     /// The host as the topology writes it (a name or an address).
     pub(crate) host: String,
-    /// Its address, which this machine connects to.
+    /// Its address, resolved here: what this machine connects to and what other services are
+    /// told, so that they need no name lookup (ADR section 3: direct IP addresses).
     pub(crate) ip: IpAddr,
     /// This machine's address as the host sees it: the source address the kernel picks for
     /// packets to `ip`.
@@ -69,14 +70,6 @@ impl LanSite {
             ip,
             this_machine: socket.local_addr()?.ip(),
         })
-    }
-
-    /// `HOST:PORT` with the host as the topology writes it (an IPv6 address in brackets).
-    fn reach(&self, port: u16) -> String {
-        match self.host.parse::<IpAddr>() {
-            Ok(ip) => SocketAddr::from((ip, port)).to_string(),
-            Err(_) => format!("{}:{port}", self.host),
-        }
     }
 }
 
@@ -134,11 +127,12 @@ impl ServiceAddr {
     /// | container | `host.docker.internal:PORT` | `NAME:PORT` | `HOST:PORT` |
     /// | LAN service | `THIS_MACHINE:PORT` | `THIS_MACHINE:PUBLISHED` | `HOST:PORT` |
     ///
-    /// `HOST` is the LAN host as the topology writes it; `THIS_MACHINE` is this machine's
+    /// `HOST` is the LAN host's address (resolved here if the topology names it);
+    /// `THIS_MACHINE` is this machine's
     /// address as the dependent's host sees it ([`LanSite::this_machine`]).
     pub(crate) fn seen_from(&self, from: &Placement) -> String {
         match (from, &self.placement) {
-            (_, Placement::Lan(site)) => site.reach(self.port),
+            (_, Placement::Lan(_)) => self.local().to_string(),
             (Placement::Host, _) => self.local().to_string(),
             (Placement::Container, Placement::Container) => format!("{}:{}", self.name, self.port),
             (Placement::Container, Placement::Host) => {
@@ -211,9 +205,9 @@ mod tests {
             host_port: 8080,
         };
         assert_eq!(on_b.local(), "10.1.0.2:5432".parse().unwrap());
-        assert_eq!(on_b.seen_from(&a), "db.lan:5432");
-        assert_eq!(on_b.seen_from(&Placement::Host), "db.lan:5432");
-        assert_eq!(on_b.seen_from(&Placement::Container), "db.lan:5432");
+        assert_eq!(on_b.seen_from(&a), "10.1.0.2:5432");
+        assert_eq!(on_b.seen_from(&Placement::Host), "10.1.0.2:5432");
+        assert_eq!(on_b.seen_from(&Placement::Container), "10.1.0.2:5432");
         assert_eq!(process.seen_from(&a), "10.1.0.254:8080");
         assert_eq!(a.own_host(), "0.0.0.0");
     }
@@ -223,5 +217,8 @@ mod tests {
         let site = LanSite::locate("127.0.0.1").unwrap();
         assert_eq!(site.ip, IpAddr::from([127, 0, 0, 1]));
         assert_eq!(site.this_machine, IpAddr::from([127, 0, 0, 1]));
+        let named = LanSite::locate("localhost").unwrap();
+        assert!(named.ip.is_loopback(), "{named:?}");
+        assert_eq!(named.host, "localhost");
     }
 }

@@ -42,7 +42,8 @@
 //! | container | `host.docker.internal:PORT` | `NAME:PORT` (its alias on the run's network) | `HOST:PORT` |
 //! | `remote_lan` | `THIS_MACHINE:PORT` | (not reachable, see the limits) | `HOST:PORT` |
 //!
-//! `HOST` is the LAN host as the topology writes it; `THIS_MACHINE` is described under
+//! `HOST` is the LAN host's address, resolved here if the topology gives a name, so that no
+//! service needs a name lookup (ADR section 3); `THIS_MACHINE` is described under
 //! [`remote_lan` targets](#remote_lan-targets).
 //!
 //! A container reaches this machine's processes through the Docker host's gateway
@@ -90,7 +91,8 @@
 //! the host fails the start naming them and the host.
 //!
 //! Addresses: the service listens on its port on its host, and everything reaches it at
-//! `HOST:PORT` (the host's address as the topology gives it, resolved here): this machine
+//! `HOST:PORT` (the host's address as the topology gives it, or the first address its name
+//! resolves to here): this machine
 //! (registry endpoint `main`, with the same address as its `lan_addr`;
 //! [`ServiceStatus::addr`]; the `tcp` and `http` checks), local processes, containers (which
 //! route out through this machine) and the other LAN services. `${host}` is `0.0.0.0`, so that
