@@ -92,7 +92,8 @@ pub struct ServiceStatus {
     pub name: String,
     /// Its state in the registry.
     pub state: ServiceState,
-    /// Its process id while it runs.
+    /// Its process id while it runs: on its host (not this machine) for a `remote_lan`
+    /// service.
     pub pid: Option<u32>,
     /// Its address, once its port is known.
     pub addr: Option<SocketAddr>,
