@@ -166,30 +166,34 @@ impl RunningService for LocalService {
     }
 
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
-        Box::pin(async move {
-            if let Some(status) = self.process.try_status() {
-                return Ok(status);
-            }
-            match self.process.terminate().await {
-                Ok(()) | Err(LaunchError::AlreadyExited { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            let process = &mut self.process;
-            let ended = future::or(async { Some(process.wait().await) }, async {
-                Timer::after(grace).await;
-                None
-            })
-            .await;
-            match ended {
-                Some(status) => status,
-                None => {
-                    match self.process.kill().await {
-                        Ok(()) | Err(LaunchError::AlreadyExited { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                    self.process.wait().await
-                }
-            }
-        })
+        Box::pin(stop_gracefully(&mut self.process, grace))
     }
+}
+
+/// Stops `process` as every executor does: SIGTERM to its process group, up to `grace` to end,
+/// then SIGKILL. Returns how it ended (at once if it already has).
+pub(crate) async fn stop_gracefully<P: ProcessHandle>(
+    process: &mut P,
+    grace: Duration,
+) -> Result<ExitStatus, LaunchError> {
+    if let Some(status) = process.try_status() {
+        return Ok(status);
+    }
+    match process.terminate().await {
+        Ok(()) | Err(LaunchError::AlreadyExited { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let ended = future::or(async { Some(process.wait().await) }, async {
+        Timer::after(grace).await;
+        None
+    })
+    .await;
+    if let Some(status) = ended {
+        return status;
+    }
+    match process.kill().await {
+        Ok(()) | Err(LaunchError::AlreadyExited { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    process.wait().await
 }

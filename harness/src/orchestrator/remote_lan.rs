@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_io::Timer;
 use async_lock::OnceCell;
-use futures_lite::future;
 
 use crate::exec::{
     Command, ExitStatus, LaunchError, Launcher, LocalLauncher, ProcessHandle, RemoteProcess,
@@ -18,7 +16,7 @@ use crate::topology::{RemoteLanTarget, ServiceTarget};
 use super::error::StartFailure;
 use super::executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec};
 use super::logs::LogBuffer;
-use super::process::{ExitWatch, pump_events};
+use super::process::{ExitWatch, pump_events, stop_gracefully};
 
 /// The name of the known-hosts file in the run's state directory.
 pub const KNOWN_HOSTS_FILE: &str = "known_hosts";
@@ -168,30 +166,6 @@ impl RunningService for RemoteService {
     }
 
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
-        Box::pin(async move {
-            if let Some(status) = self.process.try_status() {
-                return Ok(status);
-            }
-            match self.process.terminate().await {
-                Ok(()) | Err(LaunchError::AlreadyExited { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            let process = &mut self.process;
-            let ended = future::or(async { Some(process.wait().await) }, async {
-                Timer::after(grace).await;
-                None
-            })
-            .await;
-            match ended {
-                Some(status) => status,
-                None => {
-                    match self.process.kill().await {
-                        Ok(()) | Err(LaunchError::AlreadyExited { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                    self.process.wait().await
-                }
-            }
-        })
+        Box::pin(stop_gracefully(&mut self.process, grace))
     }
 }
