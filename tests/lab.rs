@@ -5,6 +5,9 @@
 //! passes, unless `HARNESS_REQUIRE_LAB=1` (CI), where that is a failure. Every test ends by
 //! checking that nothing of its labs is left: namespaces, links, processes, directories.
 
+#[path = "support/lab.rs"]
+mod lab_support;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -29,33 +32,9 @@ fn run<F: Future>(fut: F) -> F::Output {
     }))
 }
 
-/// Why a lab cannot run here, if it cannot. With `HARNESS_REQUIRE_LAB=1` that is a failure.
+/// Why a lab cannot run here, if it cannot (see [`lab_support::skip_without_lab`]).
 fn skip() -> bool {
-    let reason = if !rustix::process::geteuid().is_root() {
-        Some("not root".to_string())
-    } else if !std::path::Path::new("/usr/sbin/sshd").exists() {
-        Some("/usr/sbin/sshd is missing (openssh-server)".to_string())
-    } else {
-        match std::process::Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-        {
-            Ok(out) if out.status.success() => None,
-            Ok(out) => Some(format!(
-                "`ip netns list` failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Err(e) => Some(format!("`ip` cannot run: {e}")),
-        }
-    };
-    let Some(reason) = reason else {
-        return false;
-    };
-    if std::env::var("HARNESS_REQUIRE_LAB").as_deref() == Ok("1") {
-        panic!("HARNESS_REQUIRE_LAB=1 but a lab cannot run here: {reason}");
-    }
-    eprintln!("skipped: a lab cannot run here: {reason}");
-    true
+    lab_support::skip_without_lab(&[])
 }
 
 async fn sh(ssh: &Ssh, script: &str) -> Output {

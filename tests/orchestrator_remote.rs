@@ -11,6 +11,8 @@
 mod fixtures;
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/lab.rs"]
+mod lab_support;
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -41,35 +43,9 @@ fn run<F: Future>(fut: F) -> F::Output {
     }))
 }
 
-/// Why a lab cannot run here, if it cannot. With `HARNESS_REQUIRE_LAB=1` that is a failure.
+/// Why a lab cannot run here, if it cannot (see [`lab_support::skip_without_lab`]).
 fn skip() -> bool {
-    let reason = if !rustix::process::geteuid().is_root() {
-        Some("not root".to_string())
-    } else if !Path::new("/usr/sbin/sshd").exists() {
-        Some("/usr/sbin/sshd is missing (openssh-server)".to_string())
-    } else if !Path::new("/usr/bin/redis-server").exists() {
-        Some("/usr/bin/redis-server is missing".to_string())
-    } else {
-        match std::process::Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-        {
-            Ok(out) if out.status.success() => None,
-            Ok(out) => Some(format!(
-                "`ip netns list` failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Err(e) => Some(format!("`ip` cannot run: {e}")),
-        }
-    };
-    let Some(reason) = reason else {
-        return false;
-    };
-    if std::env::var("HARNESS_REQUIRE_LAB").as_deref() == Ok("1") {
-        panic!("HARNESS_REQUIRE_LAB=1 but a lab cannot run here: {reason}");
-    }
-    eprintln!("skipped: a lab cannot run here: {reason}");
-    true
+    lab_support::skip_without_lab(&["/usr/bin/redis-server"])
 }
 
 /// A lab with one LAN, `subnet`, and hosts `alpha` and `beta` on it.
