@@ -18,29 +18,9 @@ use std::time::{Duration, Instant};
 /// inherits it, which is how leftovers are found.
 const TOKEN: &str = "HARNESS_NEXTEST_TEST_TOKEN";
 
-/// The pids of the live processes whose environment has `TOKEN=token` (zombies have none).
+/// The pids of the live processes whose environment has `TOKEN=token`.
 fn processes_with(token: &str) -> Vec<u32> {
-    let wanted = format!("{TOKEN}={token}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if environ
-            .split(|&b| b == 0)
-            .any(|var| var == wanted.as_bytes())
-        {
-            found.push(pid);
-        }
-    }
-    found
+    fixtures::processes_with_env(TOKEN, token)
 }
 
 /// One run's token, state root, supervisor log and project directory; kills what the run

@@ -124,30 +124,9 @@ fn run_suite(suite: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
-/// The pids of the processes whose environment has `TOKEN=token`.
+/// The pids of the live processes whose environment has `TOKEN=token`.
 fn processes_with(token: &str) -> Vec<u32> {
-    let wanted = format!("{TOKEN}={token}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // A process may end while we look, or be a zombie with no environment.
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if environ
-            .split(|&b| b == 0)
-            .any(|var| var == wanted.as_bytes())
-        {
-            found.push(pid);
-        }
-    }
-    found
+    fixtures::processes_with_env(TOKEN, token)
 }
 
 /// The `name: test` lines of `--list`.

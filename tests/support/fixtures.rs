@@ -124,3 +124,30 @@ pub fn project_dir() -> tempfile::TempDir {
     .expect("link target/PROFILE");
     dir
 }
+
+/// The pids of the live processes whose environment has `name=value`: how a test finds every
+/// process a run it started left, whoever its parent is (zombies have no environment).
+pub fn processes_with_env(name: &str, value: &str) -> Vec<u32> {
+    let wanted = format!("{name}={value}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may end while we look.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|&b| b == 0)
+            .any(|var| var == wanted.as_bytes())
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
