@@ -147,6 +147,7 @@ mod manager;
 mod ports;
 mod process;
 mod remote_lan;
+mod state;
 
 pub use docker::{DockerExecutor, RUN_LABEL, SERVICE_LABEL};
 pub use error::{OrchestratorError, StartFailure};
@@ -155,3 +156,4 @@ pub use logs::{DEFAULT_LOG_TAIL, FAILURE_TAIL, LogBuffer, LogLine};
 pub use manager::{DEFAULT_STOP_GRACE, MAIN_ENDPOINT, Progress, ServiceManager, ServiceStatus};
 pub use process::ProcessExecutor;
 pub use remote_lan::{KNOWN_HOSTS_FILE, RemoteLanExecutor};
+pub use state::{STATE_DIR_ENV, state_root};

@@ -63,8 +63,7 @@ const WATCH_ENV: &str = "HARNESS_SUPERVISOR_WATCH";
 pub const IDLE_ENV: &str = "HARNESS_SUPERVISOR_IDLE";
 /// A file the supervisor appends its log to, kept after it ends (for debugging).
 pub const LOG_ENV: &str = "HARNESS_SUPERVISOR_LOG";
-/// The root of harness's state directories.
-pub const STATE_DIR_ENV: &str = "HARNESS_STATE_DIR";
+pub use crate::orchestrator::STATE_DIR_ENV;
 /// Set by nextest for every test process of a run.
 const RUN_ID_ENV: &str = "NEXTEST_RUN_ID";
 /// Set by nextest to the name of the one test a process runs.
@@ -124,20 +123,6 @@ pub(crate) fn fnv(parts: &[&[u8]]) -> String {
     format!("{hash:016x}")
 }
 
-/// `$HARNESS_STATE_DIR`, else `$XDG_RUNTIME_DIR/harness`, else `/tmp/harness-<uid>`.
-fn state_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os(STATE_DIR_ENV).filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("harness");
-    }
-    PathBuf::from(format!(
-        "/tmp/harness-{}",
-        rustix::process::getuid().as_raw()
-    ))
-}
-
 /// The supervisor's directory for `run_id` and topology `key`.
 fn supervisor_dir(run_id: &str, key: &str) -> PathBuf {
     let run: String = run_id
@@ -150,7 +135,9 @@ fn supervisor_dir(run_id: &str, key: &str) -> PathBuf {
             }
         })
         .collect();
-    state_root().join("tests").join(format!("{run}-{key}"))
+    crate::orchestrator::state_root()
+        .join("tests")
+        .join(format!("{run}-{key}"))
 }
 
 /// Takes a lease on the copy of `shared`'s topology that the run's supervisor owns, starting
