@@ -17,7 +17,7 @@ mod lab_support;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use harness::exec::{Command, Launcher};
@@ -79,8 +79,23 @@ fn remote(lab: &Lab, host: &str, binary: &Path) -> String {
         "host: {}, user: root, key: {}, binary: {}",
         lab.host(host).addr("lan"),
         lab.key().display(),
-        binary.display()
+        visible_on_hosts(lab, binary).display()
     )
+}
+
+/// `binary`, or a copy of it in the lab's directory when it lies under `/tmp`, which every lab
+/// host replaces with a private one (a checkout in `/tmp` would be out of the hosts' sight).
+fn visible_on_hosts(lab: &Lab, binary: &Path) -> PathBuf {
+    if !binary.starts_with("/tmp") {
+        return binary.to_path_buf();
+    }
+    let copy = lab.dir().join("bin").join(binary.file_name().unwrap());
+    if !copy.exists() {
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::copy(binary, &copy)
+            .unwrap_or_else(|e| panic!("copy {} into the lab: {e}", binary.display()));
+    }
+    copy
 }
 
 /// The names of the programs running on `host` (its own PID namespace), apart from sshd and
