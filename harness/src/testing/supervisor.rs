@@ -42,7 +42,6 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -435,52 +434,80 @@ fn supervise(shared: &Shared, dir: &Path) -> ExitCode {
     code
 }
 
+/// The leases a supervisor has handed out.
+struct Leases {
+    held: usize,
+    last_release: Instant,
+    /// Set once the supervisor has decided to tear down: later connections get no welcome, so
+    /// their tests elect a new supervisor (after this one's teardown, under the lock).
+    closing: bool,
+}
+
+fn lock_leases(leases: &Mutex<Leases>) -> std::sync::MutexGuard<'_, Leases> {
+    leases.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Hands out leases until none is left and the run is over or idle.
+///
+/// A thread accepts each test as it connects, so a lease costs a round trip rather than a poll
+/// interval; the decision to tear down takes the same lock as handing out a lease, so no test
+/// is welcomed to a topology that is going away.
 fn serve(listener: &UnixListener, welcome: &str, idle: Duration, watch: Option<&str>) {
-    if let Err(e) = listener.set_nonblocking(true) {
-        log(&format!("make the socket non-blocking: {e}"));
-        return;
-    }
-    let leases = Arc::new(AtomicUsize::new(0));
-    let last_release = Arc::new(Mutex::new(Instant::now()));
-    loop {
-        loop {
-            match listener.accept() {
-                Ok((mut stream, _)) => {
-                    let _ = stream.set_nonblocking(false);
-                    if stream.write_all(welcome.as_bytes()).is_err() {
-                        continue;
-                    }
-                    leases.fetch_add(1, Ordering::SeqCst);
-                    let leases = leases.clone();
-                    let last_release = last_release.clone();
-                    std::thread::spawn(move || {
-                        // The test writes nothing: the read ends when its side closes.
-                        let mut sink = Vec::new();
-                        let _ = std::io::Read::read_to_end(&mut stream, &mut sink);
-                        *last_release.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-                        leases.fetch_sub(1, Ordering::SeqCst);
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+    let accepting = match listener.try_clone() {
+        Ok(listener) => listener,
+        Err(e) => {
+            log(&format!("share the socket with the accepting thread: {e}"));
+            return;
+        }
+    };
+    let leases = Arc::new(Mutex::new(Leases {
+        held: 0,
+        last_release: Instant::now(),
+        closing: false,
+    }));
+    let welcome = welcome.to_string();
+    let handed_out = leases.clone();
+    std::thread::spawn(move || {
+        for stream in accepting.incoming() {
+            let mut stream = match stream {
+                Ok(stream) => stream,
                 Err(e) => {
                     log(&format!("accept: {e}"));
-                    break;
+                    std::thread::sleep(POLL);
+                    continue;
                 }
+            };
+            {
+                let mut leases = lock_leases(&handed_out);
+                if leases.closing || stream.write_all(welcome.as_bytes()).is_err() {
+                    continue;
+                }
+                leases.held += 1;
             }
+            let released = handed_out.clone();
+            std::thread::spawn(move || {
+                // The test writes nothing: the read ends when its side closes.
+                let mut sink = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut stream, &mut sink);
+                let mut leases = lock_leases(&released);
+                leases.held -= 1;
+                leases.last_release = Instant::now();
+            });
         }
-        if leases.load(Ordering::SeqCst) == 0 {
-            let run_over = watch.is_some_and(|w| !alive(w));
-            let idle_for = last_release
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .elapsed();
-            if run_over || idle_for >= idle {
-                log(match run_over {
-                    true => "the run is over and no test holds a lease",
-                    false => "no test held a lease for the idle timeout",
-                });
-                return;
+    });
+    loop {
+        {
+            let mut leases = lock_leases(&leases);
+            if leases.held == 0 {
+                let run_over = watch.is_some_and(|w| !alive(w));
+                if run_over || leases.last_release.elapsed() >= idle {
+                    leases.closing = true;
+                    log(match run_over {
+                        true => "the run is over and no test holds a lease",
+                        false => "no test held a lease for the idle timeout",
+                    });
+                    return;
+                }
             }
         }
         std::thread::sleep(POLL);
