@@ -101,19 +101,10 @@ fn visible_on_hosts(lab: &Lab, binary: &Path) -> PathBuf {
 /// The names of the programs running on `host` (its own PID namespace), apart from sshd and
 /// the probe itself (its shells, and `setsid` and `env` on their way to exec what they run).
 async fn programs_on(lab: &Lab, host: &str) -> Vec<String> {
-    let ssh = lab
-        .host(host)
-        .launcher()
+    processes_on(lab, host)
         .await
-        .unwrap_or_else(|e| panic!("connect to host {host}: {e}"));
-    let out = ssh
-        .output(&Command::new("ps").args(["-e", "-o", "comm="]))
-        .await
-        .unwrap_or_else(|e| panic!("run ps on {host}: {e}"));
-    assert!(out.success(), "ps on {host}: {out:?}");
-    out.stdout
-        .iter()
-        .map(|l| l.trim().to_string())
+        .into_iter()
+        .map(|(_, _, command)| command)
         .filter(|c| !matches!(c.as_str(), "sshd" | "ps" | "sh" | "setsid" | "env" | ""))
         .collect()
 }
