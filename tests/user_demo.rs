@@ -145,6 +145,25 @@ async fn overlays_add_services_and_settings(
     );
 }
 
+/// A test may stop, start and restart services of a shared copy (under nextest, the
+/// supervisor that owns the copy does it). No other test names this file, so the restart
+/// disturbs nobody.
+#[harness_test(topology = "tests/user_demo/restart.yaml")]
+async fn restarts_a_service_of_its_shared_copy(topo: &Topology, kv_api: Service) {
+    assert_eq!(http(kv_api.addr(), "PUT", "/kv/k", "before").0, 204);
+    let store = topo.addr("kv-store").unwrap();
+    topo.restart("kv-store").await.unwrap();
+    assert_eq!(topo.addr("kv-store").unwrap(), store, "same port");
+    assert_eq!(http(kv_api.addr(), "GET", "/kv/k", "").0, 404, "emptied");
+    topo.stop("kv-store").await.unwrap();
+    assert!(TcpStream::connect(store).is_err(), "stopped");
+    let error = topo.restart("no-such").await.unwrap_err().to_string();
+    assert!(error.contains("no-such"), "{error}");
+    topo.start("kv-store").await.unwrap();
+    assert_eq!(http(kv_api.addr(), "PUT", "/kv/k", "after").0, 204);
+    assert_eq!(http(kv_api.addr(), "GET", "/kv/k", "").1, "after");
+}
+
 mod isolated {
     use super::*;
 
@@ -169,7 +188,10 @@ mod isolated {
     }
 }
 
-#[harness_test(topology = "fixtures/topologies/demo.yaml", ignore)]
+#[harness_test(
+    topology = "fixtures/topologies/demo.yaml",
+    ignore = "shows how a test is left out unless asked for"
+)]
 async fn runs_only_when_asked(echo: Service) {
     TcpStream::connect(echo.addr()).unwrap();
 }

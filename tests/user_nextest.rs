@@ -161,10 +161,10 @@ fn a_nextest_run_shares_each_topology_once_and_leaves_nothing() {
     let scene = Scene::new();
     let output = nextest(&scene, &[]);
     check_run(&scene, &output);
-    // The plain demo and the demo with the overlay.
+    // The plain demo, the demo with the overlay, and the restart test's topology.
     assert_eq!(
         scene.count("started topology ").len(),
-        2,
+        3,
         "{}",
         both(&output)
     );

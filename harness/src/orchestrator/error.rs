@@ -60,6 +60,17 @@ pub enum OrchestratorError {
         #[source]
         source: LaunchError,
     },
+    /// A test asked the supervisor that owns a copy shared under nextest to start, stop or
+    /// restart a service, and it could not (the message is the supervisor's error).
+    #[error("{action} service {service} in the shared copy: {message}")]
+    SharedCopy {
+        /// `start`, `stop` or `restart`.
+        action: &'static str,
+        /// The service.
+        service: String,
+        /// What the supervisor answered, or why it could not be asked.
+        message: String,
+    },
     /// A service could not be stopped.
     #[error("stop service {service}: {source}")]
     Stop {

@@ -22,17 +22,19 @@
 //! - Protocol: each connection is a lease. The supervisor writes one line of JSON to it: `{"ok":
 //!   {"file", "state_dir", "services": [{"name", "addr", "env", "log_file"}]}}`, or `{"err":
 //!   "..."}`, the same start error for every test: a topology that failed to start is not
-//!   started again. The test then only keeps the connection open; closing it ends the lease.
+//!   started again. The test then keeps the connection open; closing it ends the lease.
 //!   Services' logs are files in the supervisor's directory, which the test reads.
+//! - Requests: over its lease a test may send one line of JSON, `{"start": NAME}`,
+//!   `{"stop": NAME}` or `{"restart": NAME}`, and reads one line back: `{"ok": ...}` with the
+//!   copy as it is afterwards (addresses included), or `{"err": "..."}`. The supervisor runs
+//!   one request at a time, so [`Topology::start`], `stop` and `restart` behave as under
+//!   `cargo test`: on the shared copy, seen by every test that shares it.
 //! - Teardown: when no lease is left and either the parent of the test that started the
 //!   supervisor (the nextest runner) is gone or no lease came for `HARNESS_SUPERVISOR_IDLE`
 //!   seconds (10 by default), the supervisor takes the lock, removes its socket, stops the
 //!   services and removes its directory.
 //! - A supervisor killed with SIGKILL takes its services with it: they get the orchestrator's
 //!   death signal (`PR_SET_PDEATHSIG`) from the supervisor's spawner thread.
-//! - A test of a shared copy cannot stop, start or restart its services (that would change
-//!   the copy under the other tests): [`Topology`]'s methods return an error saying so; make
-//!   such a test `isolated`.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
@@ -79,6 +81,26 @@ const POLL: Duration = Duration::from_millis(50);
 pub(crate) enum Welcome {
     Ok(Copy),
     Err(String),
+}
+
+/// What a test asks the supervisor to do to the shared copy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Request {
+    Start(String),
+    Stop(String),
+    Restart(String),
+}
+
+impl Request {
+    /// The verb and the service, for messages.
+    pub(crate) fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Request::Start(name) => ("start", name),
+            Request::Stop(name) => ("stop", name),
+            Request::Restart(name) => ("restart", name),
+        }
+    }
 }
 
 /// A running copy, as the supervisor describes it.
@@ -402,7 +424,13 @@ fn supervise(shared: &Shared, dir: &Path) -> ExitCode {
         serde_json::to_string(&Welcome::Err(format!("describe the copy: {e}"))).unwrap_or_default()
     });
     line.push('\n');
-    serve(&listener, &line, idle, watch.as_deref());
+    serve(
+        &listener,
+        &line,
+        started.as_ref().ok(),
+        idle,
+        watch.as_deref(),
+    );
     log("tearing down");
     // Under the lock, so that no test elects a new supervisor over what we remove.
     let lock_path = dir.join("lock");
@@ -452,7 +480,13 @@ fn lock_leases(leases: &Mutex<Leases>) -> std::sync::MutexGuard<'_, Leases> {
 /// A thread accepts each test as it connects, so a lease costs a round trip rather than a poll
 /// interval; the decision to tear down takes the same lock as handing out a lease, so no test
 /// is welcomed to a topology that is going away.
-fn serve(listener: &UnixListener, welcome: &str, idle: Duration, watch: Option<&str>) {
+fn serve(
+    listener: &UnixListener,
+    welcome: &str,
+    topology: Option<&Topology>,
+    idle: Duration,
+    watch: Option<&str>,
+) {
     let accepting = match listener.try_clone() {
         Ok(listener) => listener,
         Err(e) => {
@@ -467,6 +501,9 @@ fn serve(listener: &UnixListener, welcome: &str, idle: Duration, watch: Option<&
     }));
     let welcome = welcome.to_string();
     let handed_out = leases.clone();
+    let topology = topology.cloned();
+    // One request at a time, as one test process would make them.
+    let one_at_a_time = Arc::new(Mutex::new(()));
     std::thread::spawn(move || {
         for stream in accepting.incoming() {
             let mut stream = match stream {
@@ -485,10 +522,11 @@ fn serve(listener: &UnixListener, welcome: &str, idle: Duration, watch: Option<&
                 leases.held += 1;
             }
             let released = handed_out.clone();
+            let topology = topology.clone();
+            let one_at_a_time = one_at_a_time.clone();
             std::thread::spawn(move || {
-                // The test writes nothing: the read ends when its side closes.
-                let mut sink = Vec::new();
-                let _ = std::io::Read::read_to_end(&mut stream, &mut sink);
+                // Requests until the test's side closes, which ends the lease.
+                answer_requests(&mut stream, topology.as_ref(), &one_at_a_time);
                 let mut leases = lock_leases(&released);
                 leases.held -= 1;
                 leases.last_release = Instant::now();
@@ -511,6 +549,44 @@ fn serve(listener: &UnixListener, welcome: &str, idle: Duration, watch: Option<&
             }
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// Answers a lease's requests until the test closes it.
+fn answer_requests(stream: &mut UnixStream, topology: Option<&Topology>, one: &Mutex<()>) {
+    let Ok(reading) = stream.try_clone() else {
+        return;
+    };
+    let mut lines = BufReader::new(reading);
+    let mut line = String::new();
+    while matches!(lines.read_line(&mut line), Ok(n) if n > 0) {
+        let answer = match (serde_json::from_str::<Request>(&line), topology) {
+            (Err(e), _) => Welcome::Err(format!("a request the supervisor does not know: {e}")),
+            // No test gets a lease on a copy that failed to start.
+            (Ok(_), None) => Welcome::Err("the topology did not start".to_string()),
+            (Ok(request), Some(topology)) => {
+                let _one = one.lock().unwrap_or_else(|e| e.into_inner());
+                let (verb, service) = request.parts();
+                log(&format!("{verb} {service}, as a test asked"));
+                let done = async_io::block_on(async {
+                    match &request {
+                        Request::Start(name) => topology.start(name).await,
+                        Request::Stop(name) => topology.stop(name).await,
+                        Request::Restart(name) => topology.restart(name).await,
+                    }
+                });
+                match done {
+                    Ok(()) => Welcome::Ok(topology.describe()),
+                    Err(e) => Welcome::Err(e.to_string()),
+                }
+            }
+        };
+        line.clear();
+        let mut reply = serde_json::to_string(&answer).unwrap_or_default();
+        reply.push('\n');
+        if stream.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
     }
 }
 

@@ -1,24 +1,26 @@
 //! `Topology`: the running topology a test receives as `&Topology`.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::exec::{LaunchError, OutputStream};
+use crate::exec::OutputStream;
 use crate::orchestrator::{DEFAULT_LOG_TAIL, LogLine, OrchestratorError, ServiceManager};
 
 use super::service::{LogSource, Service, parse_env_file};
-use super::supervisor::{Copy, RemoteService};
+use super::supervisor::{Copy, RemoteService, Request, Welcome};
 
 /// A running topology: every service of the file, started and healthy.
 ///
 /// Tests that name the same file (and overlays) share one running copy, unless they are
-/// `isolated`; so a test that stops or restarts services should be `isolated`. Under
-/// `cargo nextest run` a shared copy runs in a supervisor process (see `docs/testing.md`):
-/// the test reads its addresses, environment and logs, and cannot stop, start or restart its
-/// services.
+/// `isolated`. A test that stops, starts or restarts a service of a shared copy does so for
+/// every test sharing it; give such a test a copy of its own with `isolated`, or a topology
+/// that no other test names. Under `cargo nextest run` a shared copy runs in a supervisor
+/// process (see `docs/testing.md`), which carries out `start`, `stop` and `restart` for the
+/// test.
 #[derive(Clone)]
 pub struct Topology {
     inner: Arc<Inner>,
@@ -39,9 +41,12 @@ enum Backend {
     /// A lease on the copy a supervisor owns: the connection is held until the last clone
     /// drops.
     Leased {
-        services: Vec<RemoteService>,
+        /// As the supervisor last described them: a start may change an address.
+        services: Mutex<Vec<RemoteService>>,
         state_dir: Option<PathBuf>,
-        _lease: UnixStream,
+        lease: UnixStream,
+        /// One request at a time on the lease.
+        asking: async_lock::Mutex<()>,
     },
 }
 
@@ -101,9 +106,10 @@ impl Topology {
             inner: Arc::new(Inner {
                 file: copy.file,
                 backend: Backend::Leased {
-                    services: copy.services,
+                    services: Mutex::new(copy.services),
                     state_dir: copy.state_dir,
-                    _lease: lease,
+                    lease,
+                    asking: async_lock::Mutex::new(()),
                 },
             }),
         }
@@ -158,7 +164,7 @@ impl Topology {
                 .get(name)
                 .copied()
                 .flatten(),
-            Backend::Leased { services, .. } => services
+            Backend::Leased { services, .. } => lock(services)
                 .iter()
                 .find(|s| s.name == name)
                 .and_then(|s| s.addr),
@@ -179,7 +185,9 @@ impl Topology {
     fn names(&self) -> Vec<String> {
         match &self.inner.backend {
             Backend::Local { manager, .. } => manager.topology().services.keys().cloned().collect(),
-            Backend::Leased { services, .. } => services.iter().map(|s| s.name.clone()).collect(),
+            Backend::Leased { services, .. } => {
+                lock(services).iter().map(|s| s.name.clone()).collect()
+            }
         }
     }
 
@@ -210,6 +218,7 @@ impl Topology {
                 (env, LogSource::Manager(manager.clone()))
             }
             Backend::Leased { services, .. } => {
+                let services = lock(services);
                 let remote = services.iter().find(|s| s.name == name);
                 (
                     remote.map(|s| s.env.clone()).unwrap_or_default(),
@@ -242,43 +251,69 @@ impl Topology {
             .collect()
     }
 
-    /// The manager, for a copy this process started; the error a shared copy gives instead.
-    fn local(&self, doing: &str, name: &str) -> Result<&ServiceManager, OrchestratorError> {
-        match &self.inner.backend {
-            Backend::Local { manager, .. } => Ok(manager),
-            Backend::Leased { .. } => Err(OrchestratorError::Stop {
-                service: name.to_string(),
-                source: LaunchError::Io {
-                    doing: format!(
-                        "{doing} {name} in the copy of {} that a supervisor shares between                          nextest's test processes",
-                        self.inner.file.display()
-                    ),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::Unsupported,
-                        "a test that stops, starts or restarts services must be `isolated`",
-                    ),
-                },
-            }),
-        }
-    }
-
     /// Starts a stopped service (its dependencies must run) and waits until it is healthy.
     pub async fn start(&self, name: &str) -> Result<(), OrchestratorError> {
-        self.local("start", name)?.start(name).await?;
+        match &self.inner.backend {
+            Backend::Local { manager, .. } => manager.start(name).await?,
+            Backend::Leased { .. } => self.ask(Request::Start(name.to_string())).await?,
+        }
         self.refresh_addrs().await;
         Ok(())
     }
 
     /// Stops one service; its dependents keep running.
     pub async fn stop(&self, name: &str) -> Result<(), OrchestratorError> {
-        self.local("stop", name)?.stop(name).await
+        match &self.inner.backend {
+            Backend::Local { manager, .. } => manager.stop(name).await,
+            Backend::Leased { .. } => self.ask(Request::Stop(name.to_string())).await,
+        }
     }
 
     /// Stops and starts one service, on the same port, and waits until it is healthy.
     pub async fn restart(&self, name: &str) -> Result<(), OrchestratorError> {
-        self.local("restart", name)?.restart(name).await?;
+        match &self.inner.backend {
+            Backend::Local { manager, .. } => manager.restart(name).await?,
+            Backend::Leased { .. } => self.ask(Request::Restart(name.to_string())).await?,
+        }
         self.refresh_addrs().await;
         Ok(())
+    }
+
+    /// Has the supervisor of a leased copy carry out `request`, and takes the copy as it
+    /// describes it afterwards.
+    async fn ask(&self, request: Request) -> Result<(), OrchestratorError> {
+        let Backend::Leased {
+            services,
+            lease,
+            asking,
+            ..
+        } = &self.inner.backend
+        else {
+            unreachable!("only a leased copy asks its supervisor");
+        };
+        let (verb, service) = request.parts();
+        let service = service.to_string();
+        let failed = |message: String| OrchestratorError::SharedCopy {
+            action: verb,
+            service: service.clone(),
+            message,
+        };
+        self.check(&service)
+            .map_err(|_| OrchestratorError::UnknownService(service.clone()))?;
+        let _one = asking.lock().await;
+        let stream = lease
+            .try_clone()
+            .map_err(|e| failed(format!("use the lease: {e}")))?;
+        let answer = blocking::unblock(move || exchange(stream, &request))
+            .await
+            .map_err(|e| failed(format!("ask the supervisor: {e}")))?;
+        match answer {
+            Welcome::Ok(copy) => {
+                *lock(services) = copy.services;
+                Ok(())
+            }
+            Welcome::Err(message) => Err(failed(message)),
+        }
     }
 
     /// One service's last lines of output, oldest first.
@@ -307,6 +342,25 @@ impl Topology {
             ),
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sends one request over a lease and reads the supervisor's one-line answer.
+fn exchange(mut stream: UnixStream, request: &Request) -> std::io::Result<Welcome> {
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    if BufReader::new(&stream).read_line(&mut answer)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the supervisor closed the lease",
+        ));
+    }
+    Ok(serde_json::from_str(&answer)?)
 }
 
 /// The last `DEFAULT_LOG_TAIL` lines of a service's log file.
@@ -373,22 +427,69 @@ mod tests {
         assert_eq!(topology.state_dir(), Some(PathBuf::from("/virtual/state")));
     }
 
+    /// Plays the supervisor: answers one request with `answer`, returns the request.
+    fn supervisor_answers(supervisor: &UnixStream, answer: &Welcome) -> Request {
+        let mut line = String::new();
+        BufReader::new(supervisor).read_line(&mut line).unwrap();
+        let mut reply = serde_json::to_string(answer).unwrap();
+        reply.push('\n');
+        (&*supervisor).write_all(reply.as_bytes()).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
     #[test]
-    fn a_leased_copy_refuses_to_restart_and_ends_its_lease_when_dropped() {
+    fn a_leased_copy_asks_its_supervisor_and_ends_its_lease_when_dropped() {
         let (topology, mut supervisor) = leased(None);
-        let error = async_io::block_on(topology.restart("cache"))
-            .unwrap_err()
-            .to_string();
+        let moved = Copy {
+            file: PathBuf::from("/virtual/kv.yaml"),
+            state_dir: None,
+            services: vec![RemoteService {
+                name: "cache".to_string(),
+                addr: Some("127.0.0.1:4001".parse().unwrap()),
+                env: Vec::new(),
+                log_file: None,
+            }],
+        };
+        let asked = std::thread::scope(|scope| {
+            let supervisor = &supervisor;
+            let answered = scope.spawn(move || supervisor_answers(supervisor, &Welcome::Ok(moved)));
+            async_io::block_on(topology.start("cache")).unwrap();
+            answered.join().unwrap()
+        });
         assert!(
-            error.contains("restart cache") && error.contains("isolated"),
-            "{error}"
+            matches!(asked, Request::Start(ref name) if name == "cache"),
+            "{asked:?}"
         );
+        assert_eq!(
+            topology.addr("cache").unwrap(),
+            "127.0.0.1:4001".parse().unwrap()
+        );
+
+        let error = std::thread::scope(|scope| {
+            let supervisor = &supervisor;
+            scope.spawn(move || {
+                supervisor_answers(supervisor, &Welcome::Err("it would not stop".to_string()))
+            });
+            async_io::block_on(topology.restart("cache"))
+                .unwrap_err()
+                .to_string()
+        });
+        assert_eq!(
+            error,
+            "restart service cache in the shared copy: it would not stop"
+        );
+        // An unknown service is refused here, without asking.
+        assert!(matches!(
+            async_io::block_on(topology.stop("db")),
+            Err(OrchestratorError::UnknownService(_))
+        ));
+
         let clone = topology.clone();
         drop(topology);
         drop(clone);
-        // The supervisor's side sees the lease end.
+        // The supervisor's side sees the lease end, and no request after the two above.
         let mut rest = Vec::new();
         std::io::Read::read_to_end(&mut supervisor, &mut rest).unwrap();
-        assert!(rest.is_empty());
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
     }
 }
