@@ -20,6 +20,7 @@
 pub mod api;
 pub mod exec;
 pub mod lab;
+pub mod network;
 pub mod orchestrator;
 pub mod package;
 pub mod registry;
