@@ -195,10 +195,15 @@ fn two_labs_run_at_once() {
                 .host("node", &["lan"])
                 .build()
         };
-        let (one, two) =
-            futures_lite::future::zip(build("10.213.3.0/24"), build("10.213.4.0/24")).await;
+        let (one, two) = futures_lite::future::zip(build("10.213.3.0/24"), build("auto")).await;
         let (one, two) = (one.expect("lab one builds"), two.expect("lab two builds"));
         assert_ne!(one.prefix(), two.prefix());
+        // `auto` chose a free /24 of 10.231.0.0/16.
+        let auto = two.network("lan").unwrap().subnet().to_string();
+        assert!(
+            auto.starts_with("10.231.") && auto.ends_with(".0/24"),
+            "{auto}"
+        );
         assert_ne!(one.host("node").namespace(), two.host("node").namespace());
 
         for lab in [&one, &two] {
@@ -237,6 +242,15 @@ fn two_labs_run_at_once() {
             err.to_string().contains(&format!("{}-0", one.prefix())),
             "{err}"
         );
+
+        // Another `auto` network, while lab two holds the first free one, gets the next.
+        let three = build("auto").await.expect("lab three builds");
+        let third = three.network("lan").unwrap().subnet().to_string();
+        assert!(
+            third.starts_with("10.231.") && third != auto,
+            "{third}, {auto}"
+        );
+        shut_down(three).await;
 
         shut_down(one).await;
         shut_down(two).await;

@@ -14,6 +14,14 @@ use crate::lab::subnet::Subnet;
 /// The longest host name: it is part of a namespace name and the host's hostname.
 const MAX_HOST_NAME: usize = 32;
 
+/// The subnet text that asks the lab to choose a free one.
+pub const AUTO_SUBNET: &str = "auto";
+/// Where `auto` subnets come from: the /24s of this /16, the first without a route here.
+const AUTO_POOL: Ipv4Addr = Ipv4Addr::new(10, 231, 0, 0);
+/// Held while a lab chooses `auto` subnets and creates its links, so that two labs building
+/// at once do not choose the same one.
+const AUTO_LOCK: &str = ".subnets.lock";
+
 /// Declares the networks and hosts of a [`Lab`]; [`LabBuilder::build`] creates them.
 #[derive(Debug, Clone, Default)]
 #[must_use = "a LabBuilder does nothing until `build` is called"]
@@ -39,7 +47,8 @@ impl LabBuilder {
     /// Adds a network named `name` with the IPv4 `subnet` (`"10.77.1.0/24"`): a bridge in the
     /// lab's switch namespace. Hosts get its addresses from the first up, in the order they
     /// are declared; the test machine gets the last one. Labs that run at the same time need
-    /// subnets of their own.
+    /// subnets of their own: `"auto"` ([`AUTO_SUBNET`]) has the lab choose a free /24 from
+    /// `10.231.0.0/16` at build time, one that no route of this machine covers.
     pub fn network(mut self, name: impl Into<String>, subnet: impl Into<String>) -> Self {
         self.networks.push((name.into(), subnet.into()));
         self
@@ -58,11 +67,19 @@ impl LabBuilder {
     /// Creates the lab: sweeps labs whose owner died, reserves a prefix, generates the keys,
     /// creates the namespaces, bridges and links, starts every host's sshd and waits until each
     /// accepts connections. If anything fails, what was created is removed again.
-    pub async fn build(self) -> Result<Lab, LabError> {
-        let (networks, hosts) = self.plan()?;
+    pub async fn build(mut self) -> Result<Lab, LabError> {
+        // Checked with a stand-in for `auto` subnets, before anything is created.
+        self.plan()?;
         check_support()?;
         // Sweep first: a dead lab's routes would make its subnets look taken.
         blocking::unblock(janitor::sweep).await;
+        // Held until the links exist, when `auto` subnets are taken.
+        let _choosing = match self.networks.iter().any(|(_, s)| s == AUTO_SUBNET) {
+            true => Some(blocking::unblock(lock_auto_subnets).await?),
+            false => None,
+        };
+        self.choose_auto_subnets()?;
+        let (networks, hosts) = self.plan()?;
         for net in &networks {
             check_unrouted(net)?;
         }
@@ -113,6 +130,39 @@ impl LabBuilder {
         Ok(lab)
     }
 
+    /// Replaces each `auto` subnet with the first /24 of the pool that no route covers and
+    /// no other network of this lab has.
+    fn choose_auto_subnets(&mut self) -> Result<(), LabError> {
+        let mut taken: Vec<String> = self.networks.iter().map(|(_, s)| s.clone()).collect();
+        for i in 0..self.networks.len() {
+            if self.networks[i].1 != AUTO_SUBNET {
+                continue;
+            }
+            let name = self.networks[i].0.clone();
+            let free = (0..=255u8)
+                .map(|third| {
+                    let [a, b, _, _] = AUTO_POOL.octets();
+                    format!("{}/24", Ipv4Addr::new(a, b, third, 0))
+                })
+                .filter(|candidate| !taken.contains(candidate))
+                .find(|candidate| {
+                    let plan = NetPlan {
+                        name: name.clone(),
+                        subnet: Subnet::parse(candidate).expect("a valid /24"),
+                    };
+                    check_unrouted(&plan).is_ok()
+                })
+                .ok_or_else(|| LabError::InvalidSubnet {
+                    network: name.clone(),
+                    subnet: AUTO_SUBNET.to_string(),
+                    reason: format!("every /24 of {AUTO_POOL}/16 is routed already"),
+                })?;
+            taken.push(free.clone());
+            self.networks[i].1 = free;
+        }
+        Ok(())
+    }
+
     /// Checks names, subnets and attachments, and hands out addresses.
     fn plan(&self) -> Result<(Vec<NetPlan>, Vec<HostPlan>), LabError> {
         let mut networks: Vec<NetPlan> = Vec::new();
@@ -121,9 +171,14 @@ impl LabBuilder {
             if networks.iter().any(|n| &n.name == name) {
                 return Err(invalid("network", name, "declared twice"));
             }
+            // A stand-in of the size an `auto` subnet gets.
+            let subnet = match subnet.as_str() {
+                AUTO_SUBNET => "10.231.0.0/24",
+                subnet => subnet,
+            };
             let parsed = Subnet::parse(subnet).map_err(|reason| LabError::InvalidSubnet {
                 network: name.clone(),
-                subnet: subnet.clone(),
+                subnet: subnet.to_string(),
                 reason,
             })?;
             networks.push(NetPlan {
@@ -232,6 +287,23 @@ fn check_support() -> Result<(), LabError> {
         ));
     }
     Ok(())
+}
+
+/// Takes the lock under which labs choose `auto` subnets (blocking).
+fn lock_auto_subnets() -> Result<std::fs::File, LabError> {
+    let dir = Path::new(janitor::REGISTRY_DIR);
+    std::fs::create_dir_all(dir)
+        .map_err(|e| LabError::io(format!("create the lab registry {}", dir.display()), e))?;
+    let path = dir.join(AUTO_LOCK);
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LabError::io(format!("open {}", path.display()), e))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| LabError::io(format!("lock {}", path.display()), e.into()))?;
+    Ok(file)
 }
 
 /// Refuses a subnet that this machine already has a route into: the test machine joins every

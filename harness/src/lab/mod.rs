@@ -28,7 +28,7 @@ mod janitor;
 mod running;
 mod subnet;
 
-pub use builder::LabBuilder;
+pub use builder::{AUTO_SUBNET, LabBuilder};
 pub use error::LabError;
 pub use janitor::{REGISTRY_DIR, leftovers, sweep};
 pub use running::{Lab, LabHost, LabNetwork};
