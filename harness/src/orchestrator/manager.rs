@@ -30,6 +30,7 @@ use super::logs::{DEFAULT_LOG_TAIL, FAILURE_TAIL, LogBuffer, LogLine};
 use super::ports::{LOCAL_HOST, assign_host_port, assign_port};
 use super::process::ProcessExecutor;
 use super::remote_lan::RemoteLanExecutor;
+use super::temp_dir;
 
 /// How long a service may take to stop after SIGTERM before it is killed.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -116,8 +117,8 @@ pub struct ServiceStatus {
 ///   `<DEP>_ADDR` for each dependency that has a port, with the address reachable from where
 ///   it runs (see [Ports and addresses](super#ports-and-addresses)). An env file with the same
 ///   variables, `<service>.env`, and its output, `<service>.log`, are kept in a state directory
-///   for the run (`harness-XXXXXX` in the temporary directory), removed by
-///   [`ServiceManager::stop_all`].
+///   for the run (`harness-run-<pid>-<start time>-XXXXXX` in the temporary directory), removed
+///   by [`ServiceManager::stop_all`]; the next run removes those whose process was killed.
 /// - A service counts as started when its health check passes; one without a health check is
 ///   checked with a `tcp` connect if it has a port, and is otherwise started once it runs.
 /// - The registry is kept current: an entry per service (location local, or the LAN and its
@@ -231,7 +232,7 @@ impl ServiceManager {
     }
 
     /// Keeps the run's env files and logs in `dir` (created at the first start, removed by
-    /// [`ServiceManager::stop_all`]) instead of a fresh `harness-XXXXXX` in the temporary
+    /// [`ServiceManager::stop_all`]) instead of a fresh `harness-run-...` in the temporary
     /// directory. For a run that other programs look at, such as `harness up -d`.
     pub fn with_state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.fixed_state_dir = Some(dir.into());
@@ -473,10 +474,7 @@ impl ServiceManager {
                 let dir = match &self.fixed_state_dir {
                     Some(path) => std::fs::create_dir_all(path)
                         .map(|()| StateDir::Given(GivenDir(path.clone()))),
-                    None => tempfile::Builder::new()
-                        .prefix("harness-")
-                        .tempdir()
-                        .map(StateDir::Temp),
+                    None => temp_dir::create().map(StateDir::Temp),
                 };
                 run.state_dir = Some(dir.map_err(OrchestratorError::StateDir)?);
             }
@@ -955,7 +953,7 @@ where
 
 /// A run's state directory: a temporary one of its own, or one the caller named.
 enum StateDir {
-    Temp(tempfile::TempDir),
+    Temp(temp_dir::RunDir),
     Given(GivenDir),
 }
 

@@ -55,6 +55,8 @@ pub fn run_with_args(args: Arguments) -> ExitCode {
         );
     }
     let run_id = supervisor::nextest_run_id(&args);
+    // A test ended by nextest's timeout (SIGTERM) or by Ctrl-C leaves no state directory.
+    crate::orchestrator::remove_on_termination();
     run_cases(&args, cases, run_id).exit_code()
 }
 
