@@ -1,0 +1,78 @@
+//! A suite whose tests hang on purpose once their topology runs, killed from outside by
+//! `tests/user_teardown.rs` (nextest's timeout, or SIGKILL of the binary) to check that nothing
+//! of the run is left: a shared and an isolated copy of fixtures/topologies/teardown.yaml, and a
+//! topology with a container (fixtures/topologies/teardown-docker.yaml). The tests that pass
+//! start the same topologies again, as the next run after a killed one.
+//!
+//! Each test that reaches its body first creates a file named after it in the directory
+//! `HARNESS_HANGING_MARKERS` names, so that the killer knows the services are up.
+//!
+//! It runs its tests only when `HARNESS_HANGING_SUITE=1`; otherwise it selects none, so the
+//! normal test commands (`cargo test`, `cargo nextest run`) pass over it.
+
+use std::net::TcpStream;
+use std::process::ExitCode;
+
+use harness::{Service, Topology, harness_test};
+
+/// The variable that turns the suite on.
+const ENABLE: &str = "HARNESS_HANGING_SUITE";
+/// The directory in which each test marks that it reached its body.
+const MARKERS: &str = "HARNESS_HANGING_MARKERS";
+
+/// Marks that `test` runs with every service of `topology` up.
+fn reached(test: &str, topology: &Topology) {
+    for service in topology.services() {
+        let addr = service.addr();
+        TcpStream::connect(addr)
+            .unwrap_or_else(|e| panic!("connect to {} at {addr}: {e}", service.name()));
+    }
+    if let Some(dir) = std::env::var_os(MARKERS) {
+        let path = std::path::Path::new(&dir).join(test);
+        std::fs::write(&path, "").unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+}
+
+#[harness_test(topology = "fixtures/topologies/teardown.yaml")]
+async fn hangs_in_a_shared_copy(topo: &Topology) {
+    reached("hangs_in_a_shared_copy", topo);
+    std::future::pending::<()>().await;
+}
+
+#[harness_test(topology = "fixtures/topologies/teardown.yaml", isolated)]
+async fn hangs_in_a_private_copy(topo: &Topology) {
+    reached("hangs_in_a_private_copy", topo);
+    std::future::pending::<()>().await;
+}
+
+#[harness_test(topology = "fixtures/topologies/teardown.yaml")]
+async fn passes(web: Service) {
+    TcpStream::connect(web.addr()).unwrap();
+}
+
+mod docker {
+    use super::*;
+
+    #[harness_test(topology = "fixtures/topologies/teardown-docker.yaml")]
+    async fn hangs(topo: &Topology) {
+        reached("docker::hangs", topo);
+        std::future::pending::<()>().await;
+    }
+
+    #[harness_test(topology = "fixtures/topologies/teardown-docker.yaml")]
+    async fn passes(echo: Service, web: Service) {
+        TcpStream::connect(echo.addr()).unwrap();
+        TcpStream::connect(web.addr()).unwrap();
+    }
+}
+
+fn main() -> ExitCode {
+    let mut args = harness::testing::Arguments::from_args();
+    if std::env::var_os(ENABLE).is_none_or(|v| v != "1") {
+        // A filter no test matches: lists and runs nothing, but still speaks libtest's
+        // protocol to cargo and nextest.
+        args.filter = Some(format!("(set {ENABLE}=1 to run this suite)"));
+        args.exact = true;
+    }
+    harness::testing::run_with_args(args)
+}

@@ -1,0 +1,342 @@
+//! Teardown guarantees from outside: the hanging suite (tests/user_hanging.rs) is killed in the
+//! ways a real run can be, and afterwards nothing of it is left (tests/support/leftovers.rs:
+//! processes, supervisors, sockets, state directories, containers, networks, images).
+//!
+//! - nextest's slow timeout ends a test of a shared copy and one of an isolated copy (SIGTERM,
+//!   then SIGKILL after the grace period): nextest reports the timeouts, and soon after nothing
+//!   is left.
+//! - The suite binary run directly, as `cargo test` runs it, is killed with SIGKILL while its
+//!   tests hang: its services are gone within 5 seconds, and the next run removes the state
+//!   directories the killed one could not.
+//! - The same with a container in the topology: the container outlives its killed owner, and
+//!   the next run's janitor removes it, the run's network and its image.
+
+#[path = "support/docker.rs"]
+mod docker;
+#[path = "support/fixtures.rs"]
+mod fixtures;
+#[path = "support/leftovers.rs"]
+mod leftovers;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use leftovers::Leftovers;
+
+/// The variable each scene's processes carry, with a value of its own.
+const TOKEN: &str = "HARNESS_TEARDOWN_TEST_TOKEN";
+
+/// How long the services of a killed run may take to go: the contract.
+const SERVICES_GONE: Duration = Duration::from_secs(5);
+/// How long the rest may take to go (a supervisor notices the end of the run within a poll;
+/// containers take a moment to be removed).
+const REST_GONE: Duration = Duration::from_secs(20);
+/// How long a test waits for the suite's tests to reach their bodies.
+const STARTED: Duration = Duration::from_secs(60);
+
+/// One run of the hanging suite: its token, its own state root, temporary directory and
+/// markers, and a project directory in which the topologies find the fixture programs. Kills
+/// what is left of the run (by its token) when dropped, so a failing test leaves nothing
+/// either.
+struct Scene {
+    token: String,
+    tmp: tempfile::TempDir,
+    project: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> Self {
+        let scene = Self {
+            token: format!("{}-{}", std::process::id(), fastrand::u64(..)),
+            tmp: tempfile::Builder::new()
+                .prefix("harness-teardown-")
+                .tempdir()
+                .unwrap(),
+            project: fixtures::project_dir(),
+        };
+        for dir in ["state", "tmp", "markers"] {
+            std::fs::create_dir(scene.tmp.path().join(dir)).unwrap();
+        }
+        scene
+    }
+
+    fn state_root(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+
+    fn temp_dir(&self) -> PathBuf {
+        self.tmp.path().join("tmp")
+    }
+
+    fn markers(&self) -> PathBuf {
+        self.tmp.path().join("markers")
+    }
+
+    fn supervisor_log(&self) -> PathBuf {
+        self.tmp.path().join("supervisor.log")
+    }
+
+    /// Where this scene's leftovers would be.
+    fn leftovers(&self) -> Leftovers {
+        Leftovers::new(TOKEN, &self.token)
+            .with_state_root(self.state_root())
+            .with_temp_dir(self.temp_dir())
+    }
+
+    /// A command with the scene's environment, the hanging suite turned on.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env("HARNESS_HANGING_SUITE", "1")
+            .env("HARNESS_HANGING_MARKERS", self.markers())
+            .env("HARNESS_BASE_DIR", self.project.path())
+            .env("HARNESS_STATE_DIR", self.state_root())
+            .env("HARNESS_SUPERVISOR_LOG", self.supervisor_log())
+            .env("TMPDIR", self.temp_dir())
+            .env(TOKEN, &self.token)
+            .env_remove("NEXTEST_RUN_ID")
+            .env_remove("NEXTEST_TEST_NAME")
+            .current_dir(fixtures::workspace_dir());
+        command
+    }
+
+    /// Waits until each of `tests` has reached its body, with its services up.
+    fn wait_for(&self, tests: &[&str], child: &mut Child) {
+        let deadline = Instant::now() + STARTED;
+        loop {
+            let missing: Vec<&&str> = tests
+                .iter()
+                .filter(|t| !self.markers().join(t).exists())
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the suite ended ({status}) before {missing:?} ran");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{missing:?} did not reach their bodies within {STARTED:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The hanging suite's binary, run directly (as `cargo test` runs it) with `args`.
+    fn spawn_suite(&self, args: &[&str]) -> Child {
+        self.command(suite_binary())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run the hanging suite")
+    }
+
+    /// The hanging suite's binary, run to its end with `args`.
+    fn run_suite(&self, args: &[&str]) -> Output {
+        self.command(suite_binary())
+            .args(args)
+            .output()
+            .expect("run the hanging suite")
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        self.leftovers().kill_processes();
+    }
+}
+
+fn both(output: &Output) -> String {
+    format!(
+        "{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+fn target_dir() -> PathBuf {
+    fixtures::profile_dir()
+        .parent()
+        .expect("the target directory")
+        .to_path_buf()
+}
+
+/// The user_hanging test binary, built (if need be) into this target directory.
+fn suite_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        // --workspace, as CI's `cargo nextest run --workspace` builds, so nothing builds twice.
+        let out = Command::new(cargo())
+            .args(["test", "--workspace", "--no-run", "--message-format=json"])
+            .args(["--test", "user_hanging", "--target-dir"])
+            .arg(target_dir())
+            .current_dir(fixtures::workspace_dir())
+            .output()
+            .expect("run cargo test --no-run");
+        assert!(out.status.success(), "{}", both(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|m| m["target"]["name"] == "user_hanging" && m["executable"].is_string())
+            .map(|m| PathBuf::from(m["executable"].as_str().unwrap()))
+            .expect("cargo names the user_hanging binary")
+    })
+}
+
+/// Sends SIGKILL to `child` and reaps it.
+fn kill_9(child: &mut Child) {
+    let status = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait().unwrap();
+}
+
+/// Waits until no process of the run is left, failing after [`SERVICES_GONE`].
+fn assert_services_gone(leftovers: &Leftovers, killed: u32) {
+    let deadline = Instant::now() + SERVICES_GONE;
+    loop {
+        let left = leftovers.processes();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{SERVICES_GONE:?} after SIGKILL of the suite {killed}, its processes still run:\n{}",
+            leftovers.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn tests_ended_by_nextest_s_timeout_leave_nothing() {
+    let scene = Scene::new();
+    let output = scene
+        .command(cargo())
+        .args(["nextest", "run", "--workspace", "--test", "user_hanging"])
+        .args(["--profile", "teardown-timeout", "--no-fail-fast"])
+        .args(["--target-dir"])
+        .arg(target_dir())
+        .args(["--", "hangs_in_a_"])
+        .output()
+        .expect("run cargo nextest");
+    let text = both(&output);
+    assert!(!output.status.success(), "{text}");
+    for test in ["hangs_in_a_shared_copy", "hangs_in_a_private_copy"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("TIMEOUT") && l.trim_end().ends_with(test)),
+            "nextest did not report {test} timing out:\n{text}"
+        );
+        // It was killed in its body, with its services up.
+        assert!(
+            scene.markers().join(test).exists(),
+            "{test} never reached its body:\n{text}"
+        );
+    }
+    assert!(!text.contains("LEAK"), "nextest saw a leak:\n{text}");
+    let log = std::fs::read_to_string(scene.supervisor_log()).unwrap_or_default();
+    assert_eq!(
+        log.matches("started topology ").count(),
+        1,
+        "one supervisor for the shared copy:\n{log}"
+    );
+    scene.leftovers().assert_nothing_left(REST_GONE);
+}
+
+#[test]
+fn a_suite_killed_mid_test_takes_its_services_with_it() {
+    let scene = Scene::new();
+    let leftovers = scene.leftovers();
+    let tests = ["hangs_in_a_shared_copy", "hangs_in_a_private_copy"];
+    let mut suite = scene.spawn_suite(&["hangs_in_a_", "--test-threads", "2"]);
+    scene.wait_for(&tests, &mut suite);
+    let killed = suite.id();
+    let services: Vec<u32> = leftovers
+        .processes()
+        .into_iter()
+        .filter(|&pid| pid != killed)
+        .collect();
+    // Two copies of two services each.
+    assert_eq!(
+        services.len(),
+        4,
+        "the suite's services:\n{}",
+        leftovers.snapshot()
+    );
+
+    kill_9(&mut suite);
+    assert_services_gone(&leftovers, killed);
+
+    // What only the killed process could have removed: its copies' state directories. The
+    // next run removes them.
+    let left = leftovers.snapshot();
+    assert!(
+        !left.files.is_empty(),
+        "the killed suite left no state directory, so this test checks nothing of the next run"
+    );
+    let next = scene.run_suite(&["--exact", "passes"]);
+    assert!(next.status.success(), "{}", both(&next));
+    assert!(
+        String::from_utf8_lossy(&next.stdout).contains("1 passed"),
+        "{}",
+        both(&next)
+    );
+    leftovers.assert_nothing_left(REST_GONE);
+}
+
+#[test]
+fn containers_of_a_killed_suite_are_removed_by_the_next_run() {
+    if !docker::require_docker("containers_of_a_killed_suite_are_removed_by_the_next_run") {
+        return;
+    }
+    let scene = Scene::new();
+    let mut suite = scene.spawn_suite(&["--exact", "docker::hangs"]);
+    let killed = suite.id();
+    let leftovers = scene.leftovers().with_docker_owner(killed);
+    scene.wait_for(&["docker::hangs"], &mut suite);
+    let before = leftovers.snapshot();
+    assert!(
+        before.containers.len() == 1 && before.networks.len() == 1 && before.images.len() == 1,
+        "the running suite's container, network and image:\n{before}"
+    );
+
+    kill_9(&mut suite);
+    assert_services_gone(&leftovers, killed);
+    // Containers do not die with their owner.
+    let orphans = leftovers.snapshot();
+    assert_eq!(
+        orphans.containers, before.containers,
+        "the container went with its killed owner:\n{orphans}"
+    );
+
+    // The next run that starts a container sweeps what the dead one left, and leaves nothing
+    // itself.
+    let next = scene
+        .command(suite_binary())
+        .args(["--exact", "docker::passes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the hanging suite");
+    let next_pid = next.id();
+    let output = next.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", both(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("1 passed"),
+        "{}",
+        both(&output)
+    );
+    leftovers
+        .with_docker_owner(next_pid)
+        .assert_nothing_left(REST_GONE);
+}
