@@ -22,8 +22,14 @@
 //! written); 1 when it is refused (a rule it breaks, an invalid manifest, a checksum that does
 //! not match; the message names the entry or the file and line); 125 when a file could not be
 //! read or written.
+//!
+//! `harness deploy` exits with 0 when every host runs the package (or already did), or was
+//! rolled back or stopped as asked; 1 when a host failed (the message names it; a failed
+//! release was rolled back); 125 on bad input (a refused package, a bad option), when no host
+//! was touched.
 
 mod daemon;
+mod deploy;
 mod down;
 mod logs;
 mod package;
@@ -51,7 +57,10 @@ Exit codes:
                several runs for down without FILE, or harness failed
   serve        0 stopped after Ctrl-C/SIGTERM; 125 harness failed
   package      0 valid (and written); 1 refused: a rule, the manifest or the checksum;
-               125 a file could not be read or written";
+               125 a file could not be read or written
+  deploy       0 every host deployed (or already was), rolled back or stopped;
+               1 a host failed (its failed release rolled back); 125 bad input,
+               no host touched";
 
 /// Run services anywhere: local processes, Docker containers, hosts over SSH.
 #[derive(Parser)]
@@ -86,6 +95,9 @@ enum Command {
     Down(down::DownArgs),
     /// Build a service package from a directory, or verify and inspect one.
     Package(package::PackageArgs),
+    /// Deploy a package to hosts over SSH, in parallel: versioned releases, an atomic switch,
+    /// rollback when the new release fails. --rollback and --stop act on what is installed.
+    Deploy(deploy::DeployArgs),
 }
 
 fn main() -> ExitCode {
@@ -102,5 +114,6 @@ fn main() -> ExitCode {
         Command::Logs(args) => logs::logs(args),
         Command::Down(args) => down::down(args),
         Command::Package(args) => package::package(args),
+        Command::Deploy(args) => deploy::deploy(args),
     }
 }

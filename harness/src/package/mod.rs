@@ -38,6 +38,10 @@
 
 mod build;
 mod checksum;
+mod deploy;
+mod deploy_api;
+mod deploy_error;
+mod deploy_remote;
 mod error;
 mod manifest;
 mod name;
@@ -48,6 +52,12 @@ pub use build::{
     BuildProgress, BuiltPackage, DEFAULT_LEVEL, PackageBuilder, SOURCE_DATE_EPOCH, build,
 };
 pub use checksum::checksum_path;
+pub use deploy::{
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_ROOT, DEFAULT_SCRIPT_TIMEOUT, Deploy, DeployHost, DeployOutcome,
+    DeployProgress, DeployReport, Installed, InstalledStatus, ProgressFn, Stage, deploy_all,
+};
+pub use deploy_api::SshDeployer;
+pub use deploy_error::DeployError;
 pub use error::{PackageError, Refusal};
 pub use manifest::{MANIFEST_FILE, Manifest, ManifestError, ManifestNetwork, WireguardSettings};
 pub use name::{
