@@ -332,6 +332,7 @@ pub(crate) fn print_progress(progress: &Progress) {
         Progress::Healthy { service, after, .. } => {
             println!("{service} healthy after {} ms", after.as_millis());
         }
+        Progress::Lab { hosts } => println!("building the lab ({hosts} hosts)"),
         Progress::Failed { service } => println!("{service} failed"),
         Progress::Exited { service, status } => println!("{service} exited with {status}"),
         Progress::Stopped { service } => println!("{service} stopped"),

@@ -439,3 +439,128 @@ fn a_missing_remote_binary_fails_the_start_naming_the_service_and_the_host() {
         shut_down(lab).await;
     });
 }
+
+/// The labs this process owns, by prefix (`/run/harness-lab/PREFIX/owner` names this pid).
+fn own_labs() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(harness::lab::REGISTRY_DIR) else {
+        return Vec::new();
+    };
+    let pid = std::process::id().to_string();
+    let mut labs: Vec<String> = entries
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("owner"))
+                .is_ok_and(|owner| owner.split_whitespace().next() == Some(pid.as_str()))
+        })
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    labs.sort();
+    labs
+}
+
+#[test]
+fn a_topology_builds_its_own_lab_and_an_overlay_moves_a_service_onto_it() {
+    if skip() {
+        return;
+    }
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = bin("kv-server");
+        // For real machines: the cache on a LAN host, the store here, through it.
+        let base = dir.path().join("services.yaml");
+        std::fs::write(
+            &base,
+            format!(
+                r#"services:
+  cache:
+    target:
+      remote_lan:
+        host: 192.0.2.10
+        user: deploy
+        binary: /usr/bin/redis-server
+        args: ["--port", "${{port}}", "--bind", "${{host}}", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
+    port: 6391
+    health_check: {{ tcp: {{}} }}
+  store:
+    target: {{ process: {{ binary: {kv}, env: {{ KV_BACKEND: memory }} }} }}
+    dependencies: [cache]
+    port: auto
+    health_check: {{ http: {{ path: /health }} }}
+"#,
+                kv = kv.display()
+            ),
+        )
+        .unwrap();
+        // For CI: the same file, with the cache's host emulated.
+        let overlay = dir.path().join("lab.yaml");
+        std::fs::write(
+            &overlay,
+            "lab:\n  networks: { lan: auto }\n  hosts:\n    cache-host: { networks: [lan] }\n\
+             services:\n  cache:\n    target:\n      remote_lan: { host: cache-host }\n",
+        )
+        .unwrap();
+        let topology = TopologyConfig::load_with_overlays(&base, &[&overlay])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            topology.lab.as_ref().map(|l| l.hosts.len()),
+            Some(1),
+            "the overlay adds the lab"
+        );
+        let before = own_labs();
+        let manager = ServiceManager::new(topology, Registry::new());
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+
+        let built: Vec<String> = own_labs()
+            .into_iter()
+            .filter(|l| !before.contains(l))
+            .collect();
+        assert_eq!(built.len(), 1, "one lab for the run: {built:?}");
+        let cache = manager
+            .status("cache")
+            .await
+            .unwrap()
+            .addr
+            .expect("an address");
+        assert!(
+            cache.ip().to_string().starts_with("10.231."),
+            "the cache runs on the lab host: {cache}"
+        );
+        assert_eq!(redis(cache, "PING"), "+PONG");
+        let env = manager.state_dir().expect("a state dir").join("store.env");
+        assert_eq!(env_value(&env, "CACHE_ADDR"), cache.to_string());
+
+        manager.stop_all().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            leftovers(&built[0]),
+            Vec::<String>::new(),
+            "lab {}",
+            built[0]
+        );
+        assert!(
+            !own_labs().contains(&built[0]),
+            "the lab's directory is gone"
+        );
+    });
+}
+
+#[test]
+fn a_bad_lab_section_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("services.yaml");
+    std::fs::write(
+        &path,
+        "lab:\n  networks: { lan: 10.77.1.0/33 }\n  hosts:\n    Cache: { networks: [lan, wan] }\n\
+         services:\n  s:\n    target: { process: { binary: /bin/true } }\n",
+    )
+    .unwrap();
+    let error = TopologyConfig::load(&path).unwrap_err().to_string();
+    for expected in [
+        "services.yaml:2:",
+        "/33",
+        "services.yaml:4:",
+        "invalid lab host name `Cache`",
+        "`wan`, which `lab.networks` does not declare; it declares: lan",
+    ] {
+        assert!(error.contains(expected), "{expected:?} in:\n{error}");
+    }
+}

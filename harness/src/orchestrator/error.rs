@@ -71,6 +71,15 @@ pub enum OrchestratorError {
         /// What the supervisor answered, or why it could not be asked.
         message: String,
     },
+    /// The topology's `lab:` could not be built or removed.
+    #[error("lab of {}: {source}", file.display())]
+    Lab {
+        /// The topology file.
+        file: PathBuf,
+        /// Why (boxed: a lab error is large).
+        #[source]
+        source: Box<crate::lab::LabError>,
+    },
     /// A service could not be stopped.
     #[error("stop service {service}: {source}")]
     Stop {

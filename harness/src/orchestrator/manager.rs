@@ -65,6 +65,11 @@ pub enum Progress {
         /// The service.
         service: String,
     },
+    /// The topology's `lab:` is being built, before any service starts.
+    Lab {
+        /// How many hosts it has.
+        hosts: usize,
+    },
     /// The service ended on its own after it was started; it is marked failed.
     Exited {
         /// The service.
@@ -153,6 +158,15 @@ pub struct ServiceManager {
     /// Where the run's state directory goes when [`ServiceManager::with_state_dir`] names one;
     /// a fresh temporary directory otherwise.
     fixed_state_dir: Option<PathBuf>,
+    /// The topology's `lab:`, while it runs; dropped last, after the services.
+    lab: Arc<async_lock::Mutex<Option<RunningLab>>>,
+}
+
+/// A lab built for the run, and how its hosts are reached.
+struct RunningLab {
+    lab: crate::lab::Lab,
+    /// Each host's address on its first network, and the lab's root key.
+    hosts: HashMap<String, (std::net::IpAddr, PathBuf)>,
 }
 
 /// What the manager knows about the current run.
@@ -211,6 +225,7 @@ impl ServiceManager {
             executors,
             progress: None,
             fixed_state_dir: None,
+            lab: Arc::new(async_lock::Mutex::new(None)),
             run: Arc::new(Mutex::new(Run {
                 state_dir: None,
                 services,
@@ -287,6 +302,76 @@ impl ServiceManager {
         self.topology
             .service(name)
             .ok_or_else(|| OrchestratorError::UnknownService(name.to_string()))
+    }
+
+    /// Builds the topology's `lab:` unless there is none or it runs.
+    async fn ensure_lab(&self) -> Result<(), OrchestratorError> {
+        let Some(config) = &self.topology.lab else {
+            return Ok(());
+        };
+        let mut running = self.lab.lock().await;
+        if running.is_some() {
+            return Ok(());
+        }
+        let mut builder = crate::lab::Lab::builder();
+        for (name, subnet) in &config.networks {
+            builder = builder.network(name, subnet);
+        }
+        for (name, host) in &config.hosts {
+            let networks: Vec<&str> = host.networks.iter().map(String::as_str).collect();
+            builder = builder.host(name, &networks);
+        }
+        self.report(Progress::Lab {
+            hosts: config.hosts.len(),
+        });
+        let lab = builder
+            .build()
+            .await
+            .map_err(|source| OrchestratorError::Lab {
+                file: self.topology.files.first().cloned().unwrap_or_default(),
+                source: Box::new(source),
+            })?;
+        let hosts = config
+            .hosts
+            .iter()
+            .map(|(name, host)| {
+                let addr = lab.host(name).addr(&host.networks[0]);
+                (name.clone(), (addr, lab.key()))
+            })
+            .collect();
+        *running = Some(RunningLab { lab, hosts });
+        Ok(())
+    }
+
+    /// `config`, with a `remote_lan` host that names a host of the lab replaced by that host's
+    /// address, root and the lab's key.
+    fn on_lab<'c>(
+        &self,
+        config: &'c ServiceConfig,
+        lab: &HashMap<String, (std::net::IpAddr, PathBuf)>,
+    ) -> std::borrow::Cow<'c, ServiceConfig> {
+        let ServiceTarget::RemoteLan(target) = &config.target else {
+            return std::borrow::Cow::Borrowed(config);
+        };
+        let Some((addr, key)) = lab.get(&target.host) else {
+            return std::borrow::Cow::Borrowed(config);
+        };
+        let mut resolved = config.clone();
+        if let ServiceTarget::RemoteLan(target) = &mut resolved.target {
+            target.host = addr.to_string();
+            target.user = "root".to_string();
+            target.port = None;
+            target.key = Some(key.display().to_string());
+        }
+        std::borrow::Cow::Owned(resolved)
+    }
+
+    /// The hosts of the running lab (empty without one).
+    async fn lab_hosts(&self) -> HashMap<String, (std::net::IpAddr, PathBuf)> {
+        match &*self.lab.lock().await {
+            Some(running) => running.hosts.clone(),
+            None => HashMap::new(),
+        }
     }
 
     /// Starts every service that is not running, in dependency order, and returns once all are
@@ -369,6 +454,15 @@ impl ServiceManager {
             if let Err(e) = dir.close() {
                 tracing::warn!("remove state directory {}: {e}", path.display());
             }
+        }
+        let lab = self.lab.lock().await.take();
+        if let Some(running) = lab
+            && let Err(source) = running.lab.shutdown().await
+        {
+            first_error.get_or_insert(OrchestratorError::Lab {
+                file: self.topology.files.first().cloned().unwrap_or_default(),
+                source: Box::new(source),
+            });
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -522,7 +616,9 @@ impl ServiceManager {
 
     /// Starts one service whose dependencies run, and waits until it is healthy.
     async fn start_one(&self, name: &str) -> Result<(), OrchestratorError> {
-        let config = self.config(name)?;
+        self.ensure_lab().await?;
+        let lab = self.lab_hosts().await;
+        let config = &*self.on_lab(self.config(name)?, &lab);
         let state_dir = self.prepare(config).await?;
         let known = self.lock().services[name].placement.clone();
         let placement = match known {

@@ -7,16 +7,20 @@ use indexmap::IndexMap;
 
 use super::diagnostic::{Diagnostic, Sources, Span};
 use super::model::{
-    BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, HealthCheck, LogPattern,
-    NetworkConfig, PortSpec, Probe, ProcessTarget, RemoteLanTarget, ServiceConfig, ServiceTarget,
-    Subnet, TopologyConfig, WireguardTarget,
+    BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, HealthCheck, LabConfig,
+    LabHostConfig, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget, RemoteLanTarget,
+    ServiceConfig, ServiceTarget, Subnet, TopologyConfig, WireguardTarget,
 };
 use super::parse::{Key, Node, ScalarKind, Value};
 use super::suggest::{closest, one_of};
 
 /// The target kinds, as the ADR writes them under `target:`.
 pub(crate) const TARGET_KINDS: &[&str] = &["process", "docker", "remote_lan", "wireguard"];
-const TOP_FIELDS: &[&str] = &["network", "services"];
+const TOP_FIELDS: &[&str] = &["network", "lab", "services"];
+const LAB_FIELDS: &[&str] = &["networks", "hosts"];
+const LAB_HOST_FIELDS: &[&str] = &["networks"];
+/// The longest lab host name (it becomes a namespace name and a hostname).
+const MAX_LAB_HOST: usize = 32;
 const NETWORK_FIELDS: &[&str] = &["wireguard_subnet", "lan_interface", "dns_port"];
 const SERVICE_FIELDS: &[&str] = &["target", "dependencies", "health_check", "port", "config"];
 const PROCESS_FIELDS: &[&str] = &["binary", "args", "env", "working_dir"];
@@ -127,6 +131,7 @@ impl<'a> Decoder<'a> {
         let mut decoded = Decoded {
             config: TopologyConfig {
                 network: NetworkConfig::default(),
+                lab: None,
                 services: IndexMap::new(),
                 files: Vec::new(),
             },
@@ -139,6 +144,9 @@ impl<'a> Decoder<'a> {
         };
         if let Some((_, node)) = fields.present("network") {
             decoded.config.network = self.network(node);
+        }
+        if let Some((key, node)) = fields.present("lab") {
+            decoded.config.lab = self.lab(key, node);
         }
         match fields.get("services") {
             None => self.error(
@@ -170,6 +178,107 @@ impl<'a> Decoder<'a> {
             network.dns_port = self.port_number(n, "for `dns_port`");
         }
         network
+    }
+
+    fn lab(&mut self, key: &Key, node: &Node) -> Option<LabConfig> {
+        let fields = self.fields(node, Some(key), "lab", LAB_FIELDS)?;
+        let mut lab = LabConfig::default();
+        if let Some((k, n)) = fields.get("networks") {
+            for (name, subnet) in self.entries(k, n, "lab networks to subnets")? {
+                self.lab_name(name, "network", 64);
+                let Some(text) = self.text(subnet, "a lab network's subnet") else {
+                    continue;
+                };
+                if text != "auto"
+                    && let Err(reason) = lab_subnet(&text)
+                {
+                    self.error(subnet.span, reason);
+                }
+                lab.networks.insert(name.name.clone(), text);
+            }
+        }
+        let Some((k, n)) = fields.get("hosts") else {
+            self.error(
+                key.span,
+                "missing field `hosts` in `lab`: a lab has at least one host",
+            );
+            return None;
+        };
+        for (name, host) in self.entries(k, n, "lab host names to hosts")? {
+            self.lab_name(name, "host", MAX_LAB_HOST);
+            let context = format!("lab host `{}`", name.name);
+            let Some(host_fields) = self.fields(host, Some(name), &context, LAB_HOST_FIELDS) else {
+                continue;
+            };
+            let path = format!("lab.hosts.{}.networks", name.name);
+            let networks = match host_fields.present("networks") {
+                None => {
+                    self.error(
+                        name.span,
+                        format!("missing field `networks` in {context}: attach it to a network of `lab.networks`"),
+                    );
+                    continue;
+                }
+                Some((_, list)) => match self.list(list, &path, "`networks`") {
+                    Some(networks) => (networks, list),
+                    None => continue,
+                },
+            };
+            let (networks, list) = networks;
+            if networks.is_empty() {
+                self.error(list.span, format!("{context} is attached to no network"));
+            }
+            for network in &networks {
+                if !lab.networks.contains_key(network) {
+                    let known: Vec<&str> = lab.networks.keys().map(String::as_str).collect();
+                    self.error(
+                        list.span,
+                        format!(
+                            "{context} is attached to `{network}`, which `lab.networks` does not declare; it declares: {}",
+                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        ),
+                    );
+                }
+            }
+            lab.hosts
+                .insert(name.name.clone(), LabHostConfig { networks });
+        }
+        Some(lab)
+    }
+
+    /// The entries of a mapping whose keys are names the user chooses.
+    fn entries<'n>(&mut self, key: &Key, node: &'n Node, what: &str) -> Option<&'n [(Key, Node)]> {
+        match &node.value {
+            Value::Map(entries) => Some(entries),
+            other => {
+                let found = other.describe();
+                self.error(
+                    node.span,
+                    format!(
+                        "expected a mapping of {what} for `{}`, found {found}",
+                        key.name
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Checks a lab network's or host's name: it becomes part of namespace and host names.
+    fn lab_name(&mut self, key: &Key, what: &str, max: usize) {
+        let name = &key.name;
+        let ok = !name.is_empty()
+            && name.len() <= max
+            && !name.starts_with('-')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            self.error(
+                key.span,
+                format!("invalid lab {what} name `{name}`: use 1 to {max} lower-case letters, digits and `-`, not starting with `-`"),
+            );
+        }
     }
 
     fn services(&mut self, node: &Node, decoded: &mut Decoded) {
@@ -992,6 +1101,17 @@ impl<'a> Decoder<'a> {
 }
 
 /// A YAML node as a JSON value, for the free-form `config:`.
+/// Checks a lab subnet: an IPv4 network of /8 to /30 (room for hosts and the test machine).
+fn lab_subnet(text: &str) -> Result<(), String> {
+    let subnet: Subnet = text.parse()?;
+    if !(8..=30).contains(&subnet.prefix) {
+        return Err(format!(
+            "a lab network needs a prefix between /8 and /30, found `{text}`; or write `auto`"
+        ));
+    }
+    Ok(())
+}
+
 fn to_json(node: &Node) -> serde_json::Value {
     use serde_json::Value as J;
     match &node.value {

@@ -164,9 +164,9 @@ pub use error::{EnvFileError, GraphError, PlaceholderError, SubstitutionError, T
 pub use graph::DependencyGraph;
 pub use load::{OVERLAY_ENV, overlay_paths};
 pub use model::{
-    BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, HealthCheck, LogPattern,
-    NetworkConfig, PortSpec, Probe, ProcessTarget, RemoteLanTarget, ServiceConfig, ServiceTarget,
-    SourceLocation, Subnet, TopologyConfig, WireguardTarget,
+    BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, HealthCheck, LabConfig,
+    LabHostConfig, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget, RemoteLanTarget,
+    ServiceConfig, ServiceTarget, SourceLocation, Subnet, TopologyConfig, WireguardTarget,
 };
 pub use substitute::{OWN_PLACEHOLDERS, addr_var, env_prefix, substitute};
 pub use validate::{MAX_SERVICE_NAME_LEN, validate_service_name};

@@ -19,6 +19,9 @@ use serde::{Serialize, Serializer};
 pub struct TopologyConfig {
     /// The optional `network:` section (ADR section 2).
     pub network: NetworkConfig,
+    /// The optional `lab:` section: emulated hosts built for the run (see [`LabConfig`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lab: Option<LabConfig>,
     /// Every service by name, in the order the file lists them (overlays append new services).
     pub services: IndexMap<String, ServiceConfig>,
     /// The files this topology was read from: the main file first, then each overlay in the
@@ -81,6 +84,37 @@ impl Default for NetworkConfig {
             dns_port: None,
         }
     }
+}
+
+/// The `lab:` section: emulated hosts ([`crate::lab`]) that harness builds before the services
+/// start and removes after they stop.
+///
+/// ```yaml
+/// lab:
+///   networks: { lan: auto, wan: 10.77.2.0/24 }
+///   hosts:
+///     cache-host: { networks: [lan] }
+///     edge: { networks: [lan, wan] }
+/// ```
+///
+/// A `remote_lan` target whose `host` names a lab host runs there: harness logs in as root
+/// with the lab's key (the target's `user`, `port` and `key` are for the real host), and the
+/// host's address on its first network is the service's address. An overlay that adds this
+/// section and renames the targets' hosts turns a topology for real machines into one for
+/// emulated ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LabConfig {
+    /// Each network and its IPv4 subnet (`10.77.1.0/24`), or `auto` for a free /24.
+    pub networks: IndexMap<String, String>,
+    /// Each host, with the networks it is attached to (`eth0`, `eth1`, ... in that order).
+    pub hosts: IndexMap<String, LabHostConfig>,
+}
+
+/// One host of a [`LabConfig`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LabHostConfig {
+    /// The networks it is attached to, at least one.
+    pub networks: Vec<String>,
 }
 
 /// An IPv4 subnet such as `10.42.0.0/16`.
