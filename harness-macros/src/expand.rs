@@ -74,7 +74,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream, manifest_dir: PathBuf
             topology,
             overlays,
             timeout_ms: args.timeout_ms,
-            ignored: args.ignore.is_some(),
+            ignore: args.ignore.map(|reason| reason.map(|lit| lit.value())),
             isolated: args.isolated,
             injections: &injections,
         },

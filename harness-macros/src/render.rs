@@ -15,7 +15,8 @@ pub(crate) struct Entry<'a> {
     /// The overlays' absolute paths, in order.
     pub(crate) overlays: Vec<String>,
     pub(crate) timeout_ms: Option<u64>,
-    pub(crate) ignored: bool,
+    /// `None` unless the test is ignored; then the reason, if `ignore = "reason"` gave one.
+    pub(crate) ignore: Option<Option<String>>,
     pub(crate) isolated: bool,
     pub(crate) injections: &'a [Injection],
 }
@@ -36,7 +37,11 @@ pub(crate) fn render(func: &ItemFn, entry: &Entry) -> TokenStream {
         Some(ms) => quote!(::core::option::Option::Some(#ms)),
         None => quote!(::core::option::Option::None),
     };
-    let (ignored, isolated) = (entry.ignored, entry.isolated);
+    let (ignored, isolated) = (entry.ignore.is_some(), entry.isolated);
+    let ignore_reason = match entry.ignore.as_ref().and_then(Option::as_deref) {
+        Some(reason) => quote!(::core::option::Option::Some(#reason)),
+        None => quote!(::core::option::Option::None),
+    };
     let args: Vec<_> = (0..entry.injections.len())
         .map(|i| format_ident!("__harness_arg{i}"))
         .collect();
@@ -75,6 +80,7 @@ pub(crate) fn render(func: &ItemFn, entry: &Entry) -> TokenStream {
                 overlays: &[#(#overlays),*],
                 timeout_ms: #timeout,
                 ignored: #ignored,
+                ignore_reason: #ignore_reason,
                 isolated: #isolated,
                 run: __harness_run,
             };
@@ -112,7 +118,7 @@ mod tests {
             topology: "/p/t.yaml".into(),
             overlays: vec!["/p/o.yaml".into()],
             timeout_ms: Some(500),
-            ignored: false,
+            ignore: Some(Some("needs a GPU".into())),
             isolated: true,
             injections: &injections,
         };
@@ -124,6 +130,7 @@ mod tests {
             "overlays : & [:: harness :: testing :: __private :: Source { path : \"/p/o.yaml\"",
             "timeout_ms : :: core :: option :: Option :: Some (500u64)",
             "isolated : true",
+            "ignored : true , ignore_reason : :: core :: option :: Option :: Some (\"needs a GPU\")",
             "let __harness_arg0 = :: harness :: testing :: __private :: service (__harness_topology , \"api-server\") ? ;",
             "let __harness_arg1 = __harness_topology ;",
             "let __harness_output = t (__harness_arg0 , __harness_arg1) . await ;",

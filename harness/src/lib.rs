@@ -38,35 +38,11 @@ pub use testing::{Service, Topology};
 /// run (not when they are only listed): the place to build the binaries the topologies start.
 ///
 /// It refuses to compile in a target that libtest runs (one without `harness = false`), where
-/// it would otherwise run nothing.
-#[macro_export]
-macro_rules! main {
-    () => {
-        $crate::main!(@runner $crate::testing::run());
-    };
-    (setup = $setup:expr $(,)?) => {
-        $crate::main!(@runner $crate::testing::run_with_setup($setup));
-    };
-    (@runner $run:expr) => {
-        // Only libtest's build (rustc --test) keeps `#[test]` items, so only there does this
-        // error fire; cargo sets cfg(test) for `harness = false` targets as well.
-        #[::core::prelude::v1::test]
-        fn harness_main_needs_harness_false() {
-            ::core::compile_error!(
-                "harness::main!() is the test runner of a `harness = false` target: declare \
-                 this test in Cargo.toml as [[test]] name = \"...\" with harness = false"
-            );
-        }
-
-        // A plain `#[test]` would vanish silently here: this `test` makes it an error.
-        #[allow(unused_imports)]
-        use $crate::testing::__private::test;
-
-        fn main() -> ::std::process::ExitCode {
-            $run
-        }
-    };
-}
+/// it would otherwise run nothing; and it refuses plain test functions (`#[test]`,
+/// `#[tokio::test]`, `#[rstest]`, ...) in any module of the target, which would never run
+/// there: each error names the test's file and line. The details and limits of that check are
+/// in `docs/testing.md` ("Plain `#[test]`s are refused").
+pub use harness_macros::main;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -36,6 +36,8 @@ pub struct TestCase {
     pub timeout_ms: Option<u64>,
     /// Whether the test is `ignore`d (runs only with `--ignored` or `--include-ignored`).
     pub ignored: bool,
+    /// Why it is ignored, from `ignore = "reason"`.
+    pub ignore_reason: Option<&'static str>,
     /// Whether the test gets a private copy of its topology.
     pub isolated: bool,
     /// Injects the parameters and runs the body.
