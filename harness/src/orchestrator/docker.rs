@@ -266,6 +266,7 @@ impl ServiceExecutor for DockerExecutor {
                 return Err(StartFailure::Unsupported(spec.service.target.kind()));
             };
             self.used.store(true, Ordering::SeqCst);
+            STARTED_ANY.store(true, Ordering::SeqCst);
             let network = self.prepare(spec, target).await?;
             let container = self.container(spec, target, &network);
             let mut handle = container
@@ -555,6 +556,26 @@ async fn remove_object(launcher: &LocalLauncher, kind: &str, id: &str) {
             }
         }
         Err(e) => tracing::warn!("remove {kind} {id}: {e}"),
+    }
+}
+
+/// Set once this process has started a container, so that [`remove_own_runs`] knows whether
+/// there is anything to look for.
+static STARTED_ANY: AtomicBool = AtomicBool::new(false);
+
+/// Removes the containers, then networks, then images of this process's runs: for a process
+/// about to be ended by a signal, whose destructors will not run.
+pub(crate) async fn remove_own_runs() {
+    if !STARTED_ANY.load(Ordering::SeqCst) {
+        return;
+    }
+    let launcher = LocalLauncher;
+    for kind in ["container", "network", "image"] {
+        for (id, owner) in list_labelled(&launcher, kind, RUN_LABEL).await {
+            if owner == Some(std::process::id()) {
+                remove_object(&launcher, kind, &id).await;
+            }
+        }
     }
 }
 

@@ -149,6 +149,7 @@ mod process;
 mod remote_lan;
 mod state;
 mod temp_dir;
+mod termination;
 
 pub use docker::{DockerExecutor, RUN_LABEL, SERVICE_LABEL};
 pub use error::{OrchestratorError, StartFailure};
@@ -158,4 +159,4 @@ pub use manager::{DEFAULT_STOP_GRACE, MAIN_ENDPOINT, Progress, ServiceManager, S
 pub use process::ProcessExecutor;
 pub use remote_lan::{KNOWN_HOSTS_FILE, RemoteLanExecutor};
 pub use state::{STATE_DIR_ENV, state_root};
-pub(crate) use temp_dir::remove_on_termination;
+pub(crate) use termination::remove_on_termination;

@@ -5,9 +5,9 @@
 //! after the process that owns it, and removed when the run stops or its manager is dropped.
 //! A process ended by a signal runs no destructor, so:
 //!
-//! - a runner that owns its process (the test runner of `harness::main!()`) calls
-//!   [`remove_on_termination`]: on SIGTERM (nextest's timeout) or SIGINT (Ctrl-C) the live
-//!   directories are removed, then the signal ends the process as it would have;
+//! - a runner that owns its process (the test runner of `harness::main!()`) has the live
+//!   directories removed on SIGTERM (nextest's timeout) or SIGINT (Ctrl-C) before the signal
+//!   ends the process ([`remove_live`], called by `termination.rs`);
 //! - the directory of a process killed with SIGKILL stays, and the first run that a later
 //!   process starts removes every such directory whose owner is gone. The start time tells an
 //!   owner from a later process that reuses its pid.
@@ -16,8 +16,6 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, Once};
-
-use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// What every run's temporary directory is called, before its owner.
 const PREFIX: &str = "harness-run-";
@@ -72,36 +70,12 @@ pub(crate) fn create() -> std::io::Result<RunDir> {
     Ok(RunDir(Some(dir)))
 }
 
-/// From now on, SIGTERM and SIGINT remove this process's live run directories before they end
-/// it (as they would have: the default action runs afterwards). Services need nothing here:
-/// they get their death signal when the process ends. Only for a program that owns its process
-/// and has no handler of its own; calls after the first do nothing.
-pub(crate) fn remove_on_termination() {
-    static INSTALLED: Once = Once::new();
-    INSTALLED.call_once(|| {
-        let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
-            Ok(signals) => signals,
-            Err(e) => {
-                tracing::warn!("handle SIGTERM and SIGINT: {e}");
-                return;
-            }
-        };
-        let spawned = std::thread::Builder::new()
-            .name("harness-termination".into())
-            .spawn(move || {
-                if let Some(signal) = signals.forever().next() {
-                    for dir in live().drain(..) {
-                        let _ = fs::remove_dir_all(dir);
-                    }
-                    let _ = signal_hook::low_level::emulate_default_handler(signal);
-                    // Not reached for SIGTERM and SIGINT, whose default action ends the process.
-                    std::process::exit(128 + signal);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("start the thread that handles SIGTERM and SIGINT: {e}");
-        }
-    });
+/// Removes this process's live run directories now: for a process about to be ended by a
+/// signal, whose destructors will not run.
+pub(crate) fn remove_live() {
+    for dir in live().drain(..) {
+        let _ = fs::remove_dir_all(dir);
+    }
 }
 
 /// Removes this user's run directories in the temporary directory whose owner is gone.
