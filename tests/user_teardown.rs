@@ -9,7 +9,8 @@
 //!   tests hang: its services are gone within 5 seconds, and the next run removes the state
 //!   directories the killed one could not.
 //! - The same with a container in the topology: the container outlives its killed owner, and
-//!   the next run's janitor removes it, the run's network and its image.
+//!   the next run's janitor removes it, the run's network and its image. That run, ended with
+//!   SIGTERM, removes its own before it ends.
 
 #[path = "support/docker.rs"]
 mod docker;
@@ -83,6 +84,7 @@ impl Scene {
         Leftovers::new(TOKEN, &self.token)
             .with_state_root(self.state_root())
             .with_temp_dir(self.temp_dir())
+            .with_log(self.supervisor_log())
     }
 
     /// A command with the scene's environment, the hanging suite turned on.
@@ -319,23 +321,31 @@ fn containers_of_a_killed_suite_are_removed_by_the_next_run() {
         "the container went with its killed owner:\n{orphans}"
     );
 
-    // The next run that starts a container sweeps what the dead one left, and leaves nothing
-    // itself.
-    let next = scene
-        .command(suite_binary())
-        .args(["--exact", "docker::passes"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the hanging suite");
+    // The next run that starts a container sweeps what the dead one left.
+    std::fs::remove_file(scene.markers().join("docker::hangs")).unwrap();
+    let mut next = scene.spawn_suite(&["--exact", "docker::hangs"]);
     let next_pid = next.id();
-    let output = next.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", both(&output));
+    scene.wait_for(&["docker::hangs"], &mut next);
+    let swept = leftovers.snapshot();
     assert!(
-        String::from_utf8_lossy(&output.stdout).contains("1 passed"),
-        "{}",
-        both(&output)
+        swept.containers.is_empty() && swept.networks.is_empty() && swept.images.is_empty(),
+        "the next run left what the killed one had in Docker:\n{swept}"
     );
+    let running = scene.leftovers().with_docker_owner(next_pid).snapshot();
+    assert_eq!(
+        running.containers.len(),
+        1,
+        "the next run's container:\n{running}"
+    );
+
+    // Ended by SIGTERM instead (nextest's timeout, `kill`), the suite removes its containers,
+    // network and image before it ends.
+    let status = Command::new("kill")
+        .args(["-TERM", &next_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    next.wait().unwrap();
     leftovers
         .with_docker_owner(next_pid)
         .assert_nothing_left(REST_GONE);

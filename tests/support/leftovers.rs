@@ -28,6 +28,7 @@ pub struct Leftovers {
     state_root: Option<PathBuf>,
     temp_dir: Option<PathBuf>,
     owners: Vec<u32>,
+    log: Option<PathBuf>,
 }
 
 /// Everything of a run found at one moment.
@@ -84,6 +85,7 @@ impl Leftovers {
             state_root: None,
             temp_dir: None,
             owners: Vec::new(),
+            log: None,
         }
     }
 
@@ -102,6 +104,12 @@ impl Leftovers {
     /// A process of the run that may own Docker objects (a test binary, a supervisor).
     pub fn with_docker_owner(mut self, pid: u32) -> Self {
         self.owners.push(pid);
+        self
+    }
+
+    /// A log (a supervisor's, say) to show when something is left.
+    pub fn with_log(mut self, file: impl Into<PathBuf>) -> Self {
+        self.log = Some(file.into());
         self
     }
 
@@ -168,10 +176,16 @@ impl Leftovers {
             if found.is_empty() {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "left {within:?} after the run ended:\n{found}"
-            );
+            if Instant::now() >= deadline {
+                let log = self.log.as_ref().map_or(String::new(), |file| {
+                    format!(
+                        "{}:\n{}",
+                        file.display(),
+                        std::fs::read_to_string(file).unwrap_or_default()
+                    )
+                });
+                panic!("left {within:?} after the run ended:\n{found}{log}");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
