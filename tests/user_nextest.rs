@@ -7,6 +7,8 @@
 
 #[path = "support/fixtures.rs"]
 mod fixtures;
+#[path = "support/leftovers.rs"]
+mod leftovers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -77,25 +79,13 @@ impl Scene {
         counts
     }
 
-    /// Waits until no process of the run is left and no supervisor directory either.
+    /// Waits until nothing of the run is left: no process, nothing in its state root (no
+    /// supervisor directory, socket or lock).
     fn assert_nothing_left_soon(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let processes = processes_with(&self.token);
-            let dirs: Vec<PathBuf> = std::fs::read_dir(self.state_root().join("tests"))
-                .map(|dir| dir.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default();
-            if processes.is_empty() && dirs.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "left after {limit:?}: processes {processes:?}, directories {dirs:?}; \
-                 supervisor log:\n{}",
-                std::fs::read_to_string(self.supervisor_log()).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        leftovers::Leftovers::new(TOKEN, &self.token)
+            .with_state_root(self.state_root())
+            .with_log(self.supervisor_log())
+            .assert_nothing_left(limit);
     }
 }
 
