@@ -39,3 +39,8 @@ pub use mesh::{DEFAULT_KEEPALIVE, LOCAL_NODE, Mesh, MeshBuilder};
 pub use node::MeshNode;
 pub use plan::Route;
 pub use subnet::{DEFAULT_SUBNET, MeshSubnet};
+
+/// The examples of `docs/mesh.md`, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/mesh.md")]
+pub struct MeshDocDoctests;

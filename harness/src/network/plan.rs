@@ -69,7 +69,13 @@ pub(crate) fn route(nodes: &[View], a: usize, b: usize) -> Route {
 }
 
 /// Node `i`'s whole configuration, in the form `wg setconf` and `wg syncconf` read.
-pub(crate) fn render(nodes: &[View], i: usize, key: &PrivateKey, keepalive: Option<u16>) -> String {
+/// `keepalive` gives the persistent keepalive for each peer, by its key.
+pub(crate) fn render(
+    nodes: &[View],
+    i: usize,
+    key: &PrivateKey,
+    keepalive: impl Fn(&PublicKey) -> Option<u16>,
+) -> String {
     let me = &nodes[i];
     // Per peer (by index): the addresses it carries for this node.
     let mut allowed: Vec<BTreeSet<Ipv4Addr>> = vec![BTreeSet::new(); nodes.len()];
@@ -110,7 +116,7 @@ pub(crate) fn render(nodes: &[View], i: usize, key: &PrivateKey, keepalive: Opti
         );
         if let Some(addr) = endpoint(me, peer) {
             let _ = writeln!(text, "Endpoint = {}", SocketAddr::new(addr, peer.port));
-            if let Some(seconds) = keepalive {
+            if let Some(seconds) = keepalive(&peer.public) {
                 let _ = writeln!(text, "PersistentKeepalive = {seconds}");
             }
         }
@@ -197,7 +203,7 @@ mod tests {
     fn configs_name_endpoints_on_shared_networks_and_relay_routes() {
         let nodes = lab(true);
         let v = views(&nodes);
-        let lan = render(&v, 1, &nodes[1].key, Some(25));
+        let lan = render(&v, 1, &nodes[1].key, |_| Some(25));
         let want = format!(
             "[Interface]\nPrivateKey = {}\nListenPort = 51821\n\
              \n[Peer]\nPublicKey = {}\nAllowedIPs = 10.42.0.1/32\n\
@@ -210,7 +216,7 @@ mod tests {
         );
         assert_eq!(lan, want);
         // The test machine reaches the WAN host on the WAN.
-        let local = render(&v, 0, &nodes[0].key, None);
+        let local = render(&v, 0, &nodes[0].key, |_| None);
         assert!(local.contains("AllowedIPs = 10.42.0.3/32\nEndpoint = 10.2.0.1:51822\n"));
         assert!(!local.contains("PersistentKeepalive"));
     }
@@ -223,7 +229,9 @@ mod tests {
         ];
         let v = views(&nodes);
         assert_eq!(route(&v, 1, 0), Route::Direct);
-        assert!(render(&v, 0, &nodes[0].key, Some(25)).contains("Endpoint = 203.0.113.9:51821"));
-        assert!(!render(&v, 1, &nodes[1].key, Some(25)).contains("Endpoint"));
+        assert!(
+            render(&v, 0, &nodes[0].key, |_| Some(25)).contains("Endpoint = 203.0.113.9:51821")
+        );
+        assert!(!render(&v, 1, &nodes[1].key, |_| Some(25)).contains("Endpoint"));
     }
 }
