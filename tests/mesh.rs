@@ -27,8 +27,10 @@ use local_support::run;
 
 /// The port each host serves its hostname on, through `busybox nc`.
 const NAME_PORT: u16 = 7000;
+/// How long a connection that should succeed is given (a handshake may be under way).
+const REACH_WAIT: Duration = Duration::from_secs(5);
 /// How long a connection attempt that should fail is given.
-const CUT_WAIT: Duration = Duration::from_secs(2);
+const CUT_WAIT: Duration = Duration::from_secs(1);
 /// Set in the child process of `killed_owner_is_swept`, which starts a mesh and waits to be
 /// killed.
 const CHILD_ENV: &str = "HARNESS_MESH_TEST_CHILD";
@@ -46,16 +48,21 @@ async fn sh(ssh: &Ssh, script: &str) -> Output {
 }
 
 /// What `host` gets when it connects to `addr`:`port` over TCP: the peer's name, or `None`.
-async fn fetch_from(ssh: &Ssh, addr: IpAddr, port: u16) -> Option<String> {
-    let out = sh(ssh, &format!("busybox nc -w 2 {addr} {port} </dev/null")).await;
+async fn fetch_from(ssh: &Ssh, addr: IpAddr, port: u16, wait: Duration) -> Option<String> {
+    let wait = wait.as_secs();
+    let out = sh(
+        ssh,
+        &format!("busybox nc -w {wait} {addr} {port} </dev/null"),
+    )
+    .await;
     let text = out.stdout_text();
     (out.success() && !text.trim().is_empty()).then(|| text.trim().to_string())
 }
 
 /// What the test machine gets from `addr`:`port`, or `None` if it cannot connect.
-fn fetch_here(addr: Ipv4Addr, port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&SocketAddr::from((addr, port)), CUT_WAIT).ok()?;
-    stream.set_read_timeout(Some(CUT_WAIT)).ok()?;
+fn fetch_here(addr: Ipv4Addr, port: u16, wait: Duration) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&SocketAddr::from((addr, port)), wait).ok()?;
+    stream.set_read_timeout(Some(REACH_WAIT)).ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     Some(text.trim().to_string())
@@ -207,7 +214,7 @@ fn lan_and_wan_hosts_talk_over_the_mesh_until_removed_or_revoked() {
         }
         // The underlay as the lab makes it: no way from the LAN host to the WAN host.
         let wan_c = lab.host("wan-c").addr("wan");
-        assert_eq!(fetch_from(&ssh[0], wan_c, NAME_PORT).await, None);
+        assert_eq!(fetch_from(&ssh[0], wan_c, NAME_PORT, CUT_WAIT).await, None);
 
         let mut mesh = Mesh::builder()
             .subnet("10.219.1.0/24")
@@ -243,12 +250,22 @@ fn lan_and_wan_hosts_talk_over_the_mesh_until_removed_or_revoked() {
         // test machine and to every other host (the LAN hosts and the WAN host via `edge`).
         let local_port = serve_here(mesh.local_addr(), "local");
         for (i, host) in hosts.iter().enumerate() {
-            assert_eq!(fetch_here(addrs[i], NAME_PORT).as_deref(), Some(*host));
-            let got = fetch_from(&ssh[i], IpAddr::V4(mesh.local_addr()), local_port).await;
+            assert_eq!(
+                fetch_here(addrs[i], NAME_PORT, REACH_WAIT).as_deref(),
+                Some(*host)
+            );
+            let got = fetch_from(
+                &ssh[i],
+                IpAddr::V4(mesh.local_addr()),
+                local_port,
+                REACH_WAIT,
+            )
+            .await;
             assert_eq!(got.as_deref(), Some("local"), "{host} to the test machine");
             for (j, other) in hosts.iter().enumerate() {
                 if i != j {
-                    let got = fetch_from(&ssh[i], IpAddr::V4(addrs[j]), NAME_PORT).await;
+                    let got =
+                        fetch_from(&ssh[i], IpAddr::V4(addrs[j]), NAME_PORT, REACH_WAIT).await;
                     assert_eq!(got.as_deref(), Some(*other), "{host} to {other}");
                 }
             }
@@ -262,23 +279,35 @@ fn lan_and_wan_hosts_talk_over_the_mesh_until_removed_or_revoked() {
         assert!(!peers.stdout.contains(&lan_b_key), "{:?}", peers.stdout);
         assert_eq!(peers.stdout.len(), 2, "local and edge: {:?}", peers.stdout);
         assert_eq!(wireguard_go_count(&prefix), 4);
-        assert_eq!(fetch_here(addrs[1], NAME_PORT), None);
+        assert_eq!(fetch_here(addrs[1], NAME_PORT, CUT_WAIT), None);
 
         // Revoking wan-c cuts it off at once, both ways, though its own interface still
         // lists its peers: the others dropped its key.
         let revoked = mesh.public_key("wan-c").unwrap().to_base64();
-        assert_eq!(fetch_here(addrs[2], NAME_PORT).as_deref(), Some("wan-c"));
+        assert_eq!(
+            fetch_here(addrs[2], NAME_PORT, REACH_WAIT).as_deref(),
+            Some("wan-c")
+        );
         mesh.revoke("wan-c").await.expect("wan-c is revoked");
-        assert_eq!(fetch_here(addrs[2], NAME_PORT), None, "after revocation");
-        let back = fetch_from(&ssh[2], IpAddr::V4(mesh.local_addr()), local_port).await;
+        assert_eq!(
+            fetch_here(addrs[2], NAME_PORT, CUT_WAIT),
+            None,
+            "after revocation"
+        );
+        let back = fetch_from(&ssh[2], IpAddr::V4(mesh.local_addr()), local_port, CUT_WAIT).await;
         assert_eq!(back, None, "wan-c to the test machine after revocation");
+        let to_edge = fetch_from(&ssh[2], IpAddr::V4(addrs[3]), NAME_PORT, CUT_WAIT).await;
+        assert_eq!(to_edge, None, "wan-c to edge after revocation");
         let own = sh(&ssh[2], &format!("wg show {prefix} peers")).await;
         assert!(!own.stdout.is_empty(), "wan-c still has its peers");
         let edge_peers = sh(&ssh[3], &format!("wg show {prefix} peers")).await;
         assert!(!edge_peers.stdout.contains(&revoked));
         // The rest of the mesh still works.
-        assert_eq!(fetch_here(addrs[0], NAME_PORT).as_deref(), Some("lan-a"));
-        let got = fetch_from(&ssh[0], IpAddr::V4(addrs[3]), NAME_PORT).await;
+        assert_eq!(
+            fetch_here(addrs[0], NAME_PORT, REACH_WAIT).as_deref(),
+            Some("lan-a")
+        );
+        let got = fetch_from(&ssh[0], IpAddr::V4(addrs[3]), NAME_PORT, REACH_WAIT).await;
         assert_eq!(got.as_deref(), Some("edge"));
 
         let started = Instant::now();
