@@ -142,7 +142,7 @@ fn builds_are_byte_identical_whatever_the_times_owners_and_umask() {
     let expected = [
         "drwxr-xr-x 0/0 0 1970-01-01 00:00 bin/",
         "lrwxrwxrwx 0/0 0 1970-01-01 00:00 bin/lg -> load-generator",
-        "-rwxr-xr-x 0/0 962 1970-01-01 00:00 bin/load-generator",
+        "-rwxr-xr-x 0/0 1693 1970-01-01 00:00 bin/load-generator",
         "drwxr-xr-x 0/0 0 1970-01-01 00:00 config/",
         "-rw-r--r-- 0/0 63 1970-01-01 00:00 config/load-generator.conf",
     ];
@@ -192,9 +192,9 @@ fn inspect_verifies_and_shows_manifest_files_and_checksum() {
         "installs: /opt/load-generator-0.1.0\n",
         &format!("sha256:   {hex} (matches {}.sha256)\n", archive.display()),
         "  name: load-generator\n",
-        "  -rwxr-xr-x 962  bin/load-generator\n",
-        "  drwxr-xr-x   0  scripts/\n",
-        "  -rwxr-xr-x 686  scripts/start.sh\n",
+        "  -rwxr-xr-x 1693  bin/load-generator\n",
+        "  drwxr-xr-x    0  scripts/\n",
+        "  -rwxr-xr-x  937  scripts/start.sh\n",
         "verified: 9 entries, rules and checksum ok\n",
     ] {
         assert!(stdout.contains(needle), "{needle:?} not in:\n{stdout}");

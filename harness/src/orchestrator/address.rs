@@ -29,6 +29,17 @@ pub(crate) enum Placement {
     Container,
     /// On a LAN host (a `remote_lan` target).
     Lan(LanSite),
+    /// On a host of the run's WireGuard mesh (a `wireguard` target).
+    Mesh(MeshSite),
+}
+
+/// A mesh host as both sides see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MeshSite {
+    /// Its address on the mesh: what everyone reaches it at.
+    pub(crate) ip: IpAddr,
+    /// This machine's address on the mesh: what it reaches this machine's services at.
+    pub(crate) this_machine: IpAddr,
 }
 
 /// A LAN host as both sides see it.
@@ -89,7 +100,7 @@ impl Placement {
         match self {
             Placement::Host => LOCAL_HOST.to_string(),
             Placement::Container => CONTAINER_BIND_HOST.to_string(),
-            Placement::Lan(_) => LAN_BIND_HOST.to_string(),
+            Placement::Lan(_) | Placement::Mesh(_) => LAN_BIND_HOST.to_string(),
         }
     }
 }
@@ -115,6 +126,7 @@ impl ServiceAddr {
     pub(crate) fn local(&self) -> SocketAddr {
         match &self.placement {
             Placement::Lan(site) => SocketAddr::from((site.ip, self.port)),
+            Placement::Mesh(site) => SocketAddr::from((site.ip, self.port)),
             _ => SocketAddr::from((LOCAL_HOST, self.host_port)),
         }
     }
@@ -126,19 +138,27 @@ impl ServiceAddr {
     /// | process | `127.0.0.1:PORT` | `127.0.0.1:PUBLISHED` | `HOST:PORT` |
     /// | container | `host.docker.internal:PORT` | `NAME:PORT` | `HOST:PORT` |
     /// | LAN service | `THIS_MACHINE:PORT` | `THIS_MACHINE:PUBLISHED` | `HOST:PORT` |
+    /// | mesh service | `MESH_THIS_MACHINE:PORT` | `MESH_THIS_MACHINE:PUBLISHED` | `HOST:PORT` |
+    ///
+    /// Everyone reaches a mesh service at `MESH_IP:PORT`, its host's address on the run's
+    /// WireGuard mesh; `MESH_THIS_MACHINE` is this machine's address there. A LAN host is not
+    /// on the mesh, so a LAN service cannot reach a mesh service.
     ///
     /// `HOST` is the LAN host's address (resolved here if the topology names it);
     /// `THIS_MACHINE` is this machine's
     /// address as the dependent's host sees it ([`LanSite::this_machine`]).
     pub(crate) fn seen_from(&self, from: &Placement) -> String {
         match (from, &self.placement) {
-            (_, Placement::Lan(_)) => self.local().to_string(),
+            (_, Placement::Lan(_) | Placement::Mesh(_)) => self.local().to_string(),
             (Placement::Host, _) => self.local().to_string(),
             (Placement::Container, Placement::Container) => format!("{}:{}", self.name, self.port),
             (Placement::Container, Placement::Host) => {
                 format!("{HOST_GATEWAY}:{}", self.host_port)
             }
             (Placement::Lan(site), _) => {
+                SocketAddr::from((site.this_machine, self.host_port)).to_string()
+            }
+            (Placement::Mesh(site), _) => {
                 SocketAddr::from((site.this_machine, self.host_port)).to_string()
             }
         }
@@ -210,6 +230,39 @@ mod tests {
         assert_eq!(on_b.seen_from(&Placement::Container), "10.1.0.2:5432");
         assert_eq!(process.seen_from(&a), "10.1.0.254:8080");
         assert_eq!(a.own_host(), "0.0.0.0");
+    }
+
+    #[test]
+    fn mesh_services_are_reached_at_their_mesh_address_and_reach_this_machine_on_the_mesh() {
+        let mesh = Placement::Mesh(MeshSite {
+            ip: [10, 42, 0, 2].into(),
+            this_machine: [10, 42, 0, 1].into(),
+        });
+        let on_mesh = ServiceAddr {
+            name: "load-generator".into(),
+            placement: mesh.clone(),
+            port: 9000,
+            host_port: 9000,
+        };
+        let process = ServiceAddr {
+            name: "api-server".into(),
+            placement: Placement::Host,
+            port: 8080,
+            host_port: 8080,
+        };
+        let container = ServiceAddr {
+            name: "postgres".into(),
+            placement: Placement::Container,
+            port: 5432,
+            host_port: 49160,
+        };
+        assert_eq!(on_mesh.local(), "10.42.0.2:9000".parse().unwrap());
+        for from in [&Placement::Host, &Placement::Container, &mesh] {
+            assert_eq!(on_mesh.seen_from(from), "10.42.0.2:9000", "from {from:?}");
+        }
+        assert_eq!(process.seen_from(&mesh), "10.42.0.1:8080");
+        assert_eq!(container.seen_from(&mesh), "10.42.0.1:49160");
+        assert_eq!(mesh.own_host(), "0.0.0.0");
     }
 
     #[test]

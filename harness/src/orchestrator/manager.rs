@@ -20,7 +20,7 @@ use crate::registry::{
 };
 use crate::topology::{Probe, ServiceConfig, ServiceTarget, TopologyConfig};
 
-use super::address::{Placement, ServiceAddr};
+use super::address::{MeshSite, Placement, ServiceAddr};
 use super::docker::DockerExecutor;
 use super::env::{Dependency, injected_env, placeholder_values, write_run_env_file};
 use super::error::{OrchestratorError, StartFailure};
@@ -160,6 +160,8 @@ pub struct ServiceManager {
     fixed_state_dir: Option<PathBuf>,
     /// The topology's `lab:`, while it runs; dropped last, after the services.
     lab: Arc<async_lock::Mutex<Option<RunningLab>>>,
+    /// The WireGuard mesh of `wireguard` services, shared with their executor.
+    mesh: Arc<super::wireguard::MeshRun>,
 }
 
 /// A lab built for the run, and how its hosts are reached.
@@ -199,6 +201,13 @@ impl ServiceManager {
         executors.insert("process", Arc::new(ProcessExecutor));
         executors.insert("docker", Arc::new(DockerExecutor::new()));
         executors.insert("remote_lan", Arc::new(RemoteLanExecutor::new()));
+        let mesh = Arc::new(super::wireguard::MeshRun::new(
+            topology.network.wireguard_subnet.to_string(),
+        ));
+        executors.insert(
+            "wireguard",
+            Arc::new(super::wireguard::WireguardExecutor::new(mesh.clone())),
+        );
         let services = topology
             .services
             .keys()
@@ -226,6 +235,7 @@ impl ServiceManager {
             progress: None,
             fixed_state_dir: None,
             lab: Arc::new(async_lock::Mutex::new(None)),
+            mesh,
             run: Arc::new(Mutex::new(Run {
                 state_dir: None,
                 services,
@@ -364,6 +374,33 @@ impl ServiceManager {
             target.key = Some(key.display().to_string());
         }
         std::borrow::Cow::Owned(resolved)
+    }
+
+    /// Where a service with `config`'s target runs: for a `wireguard` target, its host joins
+    /// the run's mesh (started with the first one) and the service sits at its mesh address.
+    async fn place(
+        &self,
+        config: &ServiceConfig,
+        state_dir: &std::path::Path,
+    ) -> std::io::Result<Placement> {
+        let ServiceTarget::Wireguard(target) = &config.target else {
+            return Placement::of(&config.target);
+        };
+        let lab = self.lab.lock().await;
+        let host = self
+            .mesh
+            .join(
+                &target.host,
+                &target.user,
+                lab.as_ref().map(|running| &running.lab),
+                state_dir,
+            )
+            .await
+            .map_err(|e| std::io::Error::other(format!("join the WireGuard mesh: {e}")))?;
+        Ok(Placement::Mesh(MeshSite {
+            ip: host.addr.into(),
+            this_machine: host.this_machine.into(),
+        }))
     }
 
     /// The hosts of the running lab (empty without one).
@@ -623,8 +660,9 @@ impl ServiceManager {
         let known = self.lock().services[name].placement.clone();
         let placement = match known {
             Some(placement) => Ok(placement),
-            // Resolving a LAN host's name may take a while: not under the lock.
-            None => Placement::of(&config.target),
+            // Resolving a LAN host's name, or joining a host to the mesh, may take a while: not
+            // under the lock.
+            None => self.place(config, &state_dir).await,
         };
         let (log, ports, dependencies) = {
             let mut run = self.lock();
@@ -684,6 +722,7 @@ impl ServiceManager {
             Err(e) => {
                 let host = match &config.target {
                     ServiceTarget::RemoteLan(t) => t.host.clone(),
+                    ServiceTarget::Wireguard(t) => t.host.clone(),
                     _ => "this machine".to_string(),
                 };
                 return Err(fail(StartFailure::Launch(
@@ -716,9 +755,11 @@ impl ServiceManager {
         });
         if let Some(addr) = own_addr {
             let mut endpoint = Endpoint::new(MAIN_ENDPOINT, addr);
-            if let Placement::Lan(_) = placement {
+            match placement {
                 // This machine reaches a LAN service at its LAN address, as every host does.
-                endpoint = endpoint.with_lan_addr(addr);
+                Placement::Lan(_) => endpoint = endpoint.with_lan_addr(addr),
+                Placement::Mesh(_) => endpoint = endpoint.with_wireguard_addr(addr),
+                _ => {}
             }
             self.registry.set_endpoint(name, endpoint).await?;
         }

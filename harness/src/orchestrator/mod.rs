@@ -150,6 +150,7 @@ mod remote_lan;
 mod state;
 mod temp_dir;
 mod termination;
+mod wireguard;
 
 pub use docker::{DockerExecutor, RUN_LABEL, SERVICE_LABEL};
 pub use error::{OrchestratorError, StartFailure};

@@ -51,7 +51,7 @@ pub(crate) fn assign_host_port(
 ) -> io::Result<Option<u16>> {
     match (placement, spec, port) {
         (_, _, None) => Ok(None),
-        (Placement::Host | Placement::Lan(_), _, port)
+        (Placement::Host | Placement::Lan(_) | Placement::Mesh(_), _, port)
         | (Placement::Container, PortSpec::Auto, port) => Ok(port),
         (Placement::Container, _, Some(port)) => {
             let mut taken = taken.clone();
