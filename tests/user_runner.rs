@@ -171,6 +171,7 @@ fn listing_names_every_test_and_starts_nothing() {
             "isolated::restarts_and_stops_in_a_private_copy",
             "kv_api_stores_through_kv_store",
             "overlays_add_services_and_settings",
+            "restarts_a_service_of_its_shared_copy",
             "runs_only_when_asked",
             "shares_one_copy_a",
             "shares_one_copy_b",
@@ -190,19 +191,28 @@ fn filters_select_as_libtest_does() {
     for (args, summary) in [
         (
             &["--exact", "echo_answers_at_its_address"][..],
-            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 8 filtered out",
+            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 9 filtered out",
         ),
         (
             &["shares_one_copy", "--test-threads", "1"][..],
-            "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 7 filtered out",
+            "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 8 filtered out",
         ),
         (
             &["--skip", "isolated", "--skip", "shares", "--skip", "web"][..],
-            "test result: ok. 4 passed; 0 failed; 1 ignored; 0 measured; 4 filtered out",
+            "test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 4 filtered out",
         ),
         (
             &["--ignored"][..],
-            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 8 filtered out",
+            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 9 filtered out",
+        ),
+        // Left out, with the reason its attribute gives, and without starting its topology.
+        (
+            &["--exact", "runs_only_when_asked"][..],
+            "test runs_only_when_asked ... ignored (shows how a test is left out unless asked for)",
+        ),
+        (
+            &["--exact", "runs_only_when_asked"][..],
+            "test result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 9 filtered out",
         ),
     ] {
         let run = run_suite("user_demo", args, &[]);
