@@ -7,6 +7,10 @@
 //!   measured in this process with the same ServiceManager;
 //! - and next to the same 50 tests with `isolated`, which start a copy each.
 //!
+//! Under nextest the wall time includes a fixed cost that does not depend on the tests (cargo's
+//! build check, nextest listing the binary); it is measured as the same command selecting no
+//! test and shown apart, with nextest's own run time from its summary line.
+//!
 //! Each figure is the median of three runs. Goals: shared within 1.3 times the ideal, and at
 //! least 10 times faster than a start per test. Needs cargo-nextest for the nextest figure
 //! (skipped with a note otherwise).
@@ -51,21 +55,56 @@ fn main() {
         ratio(cargo_test, ideal)
     );
     if nextest_available(&cargo, root) {
-        let nextest = median(|| {
-            timed(
-                Command::new(&cargo)
-                    .args(["nextest", "run", "--cargo-quiet", "-p", "harness-cli"])
-                    .args(["--test", "bench_suite", "-E", "test(/^shared::/)"])
-                    .args(["--status-level", "none", "--final-status-level", "none"])
-                    .current_dir(root)
-                    .envs(suite_env(root)),
-            )
-        });
+        // nextest's fixed cost (cargo's build check, listing the binary), paid whatever the
+        // tests do: the same command with a filter that selects no test.
+        let fixed = median(|| nextest_run(&cargo, root, "none()").wall);
+        let runs: Vec<NextestRun> = (0..RUNS)
+            .map(|_| nextest_run(&cargo, root, "test(/^shared::/)"))
+            .collect();
+        let wall = median_of(runs.iter().map(|r| r.wall));
+        let phase = median_of(runs.iter().map(|r| r.phase));
         println!(
             "  shared, cargo nextest run                     {:>8.0} ms  {:.2}x the ideal \
-             (with nextest's own start and cargo's build check)",
-            ms(nextest),
-            ratio(nextest, ideal)
+             (wall time)",
+            ms(wall),
+            ratio(wall, ideal)
+        );
+        println!(
+            "    of which nextest's fixed cost               {:>8.0} ms  (the same command \
+             selecting no test)",
+            ms(fixed)
+        );
+        println!(
+            "    wall time less the fixed cost               {:>8.0} ms  {:.2}x the ideal",
+            ms(wall.saturating_sub(fixed)),
+            ratio(wall.saturating_sub(fixed), ideal)
+        );
+        println!(
+            "    nextest's own run time (its Summary line)   {:>8.0} ms  {:.2}x the ideal",
+            ms(phase),
+            ratio(phase, ideal)
+        );
+        // What a process per test costs at least: the suite binary started for a test that
+        // does not exist, once per test, spread over the cores nextest uses.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let empty = median(|| {
+            let start = Instant::now();
+            for _ in 0..20 {
+                timed(&mut suite_command(&suite, root, "no-such-test"));
+            }
+            start.elapsed() / 20
+        });
+        let floor = ideal + empty * TESTS as u32 / cores as u32;
+        println!(
+            "    ideal plus {TESTS} empty processes over {cores} cores {:>8.0} ms  \
+             (one empty process: {:.1} ms)",
+            ms(floor),
+            ms(empty)
+        );
+        println!(
+            "    nextest's run time against that             {:>8.0} ms  {:.2}x",
+            ms(phase),
+            ratio(phase, floor)
         );
     } else {
         println!("  shared, cargo nextest run: skipped, cargo-nextest is not installed");
@@ -137,6 +176,43 @@ fn suite_command(suite: &Path, root: &Path, filter: &str) -> Command {
     command
 }
 
+/// One `cargo nextest run` of the suite: its wall time and the run time nextest reports.
+struct NextestRun {
+    wall: Duration,
+    phase: Duration,
+}
+
+fn nextest_run(cargo: &str, root: &Path, filter: &str) -> NextestRun {
+    let start = Instant::now();
+    let out = Command::new(cargo)
+        .args(["nextest", "run", "--cargo-quiet", "-p", "harness-cli"])
+        .args(["--test", "bench_suite", "-E", filter, "--no-tests", "pass"])
+        .args(["--status-level", "none", "--final-status-level", "none"])
+        .current_dir(root)
+        .envs(suite_env(root))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run cargo nextest");
+    let wall = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "cargo nextest run failed:\n{stderr}");
+    NextestRun {
+        wall,
+        phase: summary_time(&stderr).unwrap_or_default(),
+    }
+}
+
+/// The run time in nextest's `Summary [   0.523s] ...` line.
+fn summary_time(stderr: &str) -> Option<Duration> {
+    let line = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("Summary"))?;
+    let inside = line.split('[').nth(1)?.split(']').next()?;
+    let seconds: f64 = inside.trim().trim_end_matches('s').parse().ok()?;
+    Some(Duration::from_secs_f64(seconds))
+}
+
 fn nextest_available(cargo: &str, root: &Path) -> bool {
     Command::new(cargo)
         .args(["nextest", "--version"])
@@ -160,9 +236,13 @@ fn succeed(command: &mut Command) {
 }
 
 fn median(mut run: impl FnMut() -> Duration) -> Duration {
-    let mut times: Vec<Duration> = (0..RUNS).map(|_| run()).collect();
+    median_of((0..RUNS).map(|_| run()))
+}
+
+fn median_of(times: impl Iterator<Item = Duration>) -> Duration {
+    let mut times: Vec<Duration> = times.collect();
     times.sort();
-    times[RUNS / 2]
+    times[times.len() / 2]
 }
 
 fn ms(d: Duration) -> f64 {
