@@ -168,6 +168,20 @@ fn keys_match_wg_and_bad_requests_are_refused() {
             .unwrap_err();
         assert!(matches!(err, MeshError::SubnetInUse { .. }), "{err}");
 
+        // On a subnet of its own, a second mesh runs beside the first; dropped without
+        // `shutdown`, it leaves nothing either.
+        let second = Mesh::builder()
+            .subnet("10.219.8.0/30")
+            .start()
+            .await
+            .unwrap();
+        let second_prefix = second.interface().to_string();
+        assert_ne!(second_prefix, prefix);
+        assert_ne!(second.listen_port(LOCAL_NODE), mesh.listen_port(LOCAL_NODE));
+        assert_eq!(wireguard_go_count(&second_prefix), 1);
+        drop(second);
+        assert_eq!(mesh_leftovers(&second_prefix), Vec::<String>::new());
+
         assert_eq!(
             wireguard_go_count(&prefix),
             1,
