@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use harness::orchestrator::ServiceManager;
-use harness::registry::Registry;
+use harness::registry::{Registry, RegistryEvent};
 use harness::topology::TopologyConfig;
 
 use fixtures::{bin, workspace_dir};
@@ -107,7 +107,9 @@ fn the_adr_hybrid_topology_runs_on_emulated_hosts_and_its_traffic_arrives() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let mesh_subnet = topology.network.wireguard_subnet.to_string();
-        let manager = ServiceManager::new(topology, Registry::new()).with_base_dir(root);
+        let registry = Registry::new();
+        let mut events = registry.subscribe_with(Default::default(), 4096);
+        let manager = ServiceManager::new(topology, registry).with_base_dir(root);
         manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
         let labs = owned(harness::lab::REGISTRY_DIR);
         let meshes = owned(harness::network::MESH_REGISTRY_DIR);
@@ -131,6 +133,21 @@ fn the_adr_hybrid_topology_runs_on_emulated_hosts_and_its_traffic_arrives() {
             .unwrap();
         assert!(in_subnet(told.ip(), &mesh_subnet), "API_SERVER_ADDR={told}");
         assert_eq!(told.port(), api.port());
+
+        // The deployment reported its steps as `deployment_progress` events.
+        let mut stages = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if let RegistryEvent::DeploymentProgress(p) = &event.event {
+                assert_eq!(
+                    (p.service.as_str(), p.host.as_str()),
+                    ("load-generator", "load-host")
+                );
+                stages.push(p.stage.clone());
+            }
+        }
+        for stage in ["upload", "start", "health"] {
+            assert!(stages.iter().any(|s| s == stage), "{stage} in {stages:?}");
+        }
 
         // What the load generator sent arrived, through PostgreSQL and Redis.
         let deadline = Instant::now() + Duration::from_secs(30);

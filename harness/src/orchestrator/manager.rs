@@ -206,7 +206,10 @@ impl ServiceManager {
         ));
         executors.insert(
             "wireguard",
-            Arc::new(super::wireguard::WireguardExecutor::new(mesh.clone())),
+            Arc::new(super::wireguard::WireguardExecutor::new(
+                mesh.clone(),
+                registry.clone(),
+            )),
         );
         let services = topology
             .services

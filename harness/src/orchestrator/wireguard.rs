@@ -11,6 +11,7 @@ use crate::exec::{ExitStatus, LaunchError, LocalLauncher, OutputStream, SshLaunc
 use crate::lab::Lab;
 use crate::network::{Mesh, MeshError, MeshNode};
 use crate::package::{DEFAULT_ROOT, Deploy, Installed};
+use crate::registry::{DeploymentProgress, Registry};
 use crate::topology::ServiceTarget;
 
 use super::error::StartFailure;
@@ -158,11 +159,13 @@ fn connect_failed(node: &str, location: &str, source: LaunchError) -> MeshError 
 /// of the same package skips the upload.
 pub(crate) struct WireguardExecutor {
     mesh: Arc<MeshRun>,
+    /// Where deployments report progress (`deployment_progress` events).
+    registry: Registry,
 }
 
 impl WireguardExecutor {
-    pub(crate) fn new(mesh: Arc<MeshRun>) -> Self {
-        WireguardExecutor { mesh }
+    pub(crate) fn new(mesh: Arc<MeshRun>, registry: Registry) -> Self {
+        WireguardExecutor { mesh, registry }
     }
 }
 
@@ -191,11 +194,19 @@ impl ServiceExecutor for WireguardExecutor {
                 ));
             };
             let progress_log = log.clone();
+            let registry = self.registry.clone();
             let mut deploy = Deploy::new(spec.base_dir.join(&target.package))
                 .with_service(name.clone())
                 .with_root(host.root.clone())
                 .with_envs(spec.env())
                 .with_progress(move |p| {
+                    registry.publish_progress(DeploymentProgress {
+                        service: p.service.clone(),
+                        host: p.host.clone(),
+                        stage: p.stage.name().to_string(),
+                        percent: p.stage.percent(),
+                        message: p.message.clone(),
+                    });
                     progress_log.push(
                         OutputStream::Stderr,
                         format!("harness deploy: {}: {}", p.stage.name(), p.message),
