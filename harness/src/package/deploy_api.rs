@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use crate::api::{ActionFailure, BoxFuture, DeployRequest, Deployer, Deployment, Progress};
 
-use super::deploy::{DEFAULT_ROOT, Deploy, DeployHost, Installed};
+use super::deploy::{DEFAULT_ROOT, Deploy, DeployHost};
+use super::deploy_installed::Installed;
 
 /// Deploys packages for `deploy_package` requests to the hosts it was given, reporting every
 /// step as a `deployment_progress` event (stage, percent, message).

@@ -41,7 +41,9 @@ mod checksum;
 mod deploy;
 mod deploy_api;
 mod deploy_error;
+mod deploy_installed;
 mod deploy_remote;
+mod deploy_switch;
 mod error;
 mod manifest;
 mod name;
@@ -54,8 +56,9 @@ pub use build::{
 pub use checksum::checksum_path;
 pub use deploy::{
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_ROOT, DEFAULT_SCRIPT_TIMEOUT, Deploy, DeployHost, DeployOutcome,
-    DeployProgress, DeployReport, Installed, InstalledStatus, ProgressFn, Stage, deploy_all,
+    DeployProgress, DeployReport, ProgressFn, Stage, deploy_all,
 };
+pub use deploy_installed::{Installed, InstalledStatus};
 pub use deploy_api::SshDeployer;
 pub use deploy_error::DeployError;
 pub use error::{PackageError, Refusal};

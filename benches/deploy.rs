@@ -1,0 +1,205 @@
+//! Deploying a 50 MB package to 3 lab hosts at once, next to `ssh host 'cat > file'` of the same
+//! archive to the same 3 hosts at once, in the same run.
+//!
+//! The package holds incompressible bytes (random data in `bin/`), so the archive is as large
+//! as its content and the transfer dominates. A deployment here is the whole of it: verify the
+//! archive (one gunzip and sha256 pass), connect, check the host, stream and extract while
+//! hashing, write the env file, switch, run `start.sh` and `health.sh`. The baseline opens a
+//! fresh connection per host too (plain `ssh`, as a user would) and only copies the bytes.
+//! Between runs the service directory is removed (not timed), so every run deploys afresh.
+//! Each figure is the fastest of `DEPLOY_BENCH_RUNS` runs (default 3).
+//!
+//! Needs what a lab needs (root, `ip netns`, `unshare`, openssh-server); prints why and exits
+//! otherwise. Run: `cargo bench --bench deploy`. `DEPLOY_BENCH_MB` sets the size in MB.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use harness::lab::Lab;
+use harness::package::{Deploy, DeployHost, Installed, PackageBuilder, Stage};
+
+const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
+const ROOT: &str = "/root/harness";
+
+fn main() {
+    if !rustix::process::geteuid().is_root() || !Path::new("/usr/sbin/sshd").exists() {
+        println!("skipped: a lab needs root and /usr/sbin/sshd");
+        return;
+    }
+    let runs: usize = env_or("DEPLOY_BENCH_RUNS", 3);
+    let megabytes: usize = env_or("DEPLOY_BENCH_MB", 50);
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let archive = tmp.path().join("bench-1.0.0.tar.gz");
+    build_package(&tmp.path().join("src"), megabytes << 20, &archive);
+    let size = std::fs::metadata(&archive).expect("the archive").len();
+    println!(
+        "package: {:.1} MB archive of {megabytes} MB random bytes, to {} lab hosts at once",
+        mb(size),
+        HOSTS.len()
+    );
+
+    smol::block_on(async {
+        let mut builder = Lab::builder().network("lan", "10.226.9.0/24");
+        for h in HOSTS {
+            builder = builder.host(h, &["lan"]);
+        }
+        let lab = builder.build().await.expect("the lab builds");
+        let hosts: Vec<DeployHost> = HOSTS
+            .iter()
+            .map(|h| DeployHost::new(*h, lab.host(h).ssh_builder()))
+            .collect();
+
+        let mut deploy_times = Vec::new();
+        let mut transfer_times = Vec::new();
+        let mut cat_times = Vec::new();
+        for run in 0..=runs {
+            let (total, transfer) = deploy_once(&archive, &hosts).await;
+            for h in HOSTS {
+                let ssh = lab.host(h).launcher().await.expect("connect");
+                Installed::new(ROOT, "bench")
+                    .stop(&ssh, h, true)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            let cat = cat_once(&lab, &archive);
+            // The first round warms the page cache and the hosts' sshd; it is not counted.
+            if run > 0 {
+                deploy_times.push(total);
+                transfer_times.push(transfer);
+                cat_times.push(cat);
+            }
+        }
+        let best = |v: &[Duration]| *v.iter().min().expect("at least one run");
+        let (deploy, transfer, cat) =
+            (best(&deploy_times), best(&transfer_times), best(&cat_times));
+        let total_mb = mb(size) * HOSTS.len() as f64;
+        println!("fastest of {runs} runs:");
+        println!(
+            "  harness deploy (verify, connect, stream, extract, switch, start, health): {:>6.2} s  {:>6.1} MB/s",
+            deploy.as_secs_f64(),
+            total_mb / deploy.as_secs_f64()
+        );
+        println!(
+            "    of which until every host had the release extracted and checked:     {:>6.2} s",
+            transfer.as_secs_f64()
+        );
+        println!(
+            "  ssh HOST 'cat > file' to each host at once (baseline):                  {:>6.2} s  {:>6.1} MB/s",
+            cat.as_secs_f64(),
+            total_mb / cat.as_secs_f64()
+        );
+        println!(
+            "ratio deploy / baseline: {:.2} (transfer part: {:.2})",
+            deploy.as_secs_f64() / cat.as_secs_f64(),
+            transfer.as_secs_f64() / cat.as_secs_f64()
+        );
+        lab.shutdown().await.expect("the lab shuts down");
+    });
+}
+
+/// One deployment to every host; returns the whole time and the time until the last host
+/// had its release extracted and checked (its `switch` stage began).
+async fn deploy_once(archive: &Path, hosts: &[DeployHost]) -> (Duration, Duration) {
+    let started = Instant::now();
+    let switched = Arc::new(Mutex::new(Vec::new()));
+    let seen = switched.clone();
+    let results = Deploy::new(archive)
+        .with_root(ROOT)
+        .with_progress(move |p| {
+            if p.stage == Stage::Switch {
+                seen.lock().unwrap().push(started.elapsed());
+            }
+        })
+        .to_hosts(hosts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let total = started.elapsed();
+    for r in results {
+        r.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let transfer = switched
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(total);
+    (total, transfer)
+}
+
+/// `ssh root@HOST 'cat > /root/bench.tar.gz' < archive` to every host at once, each over a
+/// fresh connection.
+fn cat_once(lab: &Lab, archive: &Path) -> Duration {
+    let started = Instant::now();
+    let children: Vec<_> = HOSTS
+        .iter()
+        .map(|h| {
+            Command::new("ssh")
+                .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-i"])
+                .arg(lab.key())
+                .arg("-o")
+                .arg(format!(
+                    "UserKnownHostsFile={}",
+                    lab.known_hosts().display()
+                ))
+                .arg(format!("root@{}", lab.host(h).addr("lan")))
+                .arg("cat > /root/bench.tar.gz")
+                .stdin(std::fs::File::open(archive).expect("the archive"))
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("ssh runs")
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().expect("ssh ends").success(), "ssh cat failed");
+    }
+    started.elapsed()
+}
+
+/// A package whose `bin/blob` holds `bytes` random bytes, with a start script that runs a
+/// process in the background, and stop and health scripts for it.
+fn build_package(dir: &Path, bytes: usize, archive: &Path) {
+    for sub in ["bin", "scripts"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("create the package directory");
+    }
+    std::fs::write(dir.join("manifest.yaml"), "name: bench\nversion: 1.0.0\n").expect("manifest");
+    let mut blob = vec![0u8; bytes];
+    fastrand::Rng::with_seed(1).fill(&mut blob);
+    std::fs::write(dir.join("bin/blob"), blob).expect("blob");
+    let scripts = [
+        (
+            "start.sh",
+            "#!/bin/sh\ncd \"$1\" && { setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $! >service.pid; }\n",
+        ),
+        (
+            "stop.sh",
+            "#!/bin/sh\ncd \"$1\" && [ -f service.pid ] && kill \"$(cat service.pid)\"; rm -f service.pid; exit 0\n",
+        ),
+        (
+            "health.sh",
+            "#!/bin/sh\ncd \"$1\" && kill -0 \"$(cat service.pid)\"\n",
+        ),
+    ];
+    for (name, text) in scripts {
+        let path = dir.join("scripts").join(name);
+        std::fs::write(&path, text).expect("script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    PackageBuilder::new(dir)
+        .build(archive)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
