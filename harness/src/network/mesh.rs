@@ -608,3 +608,31 @@ async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Out
         .map(|o| o.expect("every future finished"))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Compiles only if a mesh and the futures of its operations can move between threads
+    /// (what a multi-threaded runtime's `spawn` needs).
+    fn futures_are_send(mesh: &mut Mesh, node: MeshNode) {
+        fn send<T: Send>(_: T) {}
+        send(mesh.add(node));
+        send(mesh.remove("a"));
+        send(mesh.revoke("a"));
+        send(Mesh::builder().start());
+    }
+
+    fn shutdown_is_send(mesh: Mesh) {
+        fn send<T: Send>(_: T) {}
+        send(mesh.shutdown());
+    }
+
+    #[test]
+    fn a_mesh_and_its_futures_are_send() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Mesh>();
+        let _ = futures_are_send as fn(&mut Mesh, MeshNode);
+        let _ = shutdown_is_send as fn(Mesh);
+    }
+}
