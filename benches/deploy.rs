@@ -55,8 +55,9 @@ fn main() {
         let mut deploy_times = Vec::new();
         let mut transfer_times = Vec::new();
         let mut cat_times = Vec::new();
+        let mut fastest: Option<(Duration, Timeline)> = None;
         for run in 0..=runs {
-            let (total, transfer) = deploy_once(&archive, &hosts).await;
+            let (total, transfer, timeline) = deploy_once(&archive, &hosts).await;
             for h in HOSTS {
                 let ssh = lab.host(h).launcher().await.expect("connect");
                 Installed::new(ROOT, "bench")
@@ -67,6 +68,9 @@ fn main() {
             let cat = cat_once(&lab, &archive);
             // The first round warms the page cache and the hosts' sshd; it is not counted.
             if run > 0 {
+                if fastest.as_ref().is_none_or(|(t, _)| total < *t) {
+                    fastest = Some((total, timeline));
+                }
                 deploy_times.push(total);
                 transfer_times.push(transfer);
                 cat_times.push(cat);
@@ -96,21 +100,40 @@ fn main() {
             deploy.as_secs_f64() / cat.as_secs_f64(),
             transfer.as_secs_f64() / cat.as_secs_f64()
         );
+        if let Some((_, timeline)) = fastest {
+            let steps: Vec<String> = timeline
+                .iter()
+                .map(|(stage, at)| format!("{stage} {:.2}", at.as_secs_f64()))
+                .collect();
+            println!(
+                "stages on {} in the fastest run (s): {}",
+                HOSTS[0],
+                steps.join(", ")
+            );
+        }
         lab.shutdown().await.expect("the lab shuts down");
     });
 }
 
-/// One deployment to every host; returns the whole time and the time until the last host
-/// had its release extracted and checked (its `switch` stage began).
-async fn deploy_once(archive: &Path, hosts: &[DeployHost]) -> (Duration, Duration) {
+/// When each stage of the first host began, from the start of the deployment.
+type Timeline = Vec<(&'static str, Duration)>;
+
+/// One deployment to every host; returns the whole time, the time until the last host had its
+/// release extracted and checked (its `switch` stage began), and the first host's timeline.
+async fn deploy_once(archive: &Path, hosts: &[DeployHost]) -> (Duration, Duration, Timeline) {
     let started = Instant::now();
     let switched = Arc::new(Mutex::new(Vec::new()));
-    let seen = switched.clone();
+    let timeline = Arc::new(Mutex::new(Timeline::new()));
+    let (seen, steps) = (switched.clone(), timeline.clone());
     let results = Deploy::new(archive)
         .with_root(ROOT)
         .with_progress(move |p| {
             if p.stage == Stage::Switch {
                 seen.lock().unwrap().push(started.elapsed());
+            }
+            let mut steps = steps.lock().unwrap();
+            if p.host == HOSTS[0] && steps.last().map(|(s, _)| *s) != Some(p.stage.name()) {
+                steps.push((p.stage.name(), started.elapsed()));
             }
         })
         .to_hosts(hosts)
@@ -127,7 +150,8 @@ async fn deploy_once(archive: &Path, hosts: &[DeployHost]) -> (Duration, Duratio
         .copied()
         .max()
         .unwrap_or(total);
-    (total, transfer)
+    let timeline = timeline.lock().unwrap().clone();
+    (total, transfer, timeline)
 }
 
 /// `ssh root@HOST 'cat > /root/bench.tar.gz' < archive` to every host at once, each over a

@@ -307,7 +307,8 @@ fn parallel_deploy_upgrade_failed_start_unhealthy_rollback_and_removal() {
             assert_eq!(
                 steps,
                 [
-                    "connect", "check", "upload", "extract", "switch", "start", "health", "done"
+                    "verify", "connect", "check", "upload", "extract", "switch", "start", "health",
+                    "done"
                 ],
                 "{host}"
             );
@@ -773,7 +774,8 @@ fn the_api_deploys_through_its_deployer_and_publishes_progress() {
         assert_eq!(
             stages,
             [
-                "connect", "check", "upload", "extract", "switch", "start", "health", "done"
+                "verify", "connect", "check", "upload", "extract", "switch", "start", "health",
+                "done"
             ]
         );
         assert!(percents.windows(2).all(|w| w[0] <= w[1]), "{percents:?}");

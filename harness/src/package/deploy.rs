@@ -105,7 +105,8 @@ impl DeployHost {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Stage {
-    /// Checking the package here.
+    /// The package was checked here (reported once it passed, with its name, version and
+    /// sha256).
     Verify,
     /// Connecting to the host.
     Connect,
@@ -436,7 +437,17 @@ impl Deploy {
         host: &str,
     ) -> Result<DeployReport, DeployError> {
         let prepared = self.prepare()?;
+        self.report_verified(&prepared, host);
         self.run(&prepared, launcher, host).await
+    }
+
+    fn report_verified(&self, p: &Prepared, host: &str) {
+        let m = &p.info.manifest;
+        let message = format!(
+            "verified {} {} ({} bytes, sha256 {})",
+            m.name, m.version, p.info.size, p.info.sha256
+        );
+        self.report(host, &p.service, Stage::Verify, &message);
     }
 
     async fn connect_and_run(
@@ -445,6 +456,7 @@ impl Deploy {
         host: &DeployHost,
     ) -> Result<DeployReport, DeployError> {
         let service = &prepared.service;
+        self.report_verified(prepared, &host.name);
         self.report(&host.name, service, Stage::Connect, "connecting");
         let ssh = match host.ssh.clone().connect(LocalLauncher).await {
             Ok(ssh) => ssh,
