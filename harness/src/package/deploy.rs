@@ -55,6 +55,20 @@ const UPLOAD_REPORT_BYTES: u64 = 4 << 20;
 /// The size of each read of the package while it streams.
 const CHUNK: usize = 256 << 10;
 
+/// The programs the deployment itself runs on a host, checked with the package's
+/// `system_requires` before anything is changed.
+const HOST_TOOLS: &[&str] = &[
+    "tar",
+    "gzip",
+    "sha256sum",
+    "tee",
+    "mkfifo",
+    "mktemp",
+    "readlink",
+    "ln",
+    "mv",
+];
+
 /// What [`Deploy::with_progress`] calls.
 pub type ProgressFn = Arc<dyn Fn(&DeployProgress) + Send + Sync>;
 
@@ -624,8 +638,10 @@ impl Deploy {
             Stage::Check,
             format!("checking {} and the system requirements", remote.dir),
         );
+        let mut requires: Vec<String> = HOST_TOOLS.iter().map(|t| t.to_string()).collect();
+        requires.extend(manifest.system_requires.iter().cloned());
         let probe = remote
-            .probe(&manifest.system_requires)
+            .probe(&requires)
             .await
             .map_err(lost("inspect the service directory"))?;
         if !probe.missing.is_empty() {
@@ -852,4 +868,87 @@ pub async fn deploy_all(
     hosts: &[DeployHost],
 ) -> Result<Vec<Result<DeployReport, DeployError>>, DeployError> {
     deploy.to_hosts(hosts).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_move_forward_and_the_upload_spans_its_share() {
+        let order = [
+            Stage::Verify,
+            Stage::Connect,
+            Stage::Check,
+            Stage::Upload {
+                sent: 0,
+                total: 100,
+            },
+            Stage::Upload {
+                sent: 50,
+                total: 100,
+            },
+            Stage::Upload {
+                sent: 100,
+                total: 100,
+            },
+            Stage::Extract,
+            Stage::Stop,
+            Stage::Switch,
+            Stage::Start,
+            Stage::Health,
+            Stage::Done,
+        ];
+        let percents: Vec<u8> = order.iter().map(Stage::percent).collect();
+        assert!(percents.windows(2).all(|w| w[0] < w[1]), "{percents:?}");
+        assert_eq!(
+            (percents[3], percents[4], percents[5]),
+            (10, 45, 80),
+            "{percents:?}"
+        );
+        assert_eq!(Stage::Upload { sent: 5, total: 0 }.percent(), 80);
+        assert!(Stage::RolledBack.is_final() && !Stage::RollingBack.is_final());
+    }
+
+    #[test]
+    fn the_env_file_has_the_port_then_the_variables_and_refuses_bad_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = dir.path().join("pkg");
+        std::fs::create_dir_all(pkg.join("scripts")).unwrap();
+        std::fs::write(
+            pkg.join("manifest.yaml"),
+            "name: web\nversion: 1.0\nport: 8080\n",
+        )
+        .unwrap();
+        for script in ["start.sh", "stop.sh"] {
+            let path = pkg.join("scripts").join(script);
+            std::fs::write(&path, "#!/bin/sh\n").unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let prepared = Deploy::new(&pkg)
+            .with_dependency("kv-store", "10.0.0.2:7000")
+            .with_env("MOTTO", "it's $5")
+            .prepare()
+            .unwrap();
+        assert_eq!(prepared.service, "web");
+        assert_eq!(
+            prepared.env_text,
+            "export PORT='8080'\nexport KV_STORE_ADDR='10.0.0.2:7000'\nexport MOTTO='it'\\''s $5'\n"
+        );
+        let overridden = Deploy::new(&pkg).with_env("PORT", "9").prepare().unwrap();
+        assert_eq!(overridden.env_text, "export PORT='9'\n");
+
+        let bad_env = Deploy::new(&pkg).with_env("NOT-A-NAME", "x").prepare();
+        assert!(matches!(bad_env, Err(DeployError::Invalid { .. })));
+        let bad_service = Deploy::new(&pkg).with_service("Web_1").prepare();
+        let Err(e) = bad_service else {
+            panic!("an invalid service name was accepted")
+        };
+        assert!(e.is_bad_input() && e.to_string().contains("Web_1"), "{e}");
+        let relative = Deploy::new(&pkg).with_root("opt/harness").prepare();
+        assert!(matches!(relative, Err(DeployError::Invalid { .. })));
+        let missing = Deploy::new(dir.path().join("nothing.tar.gz")).prepare();
+        assert!(matches!(missing, Err(DeployError::Package(_))));
+    }
 }

@@ -29,10 +29,10 @@ pub enum DeployError {
         /// What ssh said (boxed: it is large, and rare).
         source: Box<LaunchError>,
     },
-    /// The host lacks programs or files the manifest's `system_requires` lists; nothing was
-    /// changed on it.
+    /// The host lacks programs or files the manifest's `system_requires` lists, or a program
+    /// deployment runs there (`tar`, `sha256sum`, ...); nothing was changed on it.
     #[error(
-        "deploy {service} to {host}: the host lacks {}: {} (the package's system_requires); nothing was changed",
+        "deploy {service} to {host}: the host lacks {}: {}; nothing was changed",
         if missing.len() == 1 { "a required program or file" } else { "required programs or files" },
         missing.join(", ")
     )]
