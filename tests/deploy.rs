@@ -586,6 +586,23 @@ fn a_connection_cut_mid_transfer_leaves_no_partial_release() {
         assert_eq!(state.incoming, 0);
         assert_eq!(state.releases, ["kv-1.0.0", "kv-2.0.0"]);
         assert_eq!(running_releases(&ssh).await, ["kv-2.0.0"]);
+
+        // Stopped by hand, the same package deployed again is started again, not sent.
+        let stopped = Installed::new(ROOT, "kv").stop(&ssh, "echo", false).await;
+        assert_eq!(stopped.unwrap().as_deref(), Some("kv-2.0.0"));
+        assert_eq!(running_releases(&ssh).await, Vec::<String>::new());
+        let report = Deploy::new(&archive)
+            .with_root(ROOT)
+            .on(&ssh, "echo")
+            .await
+            .unwrap();
+        assert_eq!(
+            (report.outcome, report.bytes_sent),
+            (DeployOutcome::Restarted, 0)
+        );
+        assert_eq!(running_releases(&ssh).await, ["kv-2.0.0"]);
+        kv_round_trip(kv_addr(lab.host("echo").addr("lan")), "k", "v2");
+
         Installed::new(ROOT, "kv")
             .stop(&ssh, "echo", true)
             .await
@@ -782,6 +799,23 @@ fn the_api_deploys_through_its_deployer_and_publishes_progress() {
         assert_eq!(percents.last(), Some(&100));
         kv_round_trip(kv_addr(lab.host("hotel").addr("lan")), "k", "api");
 
+        // v2, then `rollback: true` switches back to v1.
+        let v2 = package_source(&lab, src.path(), "2.0.0", Variant::Good, &[]);
+        let params = serde_json::json!({"package": v2.display().to_string(), "service": "kv"});
+        assert_eq!(
+            client.ok("deploy_package", params).await["deployment"]["version"],
+            "2.0.0"
+        );
+        let rolled = client
+            .ok(
+                "deploy_package",
+                serde_json::json!({"package": "kv", "service": "kv", "options": {"rollback": true}}),
+            )
+            .await;
+        assert_eq!(rolled["deployment"]["version"], "kv-1.0.0");
+        let ssh = lab.host("hotel").launcher().await.unwrap();
+        assert_eq!(running_releases(&ssh).await, ["kv-1.0.0"]);
+
         // An unknown host is refused with the known ones listed.
         let refused = client
             .err(
@@ -797,7 +831,6 @@ fn the_api_deploys_through_its_deployer_and_publishes_progress() {
         client.close().await;
         server.shutdown().expect("the server stops");
 
-        let ssh = lab.host("hotel").launcher().await.unwrap();
         Installed::new(ROOT, "kv")
             .stop(&ssh, "hotel", true)
             .await

@@ -17,7 +17,7 @@ use super::deploy_installed::Installed;
 /// from the table; may be left out when the table has one host) and optionally a service.
 /// Its `options` may hold `env` (an object of strings for the env file), `port`, and
 /// `rollback: true` (switch the service back to its previous release instead; `package` is
-/// then not read).
+/// then not read, and the answer's `version` is the release now live, `name-version`).
 ///
 /// ```no_run
 /// use std::sync::Arc;
