@@ -1,8 +1,8 @@
-//! The `#[harness_test]` attribute of the `harness` crate. Use it through `harness`, which
-//! re-exports it; its documentation is on the re-export, `harness::harness_test`.
+//! The `#[harness_test]` attribute and the `main!()` runner macro of the `harness` crate. Use
+//! them through `harness`, which re-exports them: `harness::harness_test`, `harness::main!`.
 //!
-//! The expansion refers only to `::harness::testing::__private`, so a crate that uses the
-//! attribute needs only the `harness` dependency.
+//! The expansions refer only to `::harness::testing` (its `__private` module for what users do
+//! not call), so a crate that uses them needs only the `harness` dependency.
 
 mod args;
 mod errors;

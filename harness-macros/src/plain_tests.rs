@@ -60,6 +60,8 @@ struct Dirs {
 }
 
 /// Uses proc-macro2's own tokens while alive; the compiler's again when dropped, also on panic.
+/// The choice is global to the process, which is safe because rustc expands one macro at a
+/// time, and nothing made while it holds reaches the compiler: findings are plain strings.
 struct Fallback;
 
 impl Fallback {
