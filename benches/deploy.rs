@@ -55,6 +55,7 @@ fn main() {
         let mut deploy_times = Vec::new();
         let mut transfer_times = Vec::new();
         let mut cat_times = Vec::new();
+        let mut mux_times = Vec::new();
         let mut fastest: Option<(Duration, Timeline)> = None;
         for run in 0..=runs {
             let (total, transfer, timeline) = deploy_once(&archive, &hosts).await;
@@ -66,6 +67,7 @@ fn main() {
                     .unwrap_or_else(|e| panic!("{e}"));
             }
             let cat = cat_once(&lab, &archive);
+            let muxed = upload_once(&lab, &archive).await;
             // The first round warms the page cache and the hosts' sshd; it is not counted.
             if run > 0 {
                 if fastest.as_ref().is_none_or(|(t, _)| total < *t) {
@@ -74,6 +76,7 @@ fn main() {
                 deploy_times.push(total);
                 transfer_times.push(transfer);
                 cat_times.push(cat);
+                mux_times.push(muxed);
             }
         }
         let best = |v: &[Duration]| *v.iter().min().expect("at least one run");
@@ -94,6 +97,12 @@ fn main() {
             "  ssh HOST 'cat > file' to each host at once (baseline):                  {:>6.2} s  {:>6.1} MB/s",
             cat.as_secs_f64(),
             total_mb / cat.as_secs_f64()
+        );
+        let mux = best(&mux_times);
+        println!(
+            "  SshLauncher::upload to each host at once, connections already open:     {:>6.2} s  {:>6.1} MB/s",
+            mux.as_secs_f64(),
+            total_mb / mux.as_secs_f64()
         );
         println!(
             "ratio deploy / baseline: {:.2} (transfer part: {:.2})",
@@ -181,6 +190,24 @@ fn cat_once(lab: &Lab, archive: &Path) -> Duration {
         assert!(child.wait().expect("ssh ends").success(), "ssh cat failed");
     }
     started.elapsed()
+}
+
+/// `SshLauncher::upload` of the archive to every host at once, over connections opened
+/// beforehand (not timed): what the multiplexed connection costs for the bytes alone.
+async fn upload_once(lab: &Lab, archive: &Path) -> Duration {
+    let mut conns = Vec::new();
+    for h in HOSTS {
+        conns.push(lab.host(h).launcher().await.expect("connect"));
+    }
+    let started = Instant::now();
+    let up = |i: usize| conns[i].upload(archive, "/root/bench-mux.tar.gz");
+    let (a, (b, c)) =
+        futures_lite::future::zip(up(0), futures_lite::future::zip(up(1), up(2))).await;
+    let elapsed = started.elapsed();
+    for r in [a, b, c] {
+        r.unwrap_or_else(|e| panic!("{e}"));
+    }
+    elapsed
 }
 
 /// A package whose `bin/blob` holds `bytes` random bytes, with a start script that runs a
