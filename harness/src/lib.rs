@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod exec;
+mod join;
 pub mod lab;
 pub mod network;
 pub mod orchestrator;

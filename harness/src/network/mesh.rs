@@ -1,13 +1,10 @@
 //! `Mesh`: a WireGuard mesh of the test machine and the nodes added to it.
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::task::Poll;
-
-use futures_lite::future;
 
 use crate::exec::LocalLauncher;
+use crate::join::join_all;
 use crate::lab::Lab;
 use crate::network::error::MeshError;
 use crate::network::iface::{self, StepError};
@@ -577,36 +574,6 @@ fn check_unrouted(subnet: &MeshSubnet) -> Result<(), MeshError> {
             route: route.trim().to_string(),
         }),
     }
-}
-
-/// Runs futures concurrently on the caller's task and returns their outputs in order.
-async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(value) => {
-                        *output = Some(value);
-                        *slot = None;
-                    }
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
 }
 
 #[cfg(test)]
