@@ -17,7 +17,16 @@ use crate::run::EXIT_HARNESS_FAILED;
 /// Exit code when a host failed (the others may have succeeded; the summary says which).
 pub const EXIT_HOST_FAILED: u8 = 1;
 
+/// The exit codes, as `harness deploy --help` lists them.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    every host runs the package (or already did), or was rolled back or stopped
+  1    a host failed: unreachable, lacking requirements, or the new release failed
+       (then rolled back); the message names the host
+  125  bad input: a refused or missing package, an invalid option; no host touched";
+
 #[derive(Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct DeployArgs {
     /// The package: a .tar.gz archive, or a package directory (built first). With --rollback
     /// or --stop, the service's name instead.

@@ -24,8 +24,8 @@
 //! read or written.
 //!
 //! `harness deploy` exits with 0 when every host runs the package (or already did), or was
-//! rolled back or stopped as asked; 1 when a host failed (the message names it; a failed
-//! release was rolled back); 125 on bad input (a refused package, a bad option), when no host
+//! rolled back or stopped as asked; 1 when a host failed (the message names it; a new release
+//! that failed was rolled back); 125 on bad input (a refused package, a bad option), when no host
 //! was touched.
 
 mod daemon;
@@ -59,7 +59,7 @@ Exit codes:
   package      0 valid (and written); 1 refused: a rule, the manifest or the checksum;
                125 a file could not be read or written
   deploy       0 every host deployed (or already was), rolled back or stopped;
-               1 a host failed (its failed release rolled back); 125 bad input,
+               1 a host failed (a failed release is rolled back); 125 bad input,
                no host touched";
 
 /// Run services anywhere: local processes, Docker containers, hosts over SSH.

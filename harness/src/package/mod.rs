@@ -55,12 +55,12 @@ pub use build::{
 };
 pub use checksum::checksum_path;
 pub use deploy::{
-    DEFAULT_HEALTH_TIMEOUT, DEFAULT_ROOT, DEFAULT_SCRIPT_TIMEOUT, Deploy, DeployHost, DeployOutcome,
-    DeployProgress, DeployReport, ProgressFn, Stage, deploy_all,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_ROOT, DEFAULT_SCRIPT_TIMEOUT, Deploy, DeployHost,
+    DeployOutcome, DeployProgress, DeployReport, ProgressFn, Stage, deploy_all,
 };
-pub use deploy_installed::{Installed, InstalledStatus};
 pub use deploy_api::SshDeployer;
 pub use deploy_error::DeployError;
+pub use deploy_installed::{Installed, InstalledStatus};
 pub use error::{PackageError, Refusal};
 pub use manifest::{MANIFEST_FILE, Manifest, ManifestError, ManifestNetwork, WireguardSettings};
 pub use name::{
