@@ -204,8 +204,9 @@ fn processes_using(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// `pid start-time` of a process, from `/proc/PID/stat`.
-fn owner_token(pid: u32) -> Option<String> {
+/// `PID STARTTIME`: the pid and its start time in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`), which tells a process apart from a later one with the same pid.
+pub(crate) fn owner_token(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces and parentheses) start at the last
     // ')'; the start time is field 22 of the whole line, the 20th after the name.
@@ -213,7 +214,7 @@ fn owner_token(pid: u32) -> Option<String> {
     Some(format!("{pid} {start}"))
 }
 
-fn owner_alive(token: &str) -> bool {
+pub(crate) fn owner_alive(token: &str) -> bool {
     let Some(pid) = token.split_whitespace().next().and_then(|p| p.parse().ok()) else {
         return false;
     };
@@ -245,7 +246,7 @@ fn wait_until(mut done: impl FnMut() -> bool) {
 }
 
 /// 16 random bits: std's per-process random hash keys, mixed with the time and `salt`.
-fn random_u16(salt: u32) -> u16 {
+pub(crate) fn random_u16(salt: u32) -> u16 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(salt);
     h.write_u32(std::process::id());

@@ -12,11 +12,11 @@
 //! are killed by their launcher's watchdog when the owner's connection drops, and take their
 //! interfaces with them.
 
-use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
+use crate::lab::{alive, owner_alive, owner_token, random_u16};
 use crate::network::error::MeshError;
 
 /// Where meshes register, one directory per mesh. On `/run` (gone at reboot like the
@@ -168,48 +168,6 @@ fn is_wireguard_go(pid: u32, prefix: &str) -> bool {
     let program = args.first().copied().unwrap_or_default();
     let is_wg = program == b"wireguard-go" || program.ends_with(b"/wireguard-go");
     is_wg && args.iter().skip(1).any(|a| *a == prefix.as_bytes()) && alive(pid)
-}
-
-/// `PID STARTTIME`: the pid and its start time in clock ticks since boot (field 22 of
-/// `/proc/PID/stat`), which tells a process apart from a later one with the same pid.
-fn owner_token(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // After the command: state is field 3, start time field 22.
-    let start = rest.split_whitespace().nth(19)?;
-    Some(format!("{pid} {start}"))
-}
-
-fn owner_alive(token: &str) -> bool {
-    let Some(pid) = token.split_whitespace().next().and_then(|p| p.parse().ok()) else {
-        return false;
-    };
-    alive(pid) && owner_token(pid).as_deref() == Some(token.trim())
-}
-
-/// Whether `pid` is a live process (a zombie has finished).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
-/// 16 random bits: std's per-process random hash keys, mixed with the time and `salt`.
-fn random_u16(salt: u32) -> u16 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(salt);
-    h.write_u32(std::process::id());
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.finish() as u16
 }
 
 #[cfg(test)]
