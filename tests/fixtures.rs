@@ -1189,10 +1189,13 @@ fn dependencies(topology: &harness::topology::TopologyConfig) -> Vec<(String, Ve
         .collect()
 }
 
-/// Whether a fixture topology is an overlay for demo.yaml rather than a topology of its own.
+/// Whether a fixture topology is an overlay (for demo.yaml or hybrid.yaml) rather than a
+/// topology of its own.
 fn names_overlay(file: &Path) -> bool {
-    file.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("demo-docker"))
+    file.file_name().is_some_and(|n| {
+        let name = n.to_string_lossy();
+        name.starts_with("demo-docker") || name == "hybrid-lab.yaml"
+    })
 }
 
 #[test]
@@ -1216,7 +1219,11 @@ fn topologies_load_and_name_programs_that_exist() {
             "demo-docker.yaml",
             "demo.yaml",
             "failing.yaml",
-            "kv-postgres-redis.yaml"
+            "hybrid-lab.yaml",
+            "hybrid.yaml",
+            "kv-postgres-redis.yaml",
+            "teardown-docker.yaml",
+            "teardown.yaml",
         ]
     );
     // The overlays for demo.yaml: what they build into images is one of our programs.
@@ -1245,16 +1252,27 @@ fn topologies_load_and_name_programs_that_exist() {
     for file in files.iter().filter(|f| !names_overlay(f)) {
         let topology = TopologyConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
         for service in topology.services.values() {
-            let ServiceTarget::Process(process) = &service.target else {
-                panic!("{}: {} is not a process", file.display(), service.name);
+            // What each target runs: a program here, a binary built into an image, a program
+            // on a LAN host (which shares this machine's programs in a lab), or a package.
+            let path = match &service.target {
+                ServiceTarget::Process(process) => process.binary.clone(),
+                ServiceTarget::Docker(docker) => {
+                    let build = docker.build.as_ref().unwrap_or_else(|| {
+                        panic!("{}: {} pulls an image", file.display(), service.name)
+                    });
+                    build.binary.clone()
+                }
+                ServiceTarget::RemoteLan(remote) => remote.binary.clone(),
+                ServiceTarget::Wireguard(wireguard) => wireguard.package.clone(),
+                other => panic!("{}: {} runs {other:?}", file.display(), service.name),
             };
             // Our programs by their cargo path; anything else relative to the workspace root.
-            let program = match process.binary.strip_prefix("./target/debug/") {
+            let program = match path.strip_prefix("./target/debug/") {
                 Some(name) => bin(name),
-                None => root.join(&process.binary),
+                None => root.join(&path),
             };
             assert!(
-                program.is_file(),
+                program.is_file() || program.join("manifest.yaml").is_file(),
                 "{}: {} runs {}, which is missing",
                 file.display(),
                 service.name,
@@ -1281,8 +1299,25 @@ fn topologies_load_and_name_programs_that_exist() {
         ],
         vec![
             ("postgres".to_owned(), vec![]),
+            ("cache-server".to_owned(), vec![]),
+            (
+                "api-server".to_owned(),
+                strings(&["POSTGRES_ADDR", "CACHE_SERVER_ADDR"]),
+            ),
+            ("load-generator".to_owned(), strings(&["API_SERVER_ADDR"])),
+        ],
+        vec![
+            ("postgres".to_owned(), vec![]),
             ("redis".to_owned(), vec![]),
             ("kv".to_owned(), strings(&["POSTGRES_ADDR", "REDIS_ADDR"])),
+        ],
+        vec![
+            ("echo".to_owned(), vec![]),
+            ("web".to_owned(), strings(&["ECHO_ADDR"])),
+        ],
+        vec![
+            ("echo".to_owned(), vec![]),
+            ("web".to_owned(), strings(&["ECHO_ADDR"])),
         ],
     ];
     assert_eq!(loaded, expected);
