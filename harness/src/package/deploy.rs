@@ -419,6 +419,16 @@ impl Deploy {
         hosts: &[DeployHost],
     ) -> Result<Vec<Result<DeployReport, DeployError>>, DeployError> {
         let prepared = self.prepare()?;
+        // One service on one host is deployed by one deployment at a time: two at once would
+        // sweep each other's temporary directories and fight over the links.
+        let mut names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(DeployError::Invalid {
+                what: format!("{} to several hosts", prepared.service),
+                reason: format!("host `{}` is named twice", twice[0]),
+            });
+        }
         // One task per host on an executor of our own, driven by this future: the hosts
         // proceed at once without needing the caller's runtime.
         let executor = async_executor::Executor::new();
@@ -950,5 +960,13 @@ mod tests {
         assert!(matches!(relative, Err(DeployError::Invalid { .. })));
         let missing = Deploy::new(dir.path().join("nothing.tar.gz")).prepare();
         assert!(matches!(missing, Err(DeployError::Package(_))));
+
+        // The same host twice is refused before any connection is tried.
+        let host = DeployHost::parse("root@192.0.2.1").unwrap();
+        let twice = smol::block_on(Deploy::new(&pkg).to_hosts(&[host.clone(), host]));
+        let Err(e) = twice else {
+            panic!("a host named twice was accepted")
+        };
+        assert!(e.to_string().contains("named twice"), "{e}");
     }
 }
