@@ -129,7 +129,12 @@ fn inspect(args: InspectArgs) -> Result<(), PackageError> {
         .verify(&args.file)?;
     let manifest = &info.manifest;
     println!("package:  {} {}", manifest.name, manifest.version);
-    println!("installs: /opt/{}", manifest.install_dir_name());
+    println!(
+        "installs: {}/{}/releases/{} (by default; harness deploy --root and --service change it)",
+        harness::package::DEFAULT_ROOT,
+        manifest.name,
+        manifest.install_dir_name()
+    );
     if let Some(port) = manifest.port {
         println!("port:     {port}");
     }

@@ -189,7 +189,7 @@ fn inspect_verifies_and_shows_manifest_files_and_checksum() {
     let stdout = text(&out.stdout);
     for needle in [
         "package:  load-generator 0.1.0\n",
-        "installs: /opt/load-generator-0.1.0\n",
+        "installs: /opt/harness/load-generator/releases/load-generator-0.1.0 (by default",
         &format!("sha256:   {hex} (matches {}.sha256)\n", archive.display()),
         "  name: load-generator\n",
         "  -rwxr-xr-x 1693  bin/load-generator\n",

@@ -125,7 +125,7 @@ pub struct Deployment {
     /// The package version deployed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Where it was installed (`/opt/{name}-{version}/`).
+    /// Where it was installed (`<root>/<service>/releases/<name>-<version>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_path: Option<String>,
 }
