@@ -1264,7 +1264,6 @@ fn topologies_load_and_name_programs_that_exist() {
                 }
                 ServiceTarget::RemoteLan(remote) => remote.binary.clone(),
                 ServiceTarget::Wireguard(wireguard) => wireguard.package.clone(),
-                other => panic!("{}: {} runs {other:?}", file.display(), service.name),
             };
             // Our programs by their cargo path; anything else relative to the workspace root.
             let program = match path.strip_prefix("./target/debug/") {
