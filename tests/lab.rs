@@ -9,9 +9,8 @@
 mod lab_support;
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use harness::exec::{Command, Launcher, LocalLauncher, Output, SshLauncher};
@@ -280,15 +279,6 @@ fn a_dropped_lab_leaves_nothing() {
 }
 
 /// Kills the child when dropped, so a failing test leaves no child behind.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn killed_owner_is_swept() {
     if std::env::var_os(CHILD_ENV).is_some() {
@@ -310,34 +300,9 @@ fn killed_owner_is_swept() {
     if skip() {
         return;
     }
-    let exe = std::env::current_exe().unwrap();
-    let child = std::process::Command::new(exe)
-        .args([
-            "killed_owner_is_swept",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the test binary starts again");
-    let mut child = ChildGuard(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let mut line = String::new();
-    let (prefix, host_pid) = 'found: {
-        let mut lines = BufReader::new(stdout);
-        while lines.read_line(&mut line).unwrap() > 0 {
-            // libtest prints "test NAME ... " before the test's own output, on the same line.
-            if let Some((_, rest)) = line.trim().split_once("LAB ") {
-                let (prefix, pid) = rest.split_once(' ').unwrap();
-                break 'found (prefix.to_string(), pid.parse::<u32>().unwrap());
-            }
-            line.clear();
-        }
-        panic!("the child exited without building its lab");
-    };
+    let (mut child, said) = lab_support::rerun_as_child("killed_owner_is_swept", CHILD_ENV, "LAB");
+    let (prefix, host_pid) = said.split_once(' ').unwrap();
+    let (prefix, host_pid) = (prefix.to_string(), host_pid.parse::<u32>().unwrap());
     assert!(!leftovers(&prefix).is_empty(), "the child's lab runs");
 
     // SIGKILL: no destructor, no teardown. The host dies with its owner (PDEATHSIG), but its

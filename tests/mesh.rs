@@ -12,10 +12,10 @@ mod lab_support;
 #[path = "support/local.rs"]
 mod local_support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use harness::exec::{Command, Launcher, LocalLauncher, Output, SshLauncher};
@@ -340,15 +340,6 @@ fn lan_and_wan_hosts_talk_over_the_mesh_until_removed_or_revoked() {
 }
 
 /// Kills the child when dropped, so a failing test leaves no child behind.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn killed_owner_is_swept() {
     if std::env::var_os(CHILD_ENV).is_some() {
@@ -378,32 +369,8 @@ fn killed_owner_is_swept() {
     if skip() {
         return;
     }
-    let exe = std::env::current_exe().unwrap();
-    let child = std::process::Command::new(exe)
-        .args([
-            "killed_owner_is_swept",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the test binary starts again");
-    let mut child = ChildGuard(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let prefix = 'found: {
-        let mut line = String::new();
-        let mut lines = BufReader::new(stdout);
-        while lines.read_line(&mut line).unwrap() > 0 {
-            if let Some((_, rest)) = line.trim().split_once("MESH ") {
-                break 'found rest.trim().to_string();
-            }
-            line.clear();
-        }
-        panic!("the child exited without starting its mesh");
-    };
+    let (mut child, prefix) =
+        lab_support::rerun_as_child("killed_owner_is_swept", CHILD_ENV, "MESH");
     assert_eq!(
         wireguard_go_count(&prefix),
         2,

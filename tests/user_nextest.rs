@@ -11,9 +11,8 @@ mod fixtures;
 mod leftovers;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The variable each run gets, with a value of its own: every process the run starts
@@ -99,33 +98,14 @@ impl Drop for Scene {
     }
 }
 
-fn both(output: &Output) -> String {
-    format!(
-        "{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn cargo() -> std::ffi::OsString {
-    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
-}
-
-fn target_dir() -> PathBuf {
-    fixtures::profile_dir()
-        .parent()
-        .expect("the target directory")
-        .to_path_buf()
-}
-
 /// `cargo nextest run` of the user_demo suite, with `args`.
 fn nextest(scene: &Scene, args: &[&str]) -> Output {
     // --workspace, as CI's `cargo nextest run --workspace` builds, so nothing builds twice.
     scene
-        .command(cargo())
+        .command(fixtures::cargo())
         .args(["nextest", "run", "--workspace", "--test", "user_demo"])
         .arg("--target-dir")
-        .arg(target_dir())
+        .arg(fixtures::target_dir())
         .args(args)
         .output()
         .expect("run cargo nextest")
@@ -134,7 +114,7 @@ fn nextest(scene: &Scene, args: &[&str]) -> Output {
 /// Checks a run: it passed, without leaks, each shared topology started exactly once, and
 /// nothing is left soon after.
 fn check_run(scene: &Scene, output: &Output) {
-    let text = both(output);
+    let text = fixtures::both(output);
     assert!(output.status.success(), "{text}");
     assert!(!text.contains("LEAK"), "nextest saw a leak:\n{text}");
     let starts = scene.count("started topology ");
@@ -156,7 +136,7 @@ fn a_nextest_run_shares_each_topology_once_and_leaves_nothing() {
         scene.count("started topology ").len(),
         3,
         "{}",
-        both(&output)
+        fixtures::both(&output)
     );
 }
 
@@ -170,7 +150,7 @@ fn a_partition_of_the_run_shares_too() {
     assert!(
         stdout.contains("PASS") || stderr.contains("PASS"),
         "{}",
-        both(&output)
+        fixtures::both(&output)
     );
 }
 
@@ -178,7 +158,7 @@ fn a_partition_of_the_run_shares_too() {
 fn a_topology_that_cannot_start_fails_its_tests_with_one_start_and_reports_log_tails() {
     let scene = Scene::new();
     let output = scene
-        .command(cargo())
+        .command(fixtures::cargo())
         .args(["nextest", "run", "--workspace", "--test", "user_failing"])
         .args([
             "--no-fail-fast",
@@ -186,11 +166,11 @@ fn a_topology_that_cannot_start_fails_its_tests_with_one_start_and_reports_log_t
             "final",
             "--target-dir",
         ])
-        .arg(target_dir())
+        .arg(fixtures::target_dir())
         .env("HARNESS_FAILING_SUITE", "1")
         .output()
         .expect("run cargo nextest");
-    let text = both(&output);
+    let text = fixtures::both(&output);
     assert!(!output.status.success(), "{text}");
     assert!(!text.contains("LEAK"), "nextest saw a leak:\n{text}");
     // Both tests of the broken topology fail with its start error, started once.
@@ -225,24 +205,8 @@ fn a_topology_that_cannot_start_fails_its_tests_with_one_start_and_reports_log_t
 }
 
 /// The user_demo test binary, built (if need be) into this target directory.
-fn user_demo_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let out = Command::new(cargo())
-            .args(["test", "--workspace", "--no-run", "--message-format=json"])
-            .args(["--test", "user_demo", "--target-dir"])
-            .arg(target_dir())
-            .current_dir(fixtures::workspace_dir())
-            .output()
-            .expect("run cargo test --no-run");
-        assert!(out.status.success(), "{}", both(&out));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .find(|m| m["target"]["name"] == "user_demo" && m["executable"].is_string())
-            .map(|m| PathBuf::from(m["executable"].as_str().unwrap()))
-            .expect("cargo names the user_demo binary")
-    })
+fn user_demo_binary() -> PathBuf {
+    fixtures::test_binary("user_demo")
 }
 
 /// Runs one user_demo test as nextest would (`--exact NAME` with `NEXTEST_TEST_NAME=NAME`), in
@@ -256,7 +220,7 @@ fn run_one_test(scene: &Scene, run_id: &str, test: &str, idle: &str) {
         .env("HARNESS_SUPERVISOR_IDLE", idle)
         .output()
         .expect("run user_demo");
-    let text = both(&output);
+    let text = fixtures::both(&output);
     assert!(output.status.success(), "{text}");
     assert!(text.contains("1 passed"), "{text}");
 }

@@ -19,9 +19,8 @@ mod fixtures;
 #[path = "support/leftovers.rs"]
 mod leftovers;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use leftovers::Leftovers;
@@ -151,45 +150,9 @@ impl Drop for Scene {
     }
 }
 
-fn both(output: &Output) -> String {
-    format!(
-        "{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn cargo() -> std::ffi::OsString {
-    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
-}
-
-fn target_dir() -> PathBuf {
-    fixtures::profile_dir()
-        .parent()
-        .expect("the target directory")
-        .to_path_buf()
-}
-
 /// The user_hanging test binary, built (if need be) into this target directory.
-fn suite_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        // --workspace, as CI's `cargo nextest run --workspace` builds, so nothing builds twice.
-        let out = Command::new(cargo())
-            .args(["test", "--workspace", "--no-run", "--message-format=json"])
-            .args(["--test", "user_hanging", "--target-dir"])
-            .arg(target_dir())
-            .current_dir(fixtures::workspace_dir())
-            .output()
-            .expect("run cargo test --no-run");
-        assert!(out.status.success(), "{}", both(&out));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .find(|m| m["target"]["name"] == "user_hanging" && m["executable"].is_string())
-            .map(|m| PathBuf::from(m["executable"].as_str().unwrap()))
-            .expect("cargo names the user_hanging binary")
-    })
+fn suite_binary() -> PathBuf {
+    fixtures::test_binary("user_hanging")
 }
 
 /// Sends SIGKILL to `child` and reaps it.
@@ -223,15 +186,15 @@ fn assert_services_gone(leftovers: &Leftovers, killed: u32) {
 fn tests_ended_by_nextest_s_timeout_leave_nothing() {
     let scene = Scene::new();
     let output = scene
-        .command(cargo())
+        .command(fixtures::cargo())
         .args(["nextest", "run", "--workspace", "--test", "user_hanging"])
         .args(["--profile", "teardown-timeout", "--no-fail-fast"])
         .args(["--target-dir"])
-        .arg(target_dir())
+        .arg(fixtures::target_dir())
         .args(["--", "hangs_in_a_"])
         .output()
         .expect("run cargo nextest");
-    let text = both(&output);
+    let text = fixtures::both(&output);
     assert!(!output.status.success(), "{text}");
     for test in ["hangs_in_a_shared_copy", "hangs_in_a_private_copy"] {
         assert!(
@@ -287,11 +250,11 @@ fn a_suite_killed_mid_test_takes_its_services_with_it() {
         "the killed suite left no state directory, so this test checks nothing of the next run"
     );
     let next = scene.run_suite(&["--exact", "passes"]);
-    assert!(next.status.success(), "{}", both(&next));
+    assert!(next.status.success(), "{}", fixtures::both(&next));
     assert!(
         String::from_utf8_lossy(&next.stdout).contains("1 passed"),
         "{}",
-        both(&next)
+        fixtures::both(&next)
     );
     leftovers.assert_nothing_left(REST_GONE);
 }

@@ -151,3 +151,52 @@ pub fn processes_with_env(name: &str, value: &str) -> Vec<u32> {
     }
     found
 }
+
+/// A command's stdout and stderr, for failure messages.
+pub fn both(output: &std::process::Output) -> String {
+    format!(
+        "{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The cargo that runs this test.
+pub fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// This test's target directory.
+pub fn target_dir() -> PathBuf {
+    profile_dir()
+        .parent()
+        .expect("the target directory")
+        .to_path_buf()
+}
+
+/// The test binary of the workspace's test target `name`, built (if need be) into this
+/// target directory; `--workspace`, as CI's `cargo nextest run --workspace` builds, so nothing
+/// builds twice.
+pub fn test_binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let out = Command::new(cargo())
+        .args(["test", "--workspace", "--no-run", "--message-format=json"])
+        .args(["--test", name, "--target-dir"])
+        .arg(target_dir())
+        .current_dir(workspace_dir())
+        .output()
+        .expect("run cargo test --no-run");
+    assert!(out.status.success(), "{}", both(&out));
+    let path = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|m| m["target"]["name"] == name && m["executable"].is_string())
+        .map(|m| PathBuf::from(m["executable"].as_str().unwrap()))
+        .unwrap_or_else(|| panic!("cargo names the {name} binary"));
+    built.push((name.to_string(), path.clone()));
+    path
+}

@@ -37,3 +37,39 @@ pub fn skip_without_lab(programs: &[&str]) -> bool {
     eprintln!("skipped: a lab cannot run here: {reason}");
     true
 }
+
+/// A child process, killed and reaped when dropped.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs this test binary again for the one test `test`, with `env` set to `1` (the test's
+/// child branch), and waits for the line the child prints with `tag` (libtest may print
+/// `test NAME ... ` before it on the same line). Returns the child and what follows the tag;
+/// panics if the child exits first.
+pub fn rerun_as_child(test: &str, env: &str, tag: &str) -> (ChildGuard, String) {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().unwrap();
+    let child = std::process::Command::new(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the test binary starts again");
+    let mut child = ChildGuard(child);
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    while lines.read_line(&mut line).unwrap() > 0 {
+        if let Some((_, rest)) = line.trim().split_once(&format!("{tag} ")) {
+            return (child, rest.trim().to_string());
+        }
+        line.clear();
+    }
+    panic!("the child exited before it printed `{tag}`");
+}
