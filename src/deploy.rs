@@ -12,6 +12,7 @@ use clap::Args;
 use harness::exec::LocalLauncher;
 use harness::package::{DEFAULT_ROOT, Deploy, DeployHost, DeployProgress, Installed, Stage};
 
+use crate::package::human;
 use crate::run::EXIT_HARNESS_FAILED;
 
 /// Exit code when a host failed (the others may have succeeded; the summary says which).
@@ -259,19 +260,4 @@ fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
     for row in rows {
         line(std::array::from_fn(|i| row[i].as_str()));
     }
-}
-
-/// Bytes for people: `512 B`, `3.1 KiB`, `48.0 MiB`.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }

@@ -194,7 +194,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Bytes for people: `512 B`, `3.1 KiB`, `48.0 MiB`.
-fn human(bytes: u64) -> String {
+pub(crate) fn human(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes} B");

@@ -18,14 +18,13 @@ mod lab_support;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use harness::orchestrator::ServiceManager;
 use harness::registry::{Registry, RegistryEvent};
 use harness::topology::TopologyConfig;
 
-use fixtures::{bin, workspace_dir};
+use fixtures::{bin, env_value, workspace_dir};
 use http::http;
 
 /// How long the test may take before it fails instead of hanging. Never a measurement.
@@ -53,18 +52,6 @@ fn owned(registry: &str) -> Vec<String> {
         })
         .filter_map(|e| e.file_name().into_string().ok())
         .collect()
-}
-
-/// The value of `name` in the env file `file`.
-fn env_value(file: &Path, name: &str) -> String {
-    let text =
-        std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
-    let prefix = format!("export {name}='");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.strip_suffix('\''))
-        .unwrap_or_else(|| panic!("{} has no {name}:\n{text}", file.display()))
-        .to_string()
 }
 
 fn in_subnet(ip: IpAddr, subnet: &str) -> bool {

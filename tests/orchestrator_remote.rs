@@ -26,7 +26,7 @@ use harness::orchestrator::ServiceManager;
 use harness::registry::{Location, Registry, StateKind};
 use harness::topology::TopologyConfig;
 
-use fixtures::bin;
+use fixtures::{bin, env_value};
 use http::http;
 
 /// How long any one test may take before it fails instead of hanging. Never a measurement.
@@ -137,18 +137,6 @@ fn redis(addr: SocketAddr, command: &str) -> String {
     let mut buf = [0; 256];
     let n = stream.read(&mut buf).unwrap();
     String::from_utf8_lossy(&buf[..n]).trim().to_string()
-}
-
-/// The value `name` has in env file `file`.
-fn env_value(file: &Path, name: &str) -> String {
-    let text =
-        std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
-    let prefix = format!("export {name}='");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.strip_suffix('\''))
-        .unwrap_or_else(|| panic!("{} has no {name}:\n{text}", file.display()))
-        .to_string()
 }
 
 #[test]

@@ -200,3 +200,16 @@ pub fn test_binary(name: &str) -> PathBuf {
     built.push((name.to_string(), path.clone()));
     path
 }
+
+/// The value `name` has in the env file `file` that harness wrote for a service
+/// (`export NAME='VALUE'` lines).
+pub fn env_value(file: &Path, name: &str) -> String {
+    let text =
+        std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+    let prefix = format!("export {name}='");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("{} has no {name}:\n{text}", file.display()))
+        .to_string()
+}
