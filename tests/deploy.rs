@@ -16,8 +16,10 @@ mod fixtures;
 mod http;
 #[path = "support/lab.rs"]
 mod lab_support;
+#[expect(dead_code, reason = "this suite uses only the deadline helpers")]
+#[path = "support/local.rs"]
+mod local_support;
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -25,30 +27,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harness::exec::{Command, Launcher, LocalLauncher, SshLauncher};
-use harness::lab::{Lab, leftovers};
+use harness::lab::Lab;
 use harness::package::{
     Deploy, DeployError, DeployHost, DeployOutcome, Installed, PackageBuilder, SshDeployer, Stage,
 };
+use lab_support::shut_down;
+use local_support::run;
 
 use api_support::Client;
 use fixtures::bin;
 use http::http;
-
-/// How long any one test may take before it fails instead of hanging. Never a measurement.
-const TEST_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The port the packaged kv-server listens on (the manifest's `port`, as `PORT`).
 const PORT: u16 = 7400;
 
 /// Where the tests install: `/root` is private to each lab host.
 const ROOT: &str = "/root/harness";
-
-fn run<F: Future>(fut: F) -> F::Output {
-    smol::block_on(futures_lite::future::or(fut, async {
-        smol::Timer::after(TEST_DEADLINE).await;
-        panic!("the test did not finish within {TEST_DEADLINE:?}");
-    }))
-}
 
 fn skip() -> bool {
     lab_support::skip_without_lab(&[])
@@ -60,13 +54,6 @@ async fn lab(subnet: &str, hosts: &[&str]) -> Lab {
         builder = builder.host(*host, &["lan"]);
     }
     builder.build().await.expect("the lab builds")
-}
-
-/// Shuts `lab` down and checks that nothing of it is left.
-async fn shut_down(lab: Lab) {
-    let prefix = lab.prefix().to_string();
-    lab.shutdown().await.expect("the lab shuts down cleanly");
-    assert_eq!(leftovers(&prefix), Vec::<String>::new(), "lab {prefix}");
 }
 
 /// How a package variant behaves.

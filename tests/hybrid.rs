@@ -15,8 +15,10 @@ mod fixtures;
 mod http;
 #[path = "support/lab.rs"]
 mod lab_support;
+#[expect(dead_code, reason = "this suite uses only the deadline helpers")]
+#[path = "support/local.rs"]
+mod local_support;
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -29,13 +31,6 @@ use http::http;
 
 /// How long the test may take before it fails instead of hanging. Never a measurement.
 const TEST_DEADLINE: Duration = Duration::from_secs(180);
-
-fn run<F: Future>(fut: F) -> F::Output {
-    smol::block_on(futures_lite::future::or(fut, async {
-        smol::Timer::after(TEST_DEADLINE).await;
-        panic!("the test did not finish within {TEST_DEADLINE:?}");
-    }))
-}
 
 /// The prefixes of what this process registered under `registry` (labs, meshes): the entries
 /// whose `owner` file names this pid.
@@ -75,7 +70,7 @@ fn the_adr_hybrid_topology_runs_on_emulated_hosts_and_its_traffic_arrives() {
     if lab_support::skip_without_lab(&programs) {
         return;
     }
-    run(async {
+    smol::block_on(local_support::within(TEST_DEADLINE, "the test", async {
         let root = workspace_dir();
         let dir = tempfile::tempdir().unwrap();
         // The API server from wherever this build put the fixtures.
@@ -166,5 +161,5 @@ fn the_adr_hybrid_topology_runs_on_emulated_hosts_and_its_traffic_arrives() {
             harness::network::mesh_leftovers(&meshes[0]),
             Vec::<String>::new()
         );
-    });
+    }));
 }

@@ -7,29 +7,23 @@
 
 #[path = "support/lab.rs"]
 mod lab_support;
+#[expect(dead_code, reason = "this suite uses only the deadline helpers")]
+#[path = "support/local.rs"]
+mod local_support;
 
-use std::future::Future;
 use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use harness::exec::{Command, Launcher, LocalLauncher, Output, SshLauncher};
 use harness::lab::{Lab, LabError, leftovers};
+use local_support::run;
 
-/// How long any one test may take before it fails instead of hanging.
-const TEST_DEADLINE: Duration = Duration::from_secs(120);
 /// Set in the child process of `killed_owner_is_swept`, which builds a lab and waits to be
 /// killed.
 const CHILD_ENV: &str = "HARNESS_LAB_TEST_CHILD";
 
 type Ssh = SshLauncher<LocalLauncher>;
-
-fn run<F: Future>(fut: F) -> F::Output {
-    smol::block_on(futures_lite::future::or(fut, async {
-        smol::Timer::after(TEST_DEADLINE).await;
-        panic!("the test did not finish within {TEST_DEADLINE:?}");
-    }))
-}
 
 /// Why a lab cannot run here, if it cannot (see [`lab_support::skip_without_lab`]).
 fn skip() -> bool {
@@ -53,8 +47,7 @@ async fn connect(lab: &Lab, host: &str) -> Ssh {
 async fn shut_down(lab: Lab) {
     let prefix = lab.prefix().to_string();
     let pids: Vec<u32> = lab.hosts().map(|h| h.pid()).collect();
-    lab.shutdown().await.expect("the lab shuts down cleanly");
-    assert_eq!(leftovers(&prefix), Vec::<String>::new(), "lab {prefix}");
+    lab_support::shut_down(lab).await;
     for pid in pids {
         assert!(!alive(pid), "host process {pid} of lab {prefix} still runs");
     }
@@ -292,7 +285,7 @@ fn killed_owner_is_swept() {
                 .expect("the child's lab builds");
             let pid = lab.host("orphan").pid();
             println!("LAB {} {pid}", lab.prefix());
-            smol::Timer::after(TEST_DEADLINE).await;
+            smol::Timer::after(local_support::TEST_DEADLINE).await;
             drop(lab);
         });
         return;

@@ -13,8 +13,10 @@ mod fixtures;
 mod http;
 #[path = "support/lab.rs"]
 mod lab_support;
+#[expect(dead_code, reason = "this suite uses only the deadline helpers")]
+#[path = "support/local.rs"]
+mod local_support;
 
-use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -25,23 +27,15 @@ use harness::lab::{Lab, leftovers};
 use harness::orchestrator::ServiceManager;
 use harness::registry::{Location, Registry, StateKind};
 use harness::topology::TopologyConfig;
+use lab_support::shut_down;
+use local_support::run;
 
 use fixtures::{bin, env_value};
 use http::http;
 
-/// How long any one test may take before it fails instead of hanging. Never a measurement.
-const TEST_DEADLINE: Duration = Duration::from_secs(120);
-
 /// How long the hosts get to end what a dropped manager left: the watchdogs fire when the
 /// sessions close, within milliseconds; this only bounds the wait.
 const CLEANUP_DEADLINE: Duration = Duration::from_secs(20);
-
-fn run<F: Future>(fut: F) -> F::Output {
-    smol::block_on(futures_lite::future::or(fut, async {
-        smol::Timer::after(TEST_DEADLINE).await;
-        panic!("the test did not finish within {TEST_DEADLINE:?}");
-    }))
-}
 
 /// Why a lab cannot run here, if it cannot (see [`lab_support::skip_without_lab`]).
 fn skip() -> bool {
@@ -57,13 +51,6 @@ async fn two_host_lab(subnet: &str) -> Lab {
         .build()
         .await
         .expect("the lab builds")
-}
-
-/// Shuts `lab` down and checks that nothing of it is left.
-async fn shut_down(lab: Lab) {
-    let prefix = lab.prefix().to_string();
-    lab.shutdown().await.expect("the lab shuts down cleanly");
-    assert_eq!(leftovers(&prefix), Vec::<String>::new(), "lab {prefix}");
 }
 
 /// A topology from YAML text written into `dir`.

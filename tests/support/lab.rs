@@ -73,3 +73,14 @@ pub fn rerun_as_child(test: &str, env: &str, tag: &str) -> (ChildGuard, String) 
     }
     panic!("the child exited before it printed `{tag}`");
 }
+
+/// Shuts `lab` down and checks that nothing of it is left.
+pub async fn shut_down(lab: harness::lab::Lab) {
+    let prefix = lab.prefix().to_string();
+    lab.shutdown().await.expect("the lab shuts down cleanly");
+    assert_eq!(
+        harness::lab::leftovers(&prefix),
+        Vec::<String>::new(),
+        "lab {prefix}"
+    );
+}
