@@ -202,8 +202,21 @@ async fn on_host(ssh: &SshLauncher<LocalLauncher>) -> OnHost {
         .await
         .unwrap();
     let mut parts = listing.stdout.split(|l| l == "--");
-    let mut releases: Vec<String> = parts.next().unwrap_or_default().to_vec();
+    let entries: Vec<String> = parts.next().unwrap_or_default().to_vec();
+    // Each release directory has its sha256 beside it, and no sum outlives its release.
+    let (sums, mut releases): (Vec<String>, Vec<String>) =
+        entries.into_iter().partition(|e| e.starts_with('.'));
     releases.sort();
+    let mut sums: Vec<String> = sums
+        .iter()
+        .map(|s| {
+            s.trim_start_matches('.')
+                .trim_end_matches(".sha256")
+                .to_string()
+        })
+        .collect();
+    sums.sort();
+    assert_eq!(sums, releases, "sha256 files beside the releases");
     let incoming = parts
         .next()
         .and_then(|l| l.first())
@@ -699,6 +712,44 @@ fn the_command_line_deploys_rolls_back_and_refuses_bad_input() {
             "NOEQUALS".into(),
         ]);
         assert_eq!(code, Some(125), "{stderr}");
+
+        // The smuggling archive: v1's tar without its end-of-archive blocks as one gzip
+        // member, then a second member that `tar -xzf` on the host would read on into (a link
+        // over a file harness writes as root, a setuid file, a new start.sh). Refused here, so
+        // no host is touched.
+        let before = on_host(&ssh).await;
+        let work = tempfile::tempdir().unwrap();
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(work.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{script}: {out:?}");
+        };
+        sh(&format!(
+            "tar -cf m1.tar -C {} . && mkdir -p two/scripts two/bin \
+             && ln -s /etc/harness-victim two/.harness-sha256 \
+             && printf '#!/bin/sh\\nid\\n' >two/bin/root-shell && chmod 4755 two/bin/root-shell \
+             && printf '#!/bin/sh\\nexit 7\\n' >two/scripts/start.sh && chmod 755 two/scripts/start.sh \
+             && tar -czf m2.tar.gz -C two .",
+            v1.display()
+        ));
+        let mut m1 = std::fs::read(work.path().join("m1.tar")).unwrap();
+        while m1.len() >= 512 && m1[m1.len() - 512..].iter().all(|b| *b == 0) {
+            m1.truncate(m1.len() - 512);
+        }
+        std::fs::write(work.path().join("m1.tar"), &m1).unwrap();
+        sh("gzip -c m1.tar >attack.tar.gz && cat m2.tar.gz >>attack.tar.gz");
+        let attack = work.path().join("attack.tar.gz");
+        let (code, stdout, stderr) = cli(&host_args(&attack));
+        assert_eq!(code, Some(125), "{stdout}\n{stderr}");
+        assert!(
+            stderr.contains("its tar archive has no end-of-archive blocks"),
+            "{stderr}"
+        );
+        assert_eq!(on_host(&ssh).await, before);
 
         for h in ["fox", "golf"] {
             let ssh = lab.host(h).launcher().await.unwrap();

@@ -475,6 +475,49 @@ fn inspect_refuses_archives_that_break_the_rules() {
     );
     assert_refused(&out, &["it holds more than 8192 bytes"]);
 
+    fs::remove_file(dir.join("bin/blob")).unwrap();
+
+    chmod(&dir.join("bin/load-generator"), 0o4755);
+    gnu_tar(&["-czf", arg(&archive), "-C", arg(&dir), "."]);
+    assert_refused(
+        &inspect(),
+        &["entry bin/load-generator has mode 4755: setuid, setgid and sticky bits are refused"],
+    );
+    chmod(&dir.join("bin/load-generator"), 0o755);
+
+    // Two packages in one file: the host's tar would read on into the second.
+    gnu_tar(&["-czf", arg(&archive), "-C", arg(&dir), "."]);
+    let one = fs::read(&archive).unwrap();
+    fs::write(&archive, [one.clone(), one].concat()).unwrap();
+    assert_refused(&inspect(), &["it has a second gzip member after the first"]);
+
+    // A 2 GiB long name in a small file is refused at its header, whatever --max-size says.
+    let mut header = [0u8; 512];
+    header[..13].copy_from_slice(b"././@LongLink");
+    header[100..108].copy_from_slice(b"0000644\0");
+    header[124..136].copy_from_slice(b"20000000000\0");
+    header[156] = b'L';
+    header[257..265].copy_from_slice(b"ustar  \0");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let raw = tmp.path().join("bomb.tar");
+    fs::write(&raw, [header.to_vec(), vec![b'a'; 4 << 20]].concat()).unwrap();
+    let gz = Command::new("gzip")
+        .args(["-1c", arg(&raw)])
+        .output()
+        .unwrap();
+    assert!(gz.status.success());
+    fs::write(&archive, gz.stdout).unwrap();
+    let out = harness(
+        &["package", "inspect", arg(&archive), "--max-size", "10M"],
+        &[],
+    );
+    assert_refused(
+        &out,
+        &["its GNU long name header at byte 0 of the tar stream claims 2147483648 bytes"],
+    );
+
     fs::write(&archive, b"\x1f\x8bnot really").unwrap();
     assert_refused(&inspect(), &["it is not a valid tar.gz archive"]);
 }

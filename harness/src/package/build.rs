@@ -13,7 +13,7 @@ use super::checksum::{HashWriter, checksum_path, hex, write_checksum_file};
 use super::error::{PackageError, Refusal};
 use super::manifest::{MANIFEST_FILE, Manifest};
 use super::rules::{
-    DEFAULT_MAX_SIZE, FileKind, PackageFile, check_link, check_scripts, stored_mode,
+    DEFAULT_MAX_SIZE, FileKind, PackageFile, check_link, check_name, check_scripts, stored_mode,
 };
 
 /// The environment variable that fixes the time stored for every entry (seconds since the
@@ -371,6 +371,7 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<PackageFile>) -> Result<(), Walk
             ))));
         };
         let path = format!("{prefix}{name}");
+        check_name(&path).map_err(WalkError::Refused)?;
         let meta = fs::symlink_metadata(&full).map_err(|e| WalkError::Io(full.clone(), e))?;
         let file_type = meta.file_type();
         let (kind, size) = if file_type.is_dir() {

@@ -67,6 +67,11 @@ const HOST_TOOLS: &[&str] = &[
     "readlink",
     "ln",
     "mv",
+    "find",
+    "sort",
+    "cut",
+    "head",
+    "wc",
 ];
 
 /// What [`Deploy::with_progress`] calls.
@@ -775,7 +780,9 @@ impl Deploy {
             Stage::Upload { sent: 0, total },
             &format!("sending {release}"),
         );
-        let script = remote.upload_script(release, &p.info.sha256);
+        let expected = super::listing::expected(&p.info);
+        let script =
+            remote.upload_script(release, &p.info.sha256, &super::listing::digest(&expected));
         let cmd = Command::new("sh").arg("-c").arg(script).piped_stdin();
         let mut process = remote
             .launcher
@@ -827,6 +834,9 @@ impl Deploy {
             out.status = Some(process.wait().await.map_err(|e| fail(e.to_string()))?);
         }
         if !out.success() {
+            if let Some(reason) = super::listing::differences(&expected, &out.stdout) {
+                return Err(fail(reason));
+            }
             let said = out.stderr_text();
             let status = out.status.map(|s| s.to_string()).unwrap_or_default();
             return Err(fail(format!(

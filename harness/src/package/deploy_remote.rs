@@ -10,8 +10,12 @@ use std::time::Duration;
 
 use crate::exec::{Command, LaunchError, Launcher, Output, quote};
 
-/// The file in a release directory that records the package's sha256.
-pub(crate) const SHA_FILE: &str = ".harness-sha256";
+/// The file beside a release directory (`releases/.<release>.sha256`) that records its
+/// package's sha256. It lives outside the extracted tree, in a directory harness made, so
+/// nothing an archive holds can stand where it is written.
+fn sha_file(release_var: &str) -> String {
+    format!("\"$S/releases/.{release_var}.sha256\"")
+}
 
 /// How many lines of a script's output an error shows.
 const TAIL_LINES: usize = 20;
@@ -84,10 +88,12 @@ impl<L: Launcher> Remote<'_, L> {
              c=$(readlink \"$S/current\" 2>/dev/null) && echo \"current=${{c#releases/}}\"\n\
              p=$(readlink \"$S/previous\" 2>/dev/null) && echo \"previous=${{p#releases/}}\"\n\
              for d in \"$S\"/releases/*/; do\n\
-             \x20 [ -f \"${{d}}{SHA_FILE}\" ] || continue\n\
-             \x20 r=${{d%/}}; echo \"release=${{r##*/}} $(cat \"${{d}}{SHA_FILE}\")\"\n\
+             \x20 r=${{d%/}}; r=${{r##*/}}\n\
+             \x20 [ -f {sum} ] || continue\n\
+             \x20 echo \"release=$r $(cat {sum})\"\n\
              done\n",
-            dir = quote(&self.dir)
+            dir = quote(&self.dir),
+            sum = sha_file("$r"),
         );
         for path in requires {
             script.push_str(&format!(
@@ -118,14 +124,19 @@ impl<L: Launcher> Remote<'_, L> {
 
     /// The upload script: sweeps temporary directories that earlier deployments left (a lost
     /// connection), extracts the tarball on stdin into a fresh one while hashing the same
-    /// bytes, checks the hash, records it, and renames the tree into `releases/<release>`.
-    /// Anything short of that removes the temporary directory.
-    pub(crate) fn upload_script(&self, release: &str, sha256: &str) -> String {
+    /// bytes, checks the hash, checks that the extracted tree is the verified one (its
+    /// listing's sha256 is `listing`, see [`super::listing`]), records the hash beside the
+    /// release, and renames the tree into `releases/<release>`. Anything short of that removes
+    /// the temporary directory. tar never restores owners or setuid bits, and a device or
+    /// anything else the verified package does not hold fails the listing.
+    pub(crate) fn upload_script(&self, release: &str, sha256: &str, listing: &str) -> String {
         format!(
             "set -eu\n\
+             umask 022\n\
              S={dir}\n\
              rel={rel}\n\
              want={sha}\n\
+             wantl={listing}\n\
              mkdir -p \"$S/releases\"\n\
              for d in \"$S\"/.incoming-*; do [ -e \"$d\" ] && rm -rf \"$d\"; done\n\
              t=$(mktemp -d \"$S/.incoming-XXXXXX\")\n\
@@ -135,19 +146,24 @@ impl<L: Launcher> Remote<'_, L> {
              mkfifo \"$t/fifo\"\n\
              sha256sum <\"$t/fifo\" >\"$t/sum\" &\n\
              h=$!\n\
-             tee \"$t/fifo\" | tar -xzf - -C \"$t/pkg\" --no-same-owner\n\
+             tee \"$t/fifo\" | tar -xzf - -C \"$t/pkg\" --no-same-owner --no-same-permissions\n\
              wait \"$h\"\n\
              got=$(cut -d' ' -f1 \"$t/sum\")\n\
              if [ \"$got\" != \"$want\" ]; then\n\
              \x20 echo \"the host received a package with sha256 $got, not $want: the transfer was cut short or altered\" >&2\n\
              \x20 exit 1\n\
              fi\n\
-             printf '%s\\n' \"$want\" >\"$t/pkg/{SHA_FILE}\"\n\
+             {check}\
+             printf '%s\\n' \"$want\" >\"$t/sum\"\n\
              rm -rf \"$S/releases/$rel\"\n\
-             mv \"$t/pkg\" \"$S/releases/$rel\"\n",
+             mv \"$t/pkg\" \"$S/releases/$rel\"\n\
+             mv -f \"$t/sum\" {sum}\n",
             dir = quote(&self.dir),
             rel = quote(release),
             sha = quote(sha256),
+            listing = quote(listing),
+            check = super::listing::host_check(),
+            sum = sha_file("$rel"),
         )
     }
 
@@ -292,11 +308,12 @@ impl<L: Launcher> Remote<'_, L> {
              \x20 [ -d \"$d\" ] || continue\n\
              \x20 r=${{d%/}}; r=${{r##*/}}\n\
              \x20 case \"$r\" in {case}esac\n\
-             \x20 rm -rf -- \"$S/releases/$r\"\n\
+             \x20 rm -rf -- \"$S/releases/$r\" {sum}\n\
              done\n\
              rm -f \"$S/.env.saved\"\n\
              exit 0\n",
             dir = quote(&self.dir),
+            sum = sha_file("$r"),
         ))
         .await
     }

@@ -145,6 +145,57 @@ pub enum Refusal {
     /// The archive is not a readable tar.gz.
     #[error("it is not a valid tar.gz archive: {0}")]
     Corrupt(String),
+    /// An entry with setuid, setgid or sticky bits.
+    #[error(
+        "entry {path} has mode {mode:04o}: setuid, setgid and sticky bits are refused in a package"
+    )]
+    SpecialBits {
+        /// The entry.
+        path: String,
+        /// Its permission bits, all of them.
+        mode: u32,
+    },
+    /// An entry whose name holds a control character (a newline, a tab, ...).
+    #[error("entry {0:?} has a control character in its name")]
+    ControlCharacter(String),
+    /// An entry at a path harness writes its own files to.
+    #[error("entry {0} uses a name harness keeps for itself (`.harness-*` at the package root)")]
+    Reserved(String),
+    /// Bytes after the archive's end: a second gzip member, or data after the tar archive.
+    #[error(
+        "it has {0}: an archive must be one gzip member holding one tar archive, since the host's \
+         tar would read what follows"
+    )]
+    TrailingData(String),
+    /// The tar archive has no end-of-archive blocks.
+    #[error(
+        "its tar archive has no end-of-archive blocks: it was cut short, or it continues where \
+         the verifier stopped reading"
+    )]
+    NoEndOfArchive,
+    /// More entries than the limit.
+    #[error("it holds more than {limit} entries (headers included)")]
+    TooManyEntries {
+        /// The limit.
+        limit: u64,
+    },
+    /// A GNU long-name or pax header larger than harness reads.
+    #[error(
+        "its {what} header at byte {at} of the tar stream claims {size} bytes (at most {limit})"
+    )]
+    ExtensionTooLarge {
+        /// `GNU long name`, `GNU long link name`, `pax extended` or `pax global`.
+        what: &'static str,
+        /// The size it claims.
+        size: u64,
+        /// Where its header starts in the tar stream.
+        at: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A pax header that tar implementations could read differently.
+    #[error("{0}")]
+    PaxConflict(String),
     /// The output would be written inside the directory being packed.
     #[error("the output {} lies inside the package directory; write it elsewhere", .0.display())]
     OutputInside(PathBuf),

@@ -45,9 +45,11 @@ mod deploy_installed;
 mod deploy_remote;
 mod deploy_switch;
 mod error;
+mod listing;
 mod manifest;
 mod name;
 mod rules;
+mod tar_guard;
 mod verify;
 
 pub use build::{
@@ -70,7 +72,7 @@ pub use name::{
 pub use rules::{
     DEFAULT_MAX_SIZE, FileKind, HEALTH_SCRIPT, PackageFile, START_SCRIPT, STOP_SCRIPT, stored_mode,
 };
-pub use verify::{PackageInfo, Verifier, verify};
+pub use verify::{DEFAULT_MAX_ENTRIES, PackageInfo, Verifier, verify};
 
 #[cfg(test)]
 mod tests;

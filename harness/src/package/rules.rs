@@ -52,11 +52,17 @@ impl PackageFile {
             FileKind::Symlink { .. } => 'l',
         };
         let mut text = String::from(kind);
-        for shift in [6, 3, 0] {
+        // setuid, setgid and sticky show in the execute column, as `ls -l` shows them.
+        for (shift, special, letter) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
             let bits = (self.mode >> shift) & 7;
             text.push(if bits & 4 != 0 { 'r' } else { '-' });
             text.push(if bits & 2 != 0 { 'w' } else { '-' });
-            text.push(if bits & 1 != 0 { 'x' } else { '-' });
+            text.push(match (bits & 1 != 0, self.mode & special != 0) {
+                (true, true) => letter,
+                (false, true) => letter.to_ascii_uppercase(),
+                (true, false) => 'x',
+                (false, false) => '-',
+            });
         }
         text
     }
@@ -94,6 +100,37 @@ pub(crate) fn entry_path(raw: &[u8]) -> Result<Option<String>, Refusal> {
     Ok((!parts.is_empty()).then(|| parts.join("/")))
 }
 
+/// The prefix of the names harness writes into a release directory (its logs), refused at the
+/// package root so that no entry of an archive can stand where harness writes.
+pub(crate) const RESERVED_PREFIX: &str = ".harness-";
+
+/// Checks an entry's cleaned path: no control characters (the host's listing of what it
+/// extracted is one line per entry, tab-separated), and not a name harness keeps for itself.
+pub(crate) fn check_name(path: &str) -> Result<(), Refusal> {
+    if path.chars().any(char::is_control) {
+        return Err(Refusal::ControlCharacter(path.to_string()));
+    }
+    if path
+        .split('/')
+        .next()
+        .is_some_and(|top| top.starts_with(RESERVED_PREFIX))
+    {
+        return Err(Refusal::Reserved(path.to_string()));
+    }
+    Ok(())
+}
+
+/// Checks an archive entry's mode: no setuid, setgid or sticky bit.
+pub(crate) fn check_mode(path: &str, mode: u32) -> Result<(), Refusal> {
+    if mode & 0o7000 != 0 {
+        return Err(Refusal::SpecialBits {
+            path: path.to_string(),
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(())
+}
+
 /// Checks that a symbolic link at `path` (relative to the root) pointing at `target` stays
 /// inside the package.
 ///
@@ -110,6 +147,9 @@ pub(crate) fn check_link(path: &str, target: &str) -> Result<(), Refusal> {
             why,
         })
     };
+    if target.chars().any(char::is_control) {
+        return Err(Refusal::ControlCharacter(format!("{path} -> {target}")));
+    }
     if target.is_empty() {
         return outside("its target is empty");
     }
@@ -290,5 +330,43 @@ mod tests {
         assert_eq!(stored_mode(&FileKind::Directory, 0o700), 0o755);
         let file = file("bin/x", FileKind::File, 0o755);
         assert_eq!(file.mode_string(), "-rwxr-xr-x");
+    }
+
+    #[test]
+    fn mode_strings_show_setuid_setgid_and_sticky() {
+        for (mode, shown) in [
+            (0o4755, "-rwsr-xr-x"),
+            (0o2644, "-rw-r-Sr--"),
+            (0o1777, "-rwxrwxrwt"),
+            (0o7000, "---S--S--T"),
+        ] {
+            assert_eq!(file("x", FileKind::File, mode).mode_string(), shown);
+        }
+    }
+
+    #[test]
+    fn names_with_control_characters_and_reserved_names_are_refused() {
+        assert_eq!(check_name("bin/tool"), Ok(()));
+        assert_eq!(check_name("bin/.harness-x"), Ok(()));
+        assert_eq!(
+            check_name("a\nb"),
+            Err(Refusal::ControlCharacter("a\nb".into()))
+        );
+        assert_eq!(
+            check_name(".harness-start.sh.log"),
+            Err(Refusal::Reserved(".harness-start.sh.log".into()))
+        );
+        assert_eq!(
+            check_link("x", "a\tb"),
+            Err(Refusal::ControlCharacter("x -> a\tb".into()))
+        );
+        assert_eq!(check_mode("x", 0o755), Ok(()));
+        assert_eq!(
+            check_mode("x", 0o104755),
+            Err(Refusal::SpecialBits {
+                path: "x".into(),
+                mode: 0o4755
+            })
+        );
     }
 }

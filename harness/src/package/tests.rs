@@ -378,3 +378,373 @@ fn a_bad_manifest_in_an_archive_is_located_inside_it() {
     );
     assert!(message.contains(&expected), "{message}");
 }
+
+/// A raw 512-byte tar header (GNU format) of `kind` at `name`, claiming `size` bytes.
+fn header(name: &[u8], kind: tar::EntryType, link: &[u8], size: u64, mode: u32) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    let gnu = header.as_gnu_mut().unwrap();
+    gnu.name[..name.len()].copy_from_slice(name);
+    gnu.linkname[..link.len()].copy_from_slice(link);
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header.set_mode(mode);
+    header.set_cksum();
+    header.as_bytes().to_vec()
+}
+
+/// A raw archive entry with its mode: name bytes, type, link name, data, mode.
+type RawMode<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8], u32);
+
+/// A tar stream of whole entries, without the end-of-archive blocks.
+fn entries(list: &[RawMode<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, link, data, mode) in list {
+        out.extend(header(name, *kind, link, data.len() as u64, *mode));
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+const END: [u8; 1024] = [0; 1024];
+
+fn good_entries() -> Vec<u8> {
+    use tar::EntryType::{Directory, Regular};
+    entries(&[
+        (
+            b"manifest.yaml",
+            Regular,
+            b"",
+            b"name: demo\nversion: 1\n",
+            0o644,
+        ),
+        (b"scripts/", Directory, b"", b"", 0o755),
+        (b"scripts/start.sh", Regular, b"", b"#!/bin/sh\n", 0o755),
+        (b"scripts/stop.sh", Regular, b"", b"#!/bin/sh\n", 0o755),
+    ])
+}
+
+fn verify_bytes(bytes: &[u8]) -> Result<PackageInfo, PackageError> {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("p.tar.gz");
+    fs::write(&path, bytes).unwrap();
+    Verifier::new().with_max_size(10 << 20).verify(&path)
+}
+
+#[test]
+fn what_the_host_would_read_past_the_verified_archive_is_refused() {
+    use tar::EntryType::{Char, Regular, Symlink};
+    let good = good_entries();
+    let whole = [good.clone(), END.to_vec()].concat();
+    let info = verify_bytes(&gzip(&whole)).unwrap();
+    assert_eq!(info.file_sha256.len(), 3);
+    assert_eq!(
+        info.file_sha256["scripts/start.sh"],
+        super::checksum::hex(&<sha2::Sha256 as sha2::Digest>::digest(b"#!/bin/sh\n"))
+    );
+
+    // The smuggling archive: the package without its end blocks as member 1, and a second
+    // tar (a link over harness's checksum file, a setuid file, a device, a new start.sh) as
+    // member 2, which `tar -xzf` on the host reads on from where member 1 stopped.
+    let smuggled = entries(&[
+        (b".harness-sha256", Symlink, b"/etc/victim", b"", 0o777),
+        (b"bin/root-shell", Regular, b"", b"#!/bin/sh\n", 0o4755),
+        (b"dev-null", Char, b"", b"", 0o666),
+        (
+            b"scripts/start.sh",
+            Regular,
+            b"",
+            b"#!/bin/sh\nexit 7\n",
+            0o755,
+        ),
+    ]);
+    let member2 = gzip(&[smuggled.clone(), END.to_vec()].concat());
+    let attack = [gzip(&good), member2.clone()].concat();
+    assert_eq!(
+        refusal(verify_bytes(&attack).unwrap_err()),
+        Refusal::NoEndOfArchive
+    );
+    // A whole package with a second member after it.
+    let second = [gzip(&whole), member2].concat();
+    assert_eq!(
+        refusal(verify_bytes(&second).unwrap_err()),
+        Refusal::TrailingData("a second gzip member after the first".into())
+    );
+    // Bytes after the gzip stream, and entries after the end blocks inside it.
+    let trailing = [gzip(&whole), b"junk".to_vec()].concat();
+    assert_eq!(
+        refusal(verify_bytes(&trailing).unwrap_err()),
+        Refusal::TrailingData("bytes after its gzip stream".into())
+    );
+    let after_end = gzip(&[good.clone(), END.to_vec(), smuggled].concat());
+    let error = refusal(verify_bytes(&after_end).unwrap_err()).to_string();
+    assert!(error.contains("after its end-of-archive blocks"), "{error}");
+    // One zero block is not an end.
+    let lone = gzip(&[good, END[..512].to_vec()].concat());
+    assert_eq!(
+        refusal(verify_bytes(&lone).unwrap_err()),
+        Refusal::NoEndOfArchive
+    );
+}
+
+#[test]
+fn setuid_setgid_sticky_control_characters_and_reserved_names_are_refused() {
+    use tar::EntryType::{Directory, Regular};
+    let cases: Vec<(&[u8], tar::EntryType, u32, Refusal)> = vec![
+        (
+            b"bin/su",
+            Regular,
+            0o4755,
+            Refusal::SpecialBits {
+                path: "bin/su".into(),
+                mode: 0o4755,
+            },
+        ),
+        (
+            b"bin/g",
+            Regular,
+            0o2755,
+            Refusal::SpecialBits {
+                path: "bin/g".into(),
+                mode: 0o2755,
+            },
+        ),
+        (
+            b"tmp/",
+            Directory,
+            0o1777,
+            Refusal::SpecialBits {
+                path: "tmp".into(),
+                mode: 0o1777,
+            },
+        ),
+        (
+            b"a\nb",
+            Regular,
+            0o644,
+            Refusal::ControlCharacter("a\nb".into()),
+        ),
+        (
+            b"./.harness-start.sh.log",
+            Regular,
+            0o644,
+            Refusal::Reserved(".harness-start.sh.log".into()),
+        ),
+    ];
+    for (name, kind, mode, expected) in cases {
+        let bytes = [
+            good_entries(),
+            entries(&[(name, kind, b"", b"", mode)]),
+            END.to_vec(),
+        ]
+        .concat();
+        assert_eq!(refusal(verify_bytes(&gzip(&bytes)).unwrap_err()), expected);
+    }
+}
+
+#[test]
+fn header_bombs_are_refused_before_they_are_read() {
+    use tar::EntryType::{Directory, GNULongName, XHeader};
+    let bomb = |kind| {
+        let mut bytes = header(b"././@LongLink", kind, b"", 2 << 30, 0o644);
+        // Enough of the claimed content to show that it is not read: 1 MiB of it.
+        bytes.resize(512 + (1 << 20), b'a');
+        gzip(&bytes)
+    };
+    for (kind, what) in [(GNULongName, "GNU long name"), (XHeader, "pax extended")] {
+        assert_eq!(
+            refusal(verify_bytes(&bomb(kind)).unwrap_err()),
+            Refusal::ExtensionTooLarge {
+                what,
+                size: 2 << 30,
+                at: 0,
+                limit: super::tar_guard::MAX_EXTENSION,
+            }
+        );
+    }
+
+    // Every header counts against the limits: directories have no content, but 4,000 of
+    // them are 2 MB of tar stream.
+    let names: Vec<String> = (0..4000).map(|i| format!("d{i}/")).collect();
+    let dirs: Vec<RawMode<'_>> = names
+        .iter()
+        .map(|n| (n.as_bytes(), Directory, &b""[..], &b""[..], 0o755))
+        .collect();
+    let bytes = gzip(&[good_entries(), entries(&dirs), END.to_vec()].concat());
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("dirs.tar.gz");
+    fs::write(&path, &bytes).unwrap();
+    let error = Verifier::new()
+        .with_max_size(1 << 20)
+        .verify(&path)
+        .unwrap_err();
+    assert!(
+        matches!(refusal(error), Refusal::Oversize { what, .. } if what.starts_with("tar stream"))
+    );
+    let error = Verifier::new()
+        .with_max_entries(1000)
+        .verify(&path)
+        .unwrap_err();
+    assert_eq!(refusal(error), Refusal::TooManyEntries { limit: 1000 });
+    assert_eq!(Verifier::new().verify(&path).unwrap().files.len(), 4004);
+}
+
+#[test]
+fn pax_headers_that_parsers_read_differently_are_refused() {
+    use tar::EntryType::{Regular, XHeader};
+    let with_pax = |pax: &[u8], data: &[u8]| {
+        let bytes = [
+            good_entries(),
+            entries(&[
+                (b"././@PaxHeader", XHeader, b"", pax, 0o644),
+                (b"bin/x", Regular, b"", data, 0o755),
+            ]),
+            END.to_vec(),
+        ]
+        .concat();
+        verify_bytes(&gzip(&bytes))
+    };
+    // A pax size that agrees with the header, and a pax path, are fine.
+    let info = with_pax(b"9 size=3\n", b"abc").unwrap();
+    assert_eq!(info.files.last().unwrap().size, 3);
+    let info = with_pax(b"17 path=bin/long\n", b"abc").unwrap();
+    assert_eq!(info.files.last().unwrap().path, "bin/long");
+    for (pax, why) in [
+        (&b"9 size=0\n"[..], "gives size 0, its header 3"),
+        (b"9 size=3\n9 size=0\n", "twice"),
+        (b"17 path=bin/long\n17 path=bin/evil\n", "twice"),
+        (b"25 GNU.sparse.realsize=9\n", "sparse"),
+    ] {
+        let error = refusal(with_pax(pax, b"abc").unwrap_err()).to_string();
+        assert!(error.contains(why), "{why}: {error}");
+    }
+}
+
+/// Runs the host's upload script for `release` in the service directory `dir` on this machine,
+/// with `archive` on its stdin; returns whether it succeeded and its stdout lines and stderr.
+fn host_upload(
+    dir: &Path,
+    archive: &[u8],
+    release: &str,
+    listing: &[String],
+) -> (bool, Vec<String>, String) {
+    use sha2::Digest;
+    let remote = super::deploy_remote::Remote {
+        launcher: &crate::exec::LocalLauncher,
+        dir: dir.to_str().unwrap().to_string(),
+    };
+    let sha = super::checksum::hex(&sha2::Sha256::digest(archive));
+    let script = remote.upload_script(release, &sha, &super::listing::digest(listing));
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(archive).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.success(),
+        stdout.lines().map(String::from).collect(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_host_installs_exactly_the_verified_tree_and_records_its_sum_outside_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("demo");
+    source(&src);
+    std::os::unix::fs::symlink("demo", src.join("bin/demo-latest")).unwrap();
+    let archive = tmp.path().join("demo.tar.gz");
+    let built = build(&src, &archive).unwrap();
+    let info = verify(&archive).unwrap();
+    let listing = super::listing::expected(&info);
+    let service = tmp.path().join("svc");
+    let (ok, out, err) = host_upload(
+        &service,
+        &fs::read(&archive).unwrap(),
+        "demo-1.2.0",
+        &listing,
+    );
+    assert!(ok, "{out:?} {err}");
+    let release = service.join("releases/demo-1.2.0");
+    assert_eq!(
+        fs::read_to_string(release.join("bin/demo")).unwrap(),
+        "#!/bin/sh\necho demo\n"
+    );
+    let mode = fs::metadata(release.join("bin/demo"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755);
+    assert_eq!(
+        fs::read_to_string(service.join("releases/.demo-1.2.0.sha256")).unwrap(),
+        format!("{}\n", built.sha256)
+    );
+    assert!(!release.join(".harness-sha256").exists());
+    let left: Vec<_> = fs::read_dir(&service)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["releases"], "no .incoming-* left");
+}
+
+#[test]
+fn the_host_refuses_a_tree_other_than_the_verified_one_and_installs_nothing() {
+    use tar::EntryType::{Char, Regular, Symlink};
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    fs::write(&victim, "precious\n").unwrap();
+    let good = good_entries();
+    let info = verify_bytes(&gzip(&[good.clone(), END.to_vec()].concat())).unwrap();
+    let listing = super::listing::expected(&info);
+    // What the host's tar reads of the smuggling archive of issue: the package, then a
+    // second member's link over the old checksum file, a setuid file, a device and a new
+    // start.sh. Sent with its own sha256, as if a verifier had been fooled into passing it.
+    let victim_link = victim.to_str().unwrap().as_bytes().to_vec();
+    let smuggled = entries(&[
+        (b".harness-sha256", Symlink, &victim_link, b"", 0o777),
+        (b"bin/root-shell", Regular, b"", b"#!/bin/sh\n", 0o4755),
+        (b"null2", Char, b"", b"", 0o666),
+        (
+            b"scripts/start.sh",
+            Regular,
+            b"",
+            b"#!/bin/sh\nexit 7\n",
+            0o755,
+        ),
+    ]);
+    let attack = [gzip(&good), gzip(&[smuggled, END.to_vec()].concat())].concat();
+    let service = tmp.path().join("svc");
+    let (ok, out, err) = host_upload(&service, &attack, "demo-1", &listing);
+    assert!(!ok, "{out:?}");
+    assert!(err.contains("differs from the verified package"), "{err}");
+    let reason = super::listing::differences(&listing, &out).unwrap();
+    for needle in [
+        "`l .harness-sha256 ",
+        "`f 755 10 bin/root-shell`",
+        "null2`",
+        "`f 755 17 scripts/start.sh`",
+        "holds `f 755 10 scripts/start.sh`",
+    ] {
+        assert!(reason.contains(needle), "{needle}: {reason}");
+    }
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    let releases: Vec<_> = fs::read_dir(service.join("releases")).unwrap().collect();
+    assert!(releases.is_empty(), "{releases:?}");
+    let left: Vec<_> = fs::read_dir(&service)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["releases"], "no .incoming-* left");
+}

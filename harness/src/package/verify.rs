@@ -1,18 +1,24 @@
 //! Verifying a package archive: the checks deployment makes before it extracts anything.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use flate2::read::GzDecoder;
+use flate2::bufread::GzDecoder;
 use sha2::{Digest, Sha256};
 
 use super::checksum::{HashReader, checksum_path, hex, parse_checksum};
 use super::error::{PackageError, Refusal};
 use super::manifest::{MANIFEST_FILE, Manifest};
 use super::rules::{
-    DEFAULT_MAX_SIZE, FileKind, PackageFile, check_link, check_scripts, check_tree, entry_path,
+    DEFAULT_MAX_SIZE, FileKind, PackageFile, check_link, check_mode, check_name, check_scripts,
+    check_tree, entry_path,
 };
+use super::tar_guard::{self, TarGuard};
+
+/// The default limit on the number of entries of an archive, extension headers included.
+pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 
 /// The largest manifest read from an archive.
 const MAX_MANIFEST_SIZE: u64 = 1 << 20;
@@ -36,6 +42,8 @@ pub struct PackageInfo {
     pub manifest_text: String,
     /// The entries, in archive order (the root entry `./`, if any, left out).
     pub files: Vec<PackageFile>,
+    /// The sha256 of each regular file's content, by path: what the host checks it extracted.
+    pub file_sha256: BTreeMap<String, String>,
 }
 
 /// Verifies an archive with the default size limit: see [`Verifier`].
@@ -44,14 +52,22 @@ pub fn verify(archive: impl AsRef<Path>) -> Result<PackageInfo, PackageError> {
 }
 
 /// Checks a package archive as deployment does, before anything is extracted: the checksum
-/// file beside it (if there is one) matches; the archive is a tar.gz whose entries are all
-/// relative, without `..`, not below a link or a file, not repeated, and only regular files,
-/// directories and links that stay inside; its content is within the size limit; the manifest
-/// is valid; the start and stop scripts are there and executable.
+/// file beside it (if there is one) matches; the archive is one gzip member holding one tar
+/// archive that ends with its end-of-archive blocks, with nothing after either; its entries
+/// are all relative, without `..`, not below a link or a file, not repeated, without control
+/// characters in their names, without setuid, setgid or sticky bits, not named `.harness-*` at
+/// the root, and only regular files, directories and links that stay inside; its extension
+/// headers (GNU long names, pax) are small and unambiguous; its content and its whole tar
+/// stream are within the size limit, its entries within the entry limit; the manifest is
+/// valid; the start and stop scripts are there and executable.
+///
+/// A refused archive costs little: headers are checked as they stream past, before anything
+/// they claim is read.
 #[derive(Clone, Debug)]
 #[must_use = "a verifier does nothing until verify() is called"]
 pub struct Verifier {
     max_size: u64,
+    max_entries: u64,
 }
 
 impl Default for Verifier {
@@ -65,12 +81,21 @@ impl Verifier {
     pub fn new() -> Self {
         Self {
             max_size: DEFAULT_MAX_SIZE,
+            max_entries: DEFAULT_MAX_ENTRIES,
         }
     }
 
-    /// Refuses archives with more than `bytes` of content, or larger than that compressed.
+    /// Refuses archives with more than `bytes` of content, a tar stream (headers and padding
+    /// included) longer than that, or larger than that compressed.
     pub fn with_max_size(mut self, bytes: u64) -> Self {
         self.max_size = bytes;
+        self
+    }
+
+    /// Refuses archives with more than `entries` entries, extension headers included
+    /// (default [`DEFAULT_MAX_ENTRIES`]).
+    pub fn with_max_entries(mut self, entries: u64) -> Self {
+        self.max_entries = entries;
         self
     }
 
@@ -100,9 +125,12 @@ impl Verifier {
             .read_entries(&mut file, &mut hasher)
             .map_err(|e| match e {
                 ReadError::Refused(refusal) => refused(refusal),
-                ReadError::Corrupt(e) => refused(Refusal::Corrupt(e.to_string())),
+                ReadError::Corrupt(e) => refused(
+                    tar_guard::refusal_of(&e).unwrap_or_else(|| Refusal::Corrupt(e.to_string())),
+                ),
             })?;
-        // Hash what the decoders left unread (trailing bytes) so the sum covers the file.
+        // The decoders read to the end of the file (anything after the gzip stream is refused);
+        // hash whatever is left all the same, so the sum covers the file.
         io::copy(
             &mut HashReader {
                 inner: &mut file,
@@ -149,20 +177,29 @@ impl Verifier {
             manifest,
             manifest_text,
             files: read.files,
+            file_sha256: read.file_sha256,
         })
     }
 
     fn read_entries(&self, file: &mut File, hasher: &mut Sha256) -> Result<EntriesRead, ReadError> {
-        let reader = HashReader {
-            inner: file,
-            hasher,
-            read: 0,
+        let reader = BufReader::with_capacity(
+            CHUNK,
+            HashReader {
+                inner: file,
+                hasher,
+                read: 0,
+            },
+        );
+        let limits = tar_guard::Limits {
+            stream: self.max_size,
+            entries: self.max_entries,
         };
-        let mut archive = tar::Archive::new(GzDecoder::new(reader));
+        let mut archive = tar::Archive::new(TarGuard::new(GzDecoder::new(reader), limits));
         let mut out = EntriesRead {
             files: Vec::new(),
             manifest: None,
             content_size: 0,
+            file_sha256: BTreeMap::new(),
         };
         for entry in archive.entries().map_err(ReadError::Corrupt)? {
             let mut entry = entry.map_err(ReadError::Corrupt)?;
@@ -176,7 +213,9 @@ impl Verifier {
                 // The root itself (`./`), which `tar -C dir .` writes.
                 continue;
             };
+            check_name(&path).map_err(ReadError::Refused)?;
             let mode = header.mode().map_err(ReadError::Corrupt)? & 0o7777;
+            check_mode(&path, mode).map_err(ReadError::Refused)?;
             let size = entry.size();
             let kind = match entry_type {
                 tar::EntryType::Regular | tar::EntryType::Continuous => FileKind::File,
@@ -217,12 +256,32 @@ impl Verifier {
                     limit: self.max_size,
                 }));
             }
-            if path == MANIFEST_FILE && kind == FileKind::File && size <= MAX_MANIFEST_SIZE {
-                let mut text = String::new();
-                entry
-                    .read_to_string(&mut text)
-                    .map_err(ReadError::Corrupt)?;
-                out.manifest = Some(text);
+            if kind == FileKind::File {
+                let mut digest = Sha256::new();
+                let mut manifest = (path == MANIFEST_FILE && size <= MAX_MANIFEST_SIZE)
+                    .then(|| Vec::with_capacity(size as usize));
+                let mut buf = vec![0u8; CHUNK.min(size.max(1) as usize)];
+                loop {
+                    let n = entry.read(&mut buf).map_err(ReadError::Corrupt)?;
+                    if n == 0 {
+                        break;
+                    }
+                    digest.update(&buf[..n]);
+                    if let Some(text) = &mut manifest {
+                        text.extend_from_slice(&buf[..n]);
+                    }
+                }
+                if let Some(text) = manifest {
+                    let text = String::from_utf8(text).map_err(|_| {
+                        ReadError::Corrupt(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "manifest.yaml is not UTF-8",
+                        ))
+                    })?;
+                    out.manifest = Some(text);
+                }
+                out.file_sha256
+                    .insert(path.clone(), hex(&digest.finalize()));
             }
             out.files.push(PackageFile {
                 path,
@@ -231,18 +290,33 @@ impl Verifier {
                 size,
             });
         }
-        // Read the gzip stream to its end, so that its checksum and length are checked too.
-        let mut rest = archive.into_inner();
-        io::copy(&mut rest, &mut io::sink()).map_err(ReadError::Corrupt)?;
+        // Read the tar stream and then the gzip stream to their ends, so that the end of the
+        // archive, the gzip checksum and its length are checked too; then nothing may follow.
+        let mut gzip = archive.into_inner().finish().map_err(ReadError::Corrupt)?;
+        io::copy(&mut gzip, &mut io::sink()).map_err(ReadError::Corrupt)?;
+        let mut rest = gzip.into_inner();
+        let after = rest.fill_buf().map_err(ReadError::Corrupt)?;
+        if !after.is_empty() {
+            let what = if after.starts_with(&[0x1f, 0x8b]) {
+                "a second gzip member after the first"
+            } else {
+                "bytes after its gzip stream"
+            };
+            return Err(ReadError::Refused(Refusal::TrailingData(what.to_string())));
+        }
         Ok(out)
     }
 }
+
+/// The size of each read of an archive.
+const CHUNK: usize = 256 << 10;
 
 /// What reading an archive's entries found.
 struct EntriesRead {
     files: Vec<PackageFile>,
     manifest: Option<String>,
     content_size: u64,
+    file_sha256: BTreeMap<String, String>,
 }
 
 enum ReadError {
