@@ -64,6 +64,8 @@ pub(crate) struct TarGuard<R> {
     header_len: usize,
     /// A pax header's body being collected: its bytes so far and its length.
     pax: Option<(Vec<u8>, u64)>,
+    /// A pax global header's body being collected, likewise.
+    global: Option<(Vec<u8>, u64)>,
     /// The `size` of the pax header that describes the next entry, if it had one; `Some(None)`
     /// for a pax header without one.
     pending_pax: Option<Option<u64>>,
@@ -83,6 +85,7 @@ impl<R: Read> TarGuard<R> {
             header: [0; BLOCK as usize],
             header_len: 0,
             pax: None,
+            global: None,
             pending_pax: None,
             entries: 0,
             end_zeros: None,
@@ -126,16 +129,19 @@ impl<R: Read> TarGuard<R> {
                 }
             } else {
                 let take = data.len().min((self.next_header - self.pos) as usize);
-                if let Some((body, len)) = &mut self.pax {
+                for (body, len) in [&mut self.pax, &mut self.global].into_iter().flatten() {
                     let want = (*len as usize).saturating_sub(body.len()).min(take);
                     body.extend_from_slice(&data[..want]);
                 }
                 data = &data[take..];
                 self.advance(take)?;
-                if self.pos == self.next_header
-                    && let Some((body, _)) = self.pax.take()
-                {
-                    self.pending_pax = Some(pax_size(&body)?);
+                if self.pos == self.next_header {
+                    if let Some((body, _)) = self.pax.take() {
+                        self.pending_pax = Some(pax_size(&body)?);
+                    }
+                    if let Some((body, _)) = self.global.take() {
+                        check_global(&body)?;
+                    }
                 }
             }
         }
@@ -198,6 +204,9 @@ impl<R: Read> TarGuard<R> {
             if kind == b'x' && recognized {
                 self.pax = Some((Vec::with_capacity(size as usize), size));
             }
+            if kind == b'g' {
+                self.global = Some((Vec::with_capacity(size as usize), size));
+            }
         } else if let Some(pending) = self.pending_pax.take() {
             if let Some(pax) = pending
                 && pax != size
@@ -219,9 +228,11 @@ impl<R: Read> TarGuard<R> {
             .and_then(|s| s.checked_add(self.pos))
             .ok_or_else(|| Refusal::Corrupt(format!("the header at byte {at} overflows")))?;
         self.next_header = padded;
-        if self.pax.is_some() && size == 0 {
-            let (body, _) = self.pax.take().unwrap_or_default();
-            self.pending_pax = Some(pax_size(&body)?);
+        if size == 0 {
+            if let Some((body, _)) = self.pax.take() {
+                self.pending_pax = Some(pax_size(&body)?);
+            }
+            self.global = None;
         }
         Ok(())
     }
@@ -243,6 +254,11 @@ fn refuse(refusal: Refusal) -> io::Error {
 /// set, otherwise octal text up to the first NUL, trimmed.
 fn header_size(field: &[u8]) -> Option<u64> {
     if field[0] & 0x80 != 0 {
+        // GNU tar takes only 0x80 (and 0xff, negative) as the base-256 mark; tar-rs takes
+        // any byte with the high bit set. Refuse what they would read differently.
+        if field[0] != 0x80 {
+            return None;
+        }
         let mut n: u64 = 0;
         for (i, b) in field.iter().enumerate() {
             let b = if i == 0 { b & 0x7f } else { *b };
@@ -255,12 +271,50 @@ fn header_size(field: &[u8]) -> Option<u64> {
     u64::from_str_radix(text.trim(), 8).ok()
 }
 
+/// Checks a pax global header: tar-rs ignores it, GNU tar applies it to every entry after it,
+/// so it may hold only comments (as `git archive` writes).
+fn check_global(body: &[u8]) -> Result<(), Refusal> {
+    for (key, _) in pax_records(body)? {
+        if key != b"comment" {
+            return Err(Refusal::PaxConflict(format!(
+                "a pax global header sets `{}`, which GNU tar applies to every later entry and \
+                 tar-rs ignores; only `comment` is allowed there",
+                String::from_utf8_lossy(key)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a pax header's records and returns its `size`, if it has one.
 fn pax_size(body: &[u8]) -> Result<Option<u64>, Refusal> {
+    let mut size = None;
+    for (key, value) in pax_records(body)? {
+        if key.starts_with(b"GNU.sparse") {
+            return Err(Refusal::PaxConflict(
+                "a pax header describes a sparse file, which a package may not hold".into(),
+            ));
+        }
+        if key == b"size" {
+            let Some(n) = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+            else {
+                return Err(Refusal::PaxConflict(
+                    "a pax header has a size record that is not a number".into(),
+                ));
+            };
+            size = Some(n);
+        }
+    }
+    Ok(size)
+}
+
+/// A pax header's records as (key, value), each well formed and no key twice.
+fn pax_records(body: &[u8]) -> Result<Vec<(&[u8], &[u8])>, Refusal> {
     let bad = |why: &str| Err(Refusal::PaxConflict(format!("a pax header {why}")));
     let mut rest = body;
-    let mut keys: Vec<&[u8]> = Vec::new();
-    let mut size = None;
+    let mut records: Vec<(&[u8], &[u8])> = Vec::new();
     while !rest.is_empty() {
         let Some(space) = rest.iter().position(|b| *b == b' ') else {
             return bad("has a record without a length");
@@ -280,27 +334,15 @@ fn pax_size(body: &[u8]) -> Result<Option<u64>, Refusal> {
             return bad("has a record without `=`");
         };
         let (key, value) = (&record[..eq], &record[eq + 1..]);
-        if keys.contains(&key) {
+        if records.iter().any(|(k, _)| *k == key) {
             return bad(&format!(
                 "names `{}` twice, which tar implementations read differently",
                 String::from_utf8_lossy(key)
             ));
         }
-        if key.starts_with(b"GNU.sparse") {
-            return bad("describes a sparse file, which a package may not hold");
-        }
-        if key == b"size" {
-            let Some(n) = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-            else {
-                return bad("has a size record that is not a number");
-            };
-            size = Some(n);
-        }
-        keys.push(key);
+        records.push((key, value));
     }
-    Ok(size)
+    Ok(records)
 }
 
 #[cfg(test)]
@@ -317,6 +359,8 @@ mod tests {
         big[11] = 2;
         big[10] = 1;
         assert_eq!(header_size(&big), Some(258));
+        big[0] = 0xc9;
+        assert_eq!(header_size(&big), None);
         assert_eq!(header_size(b"9\0\0\0\0\0\0\0\0\0\0\0"), None);
     }
 
@@ -334,5 +378,8 @@ mod tests {
             let error = pax_size(body).unwrap_err().to_string();
             assert!(error.contains(why), "{error}");
         }
+        assert_eq!(check_global(b"16 comment=abcd\n"), Ok(()));
+        let error = check_global(b"12 path=abc\n").unwrap_err().to_string();
+        assert!(error.contains("sets `path`"), "{error}");
     }
 }

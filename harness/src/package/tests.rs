@@ -748,3 +748,186 @@ fn the_host_refuses_a_tree_other_than_the_verified_one_and_installs_nothing() {
         .collect();
     assert_eq!(left, ["releases"], "no .incoming-* left");
 }
+
+/// Rewrites the checksum of every header-looking block, so that mutated headers get past
+/// tar-rs's checksum test and reach the deeper checks.
+fn fix_checksums(tar: &mut [u8]) {
+    for block in tar.chunks_mut(512) {
+        if block.len() < 512 || block.iter().all(|b| *b == 0) || &block[257..262] != b"ustar" {
+            continue;
+        }
+        block[148..156].copy_from_slice(b"        ");
+        let sum: u32 = block.iter().map(|b| u32::from(*b)).sum();
+        block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    }
+}
+
+/// A package's tar stream with the extensions attackers use: a GNU long name, a pax path, a
+/// link, nested directories.
+fn rich_entries() -> Vec<u8> {
+    use tar::EntryType::{Directory, GNULongName, Regular, Symlink, XHeader};
+    let long = format!("bin/{}", "n".repeat(150));
+    [
+        good_entries(),
+        entries(&[
+            (b"bin/", Directory, b"", b"", 0o755),
+            (b"././@LongLink", GNULongName, b"", long.as_bytes(), 0o644),
+            (b"bin/short", Regular, b"", b"long named\n", 0o755),
+            (
+                b"././@PaxHeader",
+                XHeader,
+                b"",
+                b"20 path=bin/paxname\n",
+                0o644,
+            ),
+            (b"bin/p", Regular, b"", b"pax named\n", 0o644),
+            (b"bin/link", Symlink, b"short", b"", 0o777),
+            (b"config/a/b/", Directory, b"", b"", 0o700),
+            (b"config/a/b/c.conf", Regular, b"", b"k = v\n", 0o600),
+        ]),
+    ]
+    .concat()
+}
+
+/// Seeded property test: mutated archives never make the verifier panic or read much, and
+/// every mutated archive it accepts is extracted by the host's GNU tar to exactly the tree it
+/// verified (the upload script's listing check passes). A failure prints the seed.
+#[test]
+fn mutated_archives_are_refused_or_extracted_exactly_as_verified() {
+    let base = [rich_entries(), END.to_vec()].concat();
+    assert!(verify_bytes(&gzip(&base)).is_ok());
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = std::env::var("HARNESS_PROPTEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_u64);
+    let cases: u64 = std::env::var("HARNESS_PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let (mut accepted, mut refused) = (0, 0);
+    for case in 0..cases {
+        let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(case));
+        let mut tar = base.clone();
+        for _ in 0..rng.usize(1..4) {
+            if tar.len() < 512 {
+                break;
+            }
+            match rng.u8(0..6) {
+                // A byte of a header: name, mode, size, type, link name, magic, prefix.
+                0 | 1 => {
+                    let block = rng.usize(0..tar.len() / 512) * 512;
+                    let at = block
+                        + *rng
+                            .choice(&[
+                                0, 1, 50, 99, 100, 103, 124, 130, 135, 156, 157, 200, 257, 345, 400,
+                            ])
+                            .unwrap();
+                    tar[at] = *rng.choice(b"\0 ./0123457xLKgS5\n\\a\xff").unwrap();
+                }
+                // Any byte.
+                2 => {
+                    let at = rng.usize(0..tar.len());
+                    tar[at] = rng.u8(..);
+                }
+                // Cut the stream, or append to it.
+                3 => tar.truncate(rng.usize(0..tar.len()) / 512 * 512),
+                4 => tar.extend(rich_entries()),
+                // Repeat a block.
+                _ => {
+                    let block = rng.usize(0..tar.len() / 512) * 512;
+                    let copy = tar[block..block + 512].to_vec();
+                    let to = rng.usize(0..tar.len() / 512) * 512;
+                    tar.splice(to..to, copy);
+                }
+            }
+        }
+        if rng.bool() {
+            fix_checksums(&mut tar);
+        }
+        let archive = gzip(&tar);
+        let Ok(info) = verify_bytes(&archive) else {
+            refused += 1;
+            continue;
+        };
+        accepted += 1;
+        let listing = super::listing::expected(&info);
+        let service = tmp.path().join(format!("svc-{case}"));
+        let (ok, out, err) = host_upload(&service, &archive, "demo-1", &listing);
+        let saved = tmp.path().join("failing.tar.gz");
+        if !ok {
+            fs::write(&saved, &archive).unwrap();
+            let keep = std::env::temp_dir().join(format!("harness-proptest-{seed}-{case}.tar.gz"));
+            let _ = fs::copy(&saved, &keep);
+            panic!(
+                "seed {} (HARNESS_PROPTEST_SEED={seed}, case {case}, saved as {}): the host \
+                 extracted another tree than the verified one: {}\n{err}",
+                seed.wrapping_add(case),
+                keep.display(),
+                super::listing::differences(&listing, &out).unwrap_or_default()
+            );
+        }
+        fs::remove_dir_all(&service).unwrap();
+    }
+    println!(
+        "{cases} mutated archives: {accepted} accepted and extracted as verified, {refused} refused"
+    );
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
+    );
+}
+
+/// What the mutation test above found GNU tar and tar-rs reading differently, each refused.
+#[test]
+fn archives_the_mutation_test_found_are_refused() {
+    use tar::EntryType::{Directory, Regular, XGlobalHeader};
+    let with = |extra: Vec<u8>| {
+        let bytes = [good_entries(), extra, END.to_vec()].concat();
+        refusal(verify_bytes(&gzip(&bytes)).unwrap_err()).to_string()
+    };
+    let patched = |kind, name: &[u8], data: &[u8], patch: &dyn Fn(&mut [u8])| {
+        let mut bytes = entries(&[(name, kind, b"", data, 0o644)]);
+        patch(&mut bytes[..512]);
+        fix_checksums(&mut bytes);
+        bytes
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        // A directory with content: tar-rs skips it, GNU tar reads it as the next header.
+        (
+            patched(Directory, b"d/", b"", &|h| {
+                h[124..136].copy_from_slice(b"00000000232\0")
+            }),
+            "is a directory or link with 154 bytes",
+        ),
+        // A global pax path: GNU tar renames every later entry, tar-rs ignores it.
+        (
+            [
+                entries(&[(b"g", XGlobalHeader, b"", b"20 path=bin/paxname\n", 0o644)]),
+                entries(&[(b"bin/x", Regular, b"", b"x", 0o644)]),
+            ]
+            .concat(),
+            "a pax global header sets `path`",
+        ),
+        // A base-256 mark GNU tar does not take.
+        (
+            patched(Regular, b"x", b"x", &|h| h[116] = 0xc9),
+            "has an unreadable gid field",
+        ),
+        (
+            patched(Regular, b"x", b"x", &|h| {
+                h[136..148].copy_from_slice(b"0000(000000\0")
+            }),
+            "has an unreadable mtime field",
+        ),
+        // A file where the package root is.
+        (
+            patched(Regular, b"x", b"x", &|h| h[..100].fill(0)),
+            "(the package root) is not a directory",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let error = with(extra);
+        assert!(error.contains(needle), "{needle}: {error}");
+    }
+}

@@ -210,10 +210,33 @@ impl Verifier {
                 continue;
             }
             let Some(path) = entry_path(&raw).map_err(ReadError::Refused)? else {
-                // The root itself (`./`), which `tar -C dir .` writes.
+                // The root itself (`./`), which `tar -C dir .` writes; anything but a directory
+                // there is what GNU tar would try to write over the release directory.
+                if entry_type != tar::EntryType::Directory {
+                    return Err(ReadError::Refused(Refusal::Corrupt(format!(
+                        "an entry named {:?} (the package root) is not a directory",
+                        String::from_utf8_lossy(&raw)
+                    ))));
+                }
                 continue;
             };
             check_name(&path).map_err(ReadError::Refused)?;
+            // GNU tar on the host fails on numeric fields it cannot read (it takes an empty
+            // one as 0); so does verify.
+            let raw_header = header.as_bytes();
+            for (field, range, value) in [
+                ("mtime", 136..148, header.mtime()),
+                ("uid", 108..116, header.uid()),
+                ("gid", 116..124, header.gid()),
+            ] {
+                let raw_field = &raw_header[range];
+                let base256_mark = raw_field[0] & 0x80 != 0 && raw_field[0] != 0x80;
+                if base256_mark || (value.is_err() && raw_field.iter().any(|b| *b != 0)) {
+                    return Err(ReadError::Refused(Refusal::Corrupt(format!(
+                        "entry {path} has an unreadable {field} field"
+                    ))));
+                }
+            }
             let mode = header.mode().map_err(ReadError::Corrupt)? & 0o7777;
             check_mode(&path, mode).map_err(ReadError::Refused)?;
             let size = entry.size();
@@ -246,7 +269,14 @@ impl Verifier {
                     return Err(ReadError::Refused(Refusal::Unsupported { path, kind }));
                 }
             };
-            let size = if kind == FileKind::File { size } else { 0 };
+            // tar-rs skips a directory's or link's content by its size, GNU tar reads on at the
+            // next block: what one skips, the other would take for an entry.
+            if kind != FileKind::File && size != 0 {
+                return Err(ReadError::Refused(Refusal::Corrupt(format!(
+                    "entry {path} is a directory or link with {size} bytes of content, which tar \
+                     implementations skip differently"
+                ))));
+            }
             out.content_size = out.content_size.saturating_add(size);
             if out.content_size > self.max_size {
                 return Err(ReadError::Refused(Refusal::Oversize {
