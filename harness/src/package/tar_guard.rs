@@ -310,11 +310,14 @@ fn pax_size(body: &[u8]) -> Result<Option<u64>, Refusal> {
     Ok(size)
 }
 
-/// A pax header's records as (key, value), each well formed and no key twice.
-fn pax_records(body: &[u8]) -> Result<Vec<(&[u8], &[u8])>, Refusal> {
+/// A pax record: its key and value.
+type PaxRecord<'a> = (&'a [u8], &'a [u8]);
+
+/// A pax header's records, each well formed and no key twice.
+fn pax_records(body: &[u8]) -> Result<Vec<PaxRecord<'_>>, Refusal> {
     let bad = |why: &str| Err(Refusal::PaxConflict(format!("a pax header {why}")));
     let mut rest = body;
-    let mut records: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut records: Vec<PaxRecord<'_>> = Vec::new();
     while !rest.is_empty() {
         let Some(space) = rest.iter().position(|b| *b == b' ') else {
             return bad("has a record without a length");
