@@ -12,7 +12,7 @@
 //! `--api`, and on SIGTERM or SIGINT stops everything and removes the state directory.
 
 use std::fs::{self, File};
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
@@ -23,6 +23,7 @@ use harness::topology::TopologyConfig;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::output::{errln, outln};
 use crate::run::EXIT_HARNESS_FAILED;
 use crate::state::{
     Run, RunInfo, canonical, clear_except_lock, create_state_root, now_secs, process_start_time,
@@ -51,7 +52,7 @@ pub fn detach(args: &UpArgs, topology: &TopologyConfig) -> ExitCode {
     match detach_inner(args, topology) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("harness up: failed to {e}");
+            errln!("harness up: failed to {e}");
             ExitCode::from(EXIT_HARNESS_FAILED)
         }
     }
@@ -69,12 +70,12 @@ fn detach_inner(args: &UpArgs, topology: &TopologyConfig) -> Result<ExitCode, St
             || "another `harness up -d` is starting it".to_string(),
             |info| format!("supervisor pid {}", info.pid),
         );
-        eprintln!(
+        errln!(
             "harness up: {} is already running ({who}; state in {}); stop it with `harness down \
              {}`",
             file.display(),
             dir.display(),
-            file.display()
+            quote_path(&file)
         );
         return Ok(ExitCode::from(EXIT_ALREADY_RUNNING));
     };
@@ -93,7 +94,7 @@ fn detach_inner(args: &UpArgs, topology: &TopologyConfig) -> Result<ExitCode, St
             .info
             .as_ref()
             .map_or_else(|| "?".to_string(), |i| i.pid.to_string());
-        println!(
+        outln!(
             "harness up: removing the stale run of {} (its supervisor, pid {pid}, is gone, and \
              its services died with it)",
             run.describe()
@@ -101,23 +102,40 @@ fn detach_inner(args: &UpArgs, topology: &TopologyConfig) -> Result<ExitCode, St
         clear_except_lock(&dir).map_err(|e| format!("clean {}: {e}", dir.display()))?;
     }
     let result = spawn_and_relay(args, &dir, &lock);
-    if !matches!(result, Ok(Relayed::Ready)) {
+    if matches!(result, Ok(Relayed::Exited(_)) | Err(_)) {
         // The supervisor is gone (or never started): nothing may be left. It removes its
         // directory itself; this covers a supervisor that died before it could.
         let _ = fs::remove_dir_all(&dir);
     }
     match result? {
         Relayed::Ready => {
-            println!(
+            outln!(
                 "harness up: state in {}; see `harness status`, `harness logs SERVICE`; stop \
                  with `harness down {}`",
                 dir.display(),
-                file.display()
+                quote_path(&file)
             );
             Ok(ExitCode::SUCCESS)
         }
         Relayed::Exited(code) => Ok(ExitCode::from(code)),
+        Relayed::Died { pid, status } => {
+            // Its log is kept for the user to read; the run is stale now (its lock is free), so
+            // the next `harness up -d`, `status`, `logs` or `down` removes it.
+            errln!(
+                "harness up: failed to start {}: the supervisor (pid {pid}) {status} before every \
+                 service was healthy; its services died with it; its log is {} (and \
+                 supervisor.err beside it), kept until the next harness command",
+                file.display(),
+                dir.join("supervisor.log").display()
+            );
+            Ok(ExitCode::from(EXIT_START_FAILED))
+        }
     }
+}
+
+/// `path` as a shell word, for a command line the user may paste.
+pub(crate) fn quote_path(path: &Path) -> String {
+    harness::exec::quote(&path.to_string_lossy())
 }
 
 /// How the supervisor's start ended.
@@ -126,6 +144,14 @@ enum Relayed {
     Ready,
     /// The supervisor exited before that, with this exit code for `up -d`.
     Exited(u8),
+    /// The supervisor died before that: killed by a signal, or ended with an exit code it
+    /// never uses (a panic).
+    Died {
+        /// Its pid.
+        pid: u32,
+        /// How it ended.
+        status: harness::exec::ExitStatus,
+    },
 }
 
 fn spawn_and_relay(args: &UpArgs, dir: &Path, lock: &File) -> Result<Relayed, String> {
@@ -178,7 +204,7 @@ fn spawn_and_relay(args: &UpArgs, dir: &Path, lock: &File) -> Result<Relayed, St
             .try_wait()
             .map_err(|e| format!("wait for the supervisor: {e}"))?;
         for line in read_lines(&mut out_reader, &mut pending, exited.is_some()) {
-            println!("{line}");
+            outln!("{line}");
             if line.starts_with(READY) {
                 return Ok(Relayed::Ready);
             }
@@ -186,11 +212,16 @@ fn spawn_and_relay(args: &UpArgs, dir: &Path, lock: &File) -> Result<Relayed, St
         if let Some(status) = exited {
             let mut errors = String::new();
             let _ = err_reader.read_to_string(&mut errors);
-            let mut stderr = std::io::stderr().lock();
-            let _ = stderr.write_all(errors.as_bytes());
+            crate::output::stderr_bytes(errors.as_bytes());
             let code = match status.code() {
                 Some(code) if code == i32::from(EXIT_HARNESS_FAILED) => EXIT_HARNESS_FAILED,
-                _ => EXIT_START_FAILED,
+                Some(code) if code == i32::from(EXIT_START_FAILED) => EXIT_START_FAILED,
+                _ => {
+                    return Ok(Relayed::Died {
+                        pid: child.id(),
+                        status: status.into(),
+                    });
+                }
             };
             return Ok(Relayed::Exited(code));
         }
@@ -223,13 +254,13 @@ pub fn supervise(args: &UpArgs, dir: &Path) -> ExitCode {
     // Out of the caller's session: the terminal's Ctrl-C and hangup no longer reach us.
     let _ = rustix::process::setsid();
     let code = supervise_inner(args, dir).unwrap_or_else(|e| {
-        eprintln!("harness up: failed to {e}");
+        errln!("harness up: failed to {e}");
         ExitCode::from(EXIT_HARNESS_FAILED)
     });
     if let Err(e) = fs::remove_dir_all(dir)
         && e.kind() != std::io::ErrorKind::NotFound
     {
-        eprintln!("harness up: failed to remove {}: {e}", dir.display());
+        errln!("harness up: failed to remove {}: {e}", dir.display());
     }
     code
 }
@@ -274,23 +305,23 @@ fn supervise_inner(args: &UpArgs, dir: &Path) -> Result<ExitCode, String> {
             finish(autosave);
             let autosave = registry.autosave(&registry_file, AUTOSAVE_DEBOUNCE);
             print_table(manager.topology(), &smol::block_on(manager.status_all()));
-            println!(
+            outln!(
                 "{READY}{} services healthy; running in the background (supervisor pid {pid})",
                 names.len()
             );
             let code = smol::block_on(async {
                 let signal = stop.receiver.recv().await.unwrap_or("a signal");
-                println!("harness up: received {signal}; stopping");
+                outln!("harness up: received {signal}; stopping");
                 tear_down(&manager).await
             });
             match autosave {
                 Ok(autosave) => finish(autosave),
-                Err(e) => eprintln!("harness up: warning: failed to {e}"),
+                Err(e) => errln!("harness up: warning: failed to {e}"),
             }
             code
         }
         Some(Err(e)) => {
-            eprintln!("harness up: failed to {e}");
+            errln!("harness up: failed to {e}");
             finish(autosave);
             ExitCode::from(EXIT_START_FAILED)
         }
@@ -308,6 +339,6 @@ fn supervise_inner(args: &UpArgs, dir: &Path) -> Result<ExitCode, String> {
 /// Writes the registry's last changes.
 fn finish(autosave: AutosaveGuard) {
     if let Err(e) = autosave.stop() {
-        eprintln!("harness up: warning: failed to {e}");
+        errln!("harness up: warning: failed to {e}");
     }
 }

@@ -2,7 +2,6 @@
 //! over SSH, in parallel, with a progress line per step and host on stderr and a summary on
 //! stdout; `--rollback` and `--stop` act on what is installed.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -12,6 +11,7 @@ use clap::Args;
 use harness::exec::LocalLauncher;
 use harness::package::{DEFAULT_ROOT, Deploy, DeployHost, DeployProgress, Installed, Stage};
 
+use crate::output::{errln, outln};
 use crate::package::human;
 use crate::run::EXIT_HARNESS_FAILED;
 
@@ -117,7 +117,7 @@ pub fn deploy(args: DeployArgs) -> ExitCode {
             ]),
             Err(e) => {
                 failures += 1;
-                eprintln!("harness deploy: failed to {e}");
+                errln!("harness deploy: failed to {e}");
                 let what = match &e {
                     harness::package::DeployError::RolledBack { restored, .. } => match restored {
                         Some(r) => format!("failed, rolled back to {r}"),
@@ -130,7 +130,7 @@ pub fn deploy(args: DeployArgs) -> ExitCode {
         }
     }
     print_table(["HOST", "RESULT", "RELEASE", "TIME"], &rows);
-    eprintln!(
+    errln!(
         "{} of {} hosts ok in {:.2} s",
         rows.len() - failures,
         rows.len(),
@@ -158,14 +158,14 @@ async fn installed_verb(args: &DeployArgs, service: &str, hosts: &[DeployHost]) 
                 .await
                 .map_err(|e| format!("reach {}: {e}", host.name))?;
             if args.rollback {
-                eprintln!("{}: rolling {service} back", host.name);
+                errln!("{}: rolling {service} back", host.name);
                 let live = installed
                     .rollback(&ssh, &host.name)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok::<_, String>(["rolled back".to_string(), live])
             } else {
-                eprintln!("{}: stopping {service}", host.name);
+                errln!("{}: stopping {service}", host.name);
                 let stopped = installed
                     .stop(&ssh, &host.name, args.remove)
                     .await
@@ -183,7 +183,7 @@ async fn installed_verb(args: &DeployArgs, service: &str, hosts: &[DeployHost]) 
             Ok([what, release]) => rows.push([host.name.clone(), what, release]),
             Err(e) => {
                 failed = true;
-                eprintln!("harness deploy: failed to {e}");
+                errln!("harness deploy: failed to {e}");
                 rows.push([host.name.clone(), "failed".into(), String::new()]);
             }
         }
@@ -197,7 +197,7 @@ async fn installed_verb(args: &DeployArgs, service: &str, hosts: &[DeployHost]) 
 }
 
 fn bad_input(message: &str) -> ExitCode {
-    eprintln!("harness deploy: failed to {message}");
+    errln!("harness deploy: failed to {message}");
     ExitCode::from(EXIT_HARNESS_FAILED)
 }
 
@@ -233,8 +233,7 @@ impl ProgressLines {
             Stage::Failed | Stage::RolledBack => format!("{}: {name}", p.host),
             _ => format!("{}: {name}: {}", p.host, p.message),
         };
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{line}");
+        errln!("{line}");
     }
 }
 
@@ -254,7 +253,7 @@ fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
                 s.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(header);
     for row in rows {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use rustix::process::{Pid, Signal};
 
+use crate::output::{errln, outln};
 use crate::run::EXIT_HARNESS_FAILED;
 use crate::state::{Run, RunInfo, live_runs};
 
@@ -30,16 +31,19 @@ pub fn down(args: DownArgs) -> ExitCode {
         Err(code) => return code,
     };
     if args.file.is_none() && live.len() > 1 {
-        eprintln!("harness down: several topologies are running; name the one to stop:");
+        errln!("harness down: several topologies are running; name the one to stop:");
         for run in &live {
-            eprintln!("  harness down {}", run.describe());
+            match &run.info {
+                Some(info) => errln!("  harness down {}", crate::daemon::quote_path(&info.file)),
+                None => errln!("  {} (still starting)", run.describe()),
+            }
         }
         return ExitCode::from(EXIT_HARNESS_FAILED);
     }
     let mut code = ExitCode::SUCCESS;
     for run in &live {
         if let Err(e) = stop(run) {
-            eprintln!("harness down: failed to {e}");
+            errln!("harness down: failed to {e}");
             code = ExitCode::from(EXIT_HARNESS_FAILED);
         }
     }
@@ -63,7 +67,7 @@ fn stop(run: &Run) -> Result<(), String> {
         rustix::process::kill_process(pid, Signal::TERM)
             .map_err(|e| format!("send SIGTERM to the supervisor (pid {}): {e}", info.pid))?;
         if !wait_gone(info, bound) {
-            eprintln!(
+            errln!(
                 "harness down: the supervisor (pid {}) did not stop within {bound:?}; killing \
                  it (its services die with it)",
                 info.pid
@@ -85,7 +89,7 @@ fn stop(run: &Run) -> Result<(), String> {
         std::fs::remove_dir_all(&run.dir)
             .map_err(|e| format!("remove {}: {e}", run.dir.display()))?;
     }
-    println!(
+    outln!(
         "harness down: stopped {} ({}; supervisor pid {})",
         run.describe(),
         if services.is_empty() {

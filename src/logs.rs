@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use crate::output::errln;
 use crate::run::EXIT_HARNESS_FAILED;
 use crate::state::{Run, live_runs};
 
@@ -36,7 +37,7 @@ pub fn logs(args: LogsArgs) -> ExitCode {
     match logs_inner(&args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("harness logs: {e}");
+            errln!("harness logs: {e}");
             ExitCode::from(EXIT_HARNESS_FAILED)
         }
     }

@@ -32,6 +32,7 @@ mod daemon;
 mod deploy;
 mod down;
 mod logs;
+mod output;
 mod package;
 mod run;
 mod serve;
@@ -105,6 +106,11 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("HARNESS_LOG"))
         .with_writer(std::io::stderr)
         .init();
+    // A topology of a few hundred services needs more descriptors than the usual soft limit
+    // of 1024; the detached supervisor is this binary too, so it raises its own here.
+    if let Err(e) = harness::limits::raise_open_files_limit() {
+        tracing::warn!("failed to raise the soft limit of open files to the hard one: {e}");
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::run(args),

@@ -10,6 +10,7 @@ use harness::package::{
     BuildProgress, FileKind, MANIFEST_FILE, Manifest, PackageBuilder, PackageError, Verifier,
 };
 
+use crate::output::{errln, errtext, outln};
 use crate::run::EXIT_HARNESS_FAILED;
 
 /// Exit code of a package that breaks a rule (a refusal, an invalid manifest, a checksum that
@@ -60,7 +61,7 @@ pub fn package(args: PackageArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("harness package: failed to {error}");
+            errln!("harness package: failed to {error}");
             ExitCode::from(if error.is_refusal() {
                 EXIT_REFUSED
             } else {
@@ -92,7 +93,7 @@ fn build(args: BuildArgs) -> Result<(), PackageError> {
             let done = p.files_done == p.files_total;
             if done || last.elapsed() >= Duration::from_millis(100) {
                 last = Instant::now();
-                eprint!(
+                errtext!(
                     "\rpacking: {} / {} files, {} / {}",
                     p.files_done,
                     p.files_total,
@@ -105,11 +106,11 @@ fn build(args: BuildArgs) -> Result<(), PackageError> {
     }
     let built = builder.build(&output);
     if terminal {
-        eprint!("\r\x1b[K");
+        errtext!("\r\x1b[K");
     }
     let built = built?;
     let seconds = built.elapsed.as_secs_f64();
-    eprintln!(
+    errln!(
         "built {} {}: {} entries, {} in {:.2} s ({}/s), {} compressed",
         built.manifest.name,
         built.manifest.version,
@@ -119,7 +120,7 @@ fn build(args: BuildArgs) -> Result<(), PackageError> {
         human((built.content_size as f64 / seconds.max(1e-9)) as u64),
         human(built.size),
     );
-    println!("{}  {}", built.sha256, built.path.display());
+    outln!("{}  {}", built.sha256, built.path.display());
     Ok(())
 }
 
@@ -128,30 +129,30 @@ fn inspect(args: InspectArgs) -> Result<(), PackageError> {
         .with_max_size(args.max_size)
         .verify(&args.file)?;
     let manifest = &info.manifest;
-    println!("package:  {} {}", manifest.name, manifest.version);
-    println!(
+    outln!("package:  {} {}", manifest.name, manifest.version);
+    outln!(
         "installs: {}/{}/releases/{} (by default; harness deploy --root and --service change it)",
         harness::package::DEFAULT_ROOT,
         manifest.name,
         manifest.install_dir_name()
     );
     if let Some(port) = manifest.port {
-        println!("port:     {port}");
+        outln!("port:     {port}");
     }
-    println!(
+    outln!(
         "size:     {} compressed, {} of content",
         human(info.size),
         human(info.content_size)
     );
     match &info.checksum_file {
-        Some(file) => println!("sha256:   {} (matches {})", info.sha256, file.display()),
-        None => println!("sha256:   {} (no .sha256 file to check)", info.sha256),
+        Some(file) => outln!("sha256:   {} (matches {})", info.sha256, file.display()),
+        None => outln!("sha256:   {} (no .sha256 file to check)", info.sha256),
     }
-    println!("\n{MANIFEST_FILE}:");
+    outln!("\n{MANIFEST_FILE}:");
     for line in info.manifest_text.lines() {
-        println!("  {line}");
+        outln!("  {line}");
     }
-    println!("\nfiles:");
+    outln!("\nfiles:");
     let width = info
         .files
         .iter()
@@ -164,9 +165,9 @@ fn inspect(args: InspectArgs) -> Result<(), PackageError> {
             FileKind::Symlink { target } => format!("{} -> {target}", file.path),
             FileKind::File => file.path.clone(),
         };
-        println!("  {} {:>width$}  {name}", file.mode_string(), file.size);
+        outln!("  {} {:>width$}  {name}", file.mode_string(), file.size);
     }
-    println!(
+    outln!(
         "\nverified: {} entries, rules and checksum ok",
         info.files.len()
     );

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use crate::output::{errln, outln};
 use clap::Args;
 use harness::exec::{Command, Executor, LaunchError, Launcher, ProcessEvent, SshLauncher};
 
@@ -86,7 +87,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("harness: failed to {e}");
+            errln!("harness: failed to {e}");
             ExitCode::from(match e {
                 LaunchError::NotFound { .. } => EXIT_NOT_FOUND,
                 LaunchError::PermissionDenied { .. } => EXIT_NOT_EXECUTABLE,
@@ -114,14 +115,14 @@ async fn stream<L: Launcher>(
     let mut code = None;
     while let Some(event) = result.events.recv().await {
         match event {
-            ProcessEvent::Stdout(line) => println!("{}{line}", prefix("out")),
-            ProcessEvent::Stderr(line) => eprintln!("{}{line}", prefix("err")),
+            ProcessEvent::Stdout(line) => outln!("{}{line}", prefix("out")),
+            ProcessEvent::Stderr(line) => errln!("{}{line}", prefix("err")),
             ProcessEvent::Started { pid } if timestamps => {
-                eprintln!("{}started, pid {pid}", prefix("---"))
+                errln!("{}started, pid {pid}", prefix("---"))
             }
             ProcessEvent::Exited(status) => {
                 if timestamps {
-                    eprintln!("{}{status}", prefix("---"));
+                    errln!("{}{status}", prefix("---"));
                 }
                 code = Some(match (status.code(), status.signal()) {
                     (Some(c), _) => c.clamp(0, 255) as u8,

@@ -11,6 +11,7 @@ use harness::registry::Registry;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::output::{errln, outln};
 use crate::run::EXIT_HARNESS_FAILED;
 
 /// How long the registry file may lag behind a change.
@@ -48,7 +49,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     match serve_inner(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("harness serve: failed to {e}");
+            errln!("harness serve: failed to {e}");
             ExitCode::from(EXIT_HARNESS_FAILED)
         }
     }
@@ -70,7 +71,7 @@ fn serve_inner(args: &ServeArgs) -> Result<(), String> {
     let (registry, warning) =
         smol::block_on(Registry::load_or_new(&args.state)).map_err(|e| e.to_string())?;
     if let Some(warning) = warning {
-        eprintln!("harness serve: warning: {warning}");
+        errln!("harness serve: warning: {warning}");
     }
     let autosave = registry
         .autosave(&args.state, AUTOSAVE_DEBOUNCE)
@@ -86,7 +87,7 @@ fn serve_inner(args: &ServeArgs) -> Result<(), String> {
     let server = smol::block_on(builder.bind(&addrs[..])).map_err(|e| e.to_string())?;
     let shutdown = server.shutdown_handle();
     // Tests and scripts read this line to learn the port when --bind asked for port 0.
-    println!("harness serve: listening on ws://{}", server.local_addr());
+    outln!("harness serve: listening on ws://{}", server.local_addr());
 
     let signal_handle = signals.handle();
     let watcher = std::thread::Builder::new()
@@ -112,7 +113,7 @@ fn serve_inner(args: &ServeArgs) -> Result<(), String> {
     let saved = autosave.stop().map_err(|e| e.to_string());
     served.map_err(|e| format!("serve the WebSocket API: {e}"))?;
     saved?;
-    println!(
+    outln!(
         "harness serve: stopped; state saved to {}",
         args.state.display()
     );
@@ -145,7 +146,7 @@ fn token(args: &ServeArgs, needed: bool) -> Result<Option<String>, String> {
     }
     let token = harness::api::generate_token().map_err(|e| e.to_string())?;
     harness::api::write_token_file(&path, &token).map_err(|e| e.to_string())?;
-    println!(
+    outln!(
         "harness serve: token written to {} (mode 0600)",
         path.display()
     );

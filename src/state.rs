@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::output::{errln, outln};
 use harness::registry::{ServiceEntry, Snapshot};
 
 pub use harness::orchestrator::state_root;
@@ -51,9 +52,26 @@ pub fn run_dir_for(root: &Path, files: &[PathBuf]) -> PathBuf {
     root.join(format!("{stem}-{:012x}", hash & 0xffff_ffff_ffff))
 }
 
-/// The absolute, symlink-free form of `path`, or `path` itself if it cannot be resolved.
+/// The absolute, symlink-free form of `path`. A path that no longer exists (a topology file
+/// deleted while its run goes on) resolves through its deepest ancestor that still does, so
+/// that it still names the run recorded for it.
 pub fn canonical(path: &Path) -> PathBuf {
-    fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+    if let Ok(resolved) = fs::canonicalize(path) {
+        return resolved;
+    }
+    let Ok(absolute) = std::path::absolute(path) else {
+        return path.to_path_buf();
+    };
+    let mut missing = Vec::new();
+    let mut ancestor = absolute.as_path();
+    while let (Some(parent), Some(name)) = (ancestor.parent(), ancestor.file_name()) {
+        missing.push(name);
+        ancestor = parent;
+        if let Ok(resolved) = fs::canonicalize(ancestor) {
+            return missing.iter().rev().fold(resolved, |p, name| p.join(name));
+        }
+    }
+    absolute
 }
 
 /// What the supervisor records about its run in `<dir>/run`.
@@ -298,7 +316,7 @@ pub fn find_runs(file: Option<&Path>) -> Result<(Vec<Run>, Vec<Run>), String> {
 /// [`EXIT_HARNESS_FAILED`](crate::run::EXIT_HARNESS_FAILED) after saying why.
 pub fn live_runs(file: Option<&Path>, command: &str) -> Result<Vec<Run>, std::process::ExitCode> {
     let (live, stale) = find_runs(file).map_err(|e| {
-        eprintln!("harness {command}: failed to {e}");
+        errln!("harness {command}: failed to {e}");
         std::process::ExitCode::from(crate::run::EXIT_HARNESS_FAILED)
     })?;
     for run in &stale {
@@ -306,8 +324,13 @@ pub fn live_runs(file: Option<&Path>, command: &str) -> Result<Vec<Run>, std::pr
     }
     if live.is_empty() {
         match file {
-            Some(file) => println!("harness {command}: {} is not running", file.display()),
-            None => println!("harness {command}: nothing is running"),
+            Some(file) if !file.exists() => outln!(
+                "harness {command}: {} is not running (and does not exist; `harness status` \
+                 lists what runs, by the path each was started with)",
+                file.display()
+            ),
+            Some(file) => outln!("harness {command}: {} is not running", file.display()),
+            None => outln!("harness {command}: nothing is running"),
         }
         return Err(std::process::ExitCode::from(
             crate::status::EXIT_NOT_RUNNING,
@@ -322,13 +345,13 @@ pub fn clean_stale(run: &Run, command: &str) {
         .as_ref()
         .map_or_else(|| "?".to_string(), |i| i.pid.to_string());
     match fs::remove_dir_all(&run.dir) {
-        Ok(()) => println!(
+        Ok(()) => outln!(
             "harness {command}: removed the stale run of {} (its supervisor, pid {pid}, is gone, \
              and its services died with it)",
             run.describe()
         ),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => eprintln!(
+        Err(e) => errln!(
             "harness {command}: warning: failed to remove the stale run {}: {e}",
             run.dir.display()
         ),

@@ -7,6 +7,7 @@ use clap::Args;
 use harness::orchestrator::MAIN_ENDPOINT;
 use harness::registry::{ServiceState, Timestamp};
 
+use crate::output::outln;
 use crate::state::{Run, format_duration, live_runs};
 
 /// Exit code of `status`, `logs` and `down` when nothing (of FILE) is running.
@@ -25,7 +26,7 @@ pub fn status(args: StatusArgs) -> ExitCode {
     };
     for (i, run) in live.iter().enumerate() {
         if i > 0 {
-            println!();
+            outln!();
         }
         print_run(run);
     }
@@ -43,7 +44,7 @@ fn print_run(run: &Run) {
     } else {
         about.push("starting".to_string());
     }
-    println!("{} ({})", run.describe(), about.join(", "));
+    outln!("{} ({})", run.describe(), about.join(", "));
     let now = Timestamp::now().as_millis();
     let rows: Vec<[String; 6]> = run
         .services()
@@ -93,6 +94,6 @@ pub fn print_rows<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
             .zip(widths)
             .map(|(cell, width)| format!("{cell:width$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end());
     }
 }

@@ -19,6 +19,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
 
 use crate::daemon;
+use crate::output::{errln, outln};
 use crate::run::EXIT_HARNESS_FAILED;
 use crate::status::print_rows;
 
@@ -80,7 +81,7 @@ pub fn up(args: UpArgs) -> ExitCode {
     let topology = match TopologyConfig::load_with_env(&args.file, &args.overlays) {
         Ok(topology) => topology,
         Err(e) => {
-            eprintln!("harness up: failed to {e}");
+            errln!("harness up: failed to {e}");
             return ExitCode::from(EXIT_HARNESS_FAILED);
         }
     };
@@ -90,7 +91,7 @@ pub fn up(args: UpArgs) -> ExitCode {
     let token = match api_token(&args.api) {
         Ok(token) => token,
         Err(e) => {
-            eprintln!("harness up: failed to {e}");
+            errln!("harness up: failed to {e}");
             return ExitCode::from(EXIT_HARNESS_FAILED);
         }
     };
@@ -99,7 +100,7 @@ pub fn up(args: UpArgs) -> ExitCode {
     let stop = match StopSignals::install() {
         Ok(stop) => stop,
         Err(e) => {
-            eprintln!("harness up: failed to {e}");
+            errln!("harness up: failed to {e}");
             return ExitCode::from(EXIT_HARNESS_FAILED);
         }
     };
@@ -110,7 +111,7 @@ pub fn up(args: UpArgs) -> ExitCode {
     let api = match start_api(&args.api, token, &manager) {
         Ok(api) => api,
         Err(e) => {
-            eprintln!("harness up: failed to {e}");
+            errln!("harness up: failed to {e}");
             return ExitCode::from(EXIT_HARNESS_FAILED);
         }
     };
@@ -183,7 +184,7 @@ pub(crate) fn api_token(args: &ApiArgs) -> Result<Option<String>, String> {
         }
         let token = harness::api::generate_token().map_err(|e| e.to_string())?;
         harness::api::write_token_file(path, &token).map_err(|e| e.to_string())?;
-        println!(
+        outln!(
             "harness up: API token written to {} (mode 0600)",
             path.display()
         );
@@ -227,7 +228,7 @@ pub(crate) fn start_api(
         .start()
         .map_err(|e| format!("serve the WebSocket API: {e}"))?;
     // Tests and scripts read this line to learn the port when --api asked for port 0.
-    println!("harness up: API listening on ws://{}", handle.local_addr());
+    outln!("harness up: API listening on ws://{}", handle.local_addr());
     Ok(Some(handle))
 }
 
@@ -236,7 +237,7 @@ pub(crate) fn stop_api(api: Option<ServerHandle>) {
     if let Some(api) = api
         && let Err(e) = api.shutdown()
     {
-        eprintln!("harness up: warning: failed to stop the WebSocket API: {e}");
+        errln!("harness up: warning: failed to stop the WebSocket API: {e}");
     }
 }
 
@@ -248,7 +249,7 @@ pub(crate) async fn start_unless_stopped(
 ) -> Option<Result<(), OrchestratorError>> {
     future::or(async { Some(manager.start_all().await) }, async {
         let signal = stop.recv().await.unwrap_or("a signal");
-        println!("harness up: received {signal} during the start; stopping");
+        outln!("harness up: received {signal} during the start; stopping");
         None
     })
     .await
@@ -260,7 +261,7 @@ async fn run(manager: &ServiceManager, stop: &smol::channel::Receiver<&'static s
     match started {
         Some(Ok(())) => {}
         Some(Err(e)) => {
-            eprintln!("harness up: failed to {e}");
+            errln!("harness up: failed to {e}");
             return ExitCode::from(EXIT_START_FAILED);
         }
         // The start was abandoned: the service it was starting died with its future; the
@@ -269,7 +270,7 @@ async fn run(manager: &ServiceManager, stop: &smol::channel::Receiver<&'static s
     }
 
     print_table(manager.topology(), &manager.status_all().await);
-    println!(
+    outln!(
         "harness up: all {} services healthy; following their logs (Ctrl-C to stop)",
         manager.topology().services.len()
     );
@@ -292,18 +293,18 @@ async fn run(manager: &ServiceManager, stop: &smol::channel::Receiver<&'static s
         async { stop.recv().await.unwrap_or("a signal") },
     )
     .await;
-    println!("harness up: received {signal}; stopping");
+    outln!("harness up: received {signal}; stopping");
     tear_down(manager).await
 }
 
 pub(crate) async fn tear_down(manager: &ServiceManager) -> ExitCode {
     match manager.stop_all().await {
         Ok(()) => {
-            println!("harness up: stopped");
+            outln!("harness up: stopped");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("harness up: failed to {e}");
+            errln!("harness up: failed to {e}");
             ExitCode::from(EXIT_HARNESS_FAILED)
         }
     }
@@ -324,18 +325,18 @@ pub(crate) fn print_progress(progress: &Progress) {
                 about.push(format!("depends on {}", dependencies.join(", ")));
             }
             if about.is_empty() {
-                println!("waiting for {service}");
+                outln!("waiting for {service}");
             } else {
-                println!("waiting for {service} ({})", about.join("; "));
+                outln!("waiting for {service} ({})", about.join("; "));
             }
         }
         Progress::Healthy { service, after, .. } => {
-            println!("{service} healthy after {} ms", after.as_millis());
+            outln!("{service} healthy after {} ms", after.as_millis());
         }
-        Progress::Lab { hosts } => println!("building the lab ({hosts} hosts)"),
-        Progress::Failed { service } => println!("{service} failed"),
-        Progress::Exited { service, status } => println!("{service} exited with {status}"),
-        Progress::Stopped { service } => println!("{service} stopped"),
+        Progress::Lab { hosts } => outln!("building the lab ({hosts} hosts)"),
+        Progress::Failed { service } => outln!("{service} failed"),
+        Progress::Exited { service, status } => outln!("{service} {status}"),
+        Progress::Stopped { service } => outln!("{service} stopped"),
         _ => {}
     }
 }

@@ -55,7 +55,7 @@ fn run_timestamps_mark_start_lines_and_exit() {
     assert_eq!(err_lines.len(), 3, "{stderr}");
     assert!(err_lines[0].contains("--- started, pid "), "{stderr}");
     assert!(err_lines[1].ends_with("s err b"), "{stderr}");
-    assert!(err_lines[2].ends_with("--- exit code 0"), "{stderr}");
+    assert!(err_lines[2].ends_with("--- exited with code 0"), "{stderr}");
 }
 
 #[test]

@@ -291,7 +291,7 @@ services:
         let error = manager.start_all().await.unwrap_err();
         let message = error.to_string();
         assert!(message.contains("start service quitter"), "{message}");
-        assert!(message.contains("exited with exit code 3"), "{message}");
+        assert!(message.contains("exited with code 3"), "{message}");
         let OrchestratorError::StartFailed { log_tail, .. } = &error else {
             panic!("{error:?}");
         };
@@ -471,7 +471,7 @@ services:
         let ServiceState::Failed { reason } = state else {
             panic!("{state:?}");
         };
-        assert!(reason.contains("exited with exit code 3"), "{reason}");
+        assert!(reason.contains("exited with code 3"), "{reason}");
         assert_eq!(manager.status("crasher").await.unwrap().pid, None);
         assert!(progress.lock().unwrap().iter().any(|p| matches!(
             p,

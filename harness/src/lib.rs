@@ -3,6 +3,7 @@
 //!
 //! The layers, lowest first (a lower layer never uses a higher one):
 //!
+//! - [`limits`]: the open-files limit: raised when harness starts, explained when reached.
 //! - [`exec`]: the command executor: one API to run and control processes on this machine, on
 //!   other hosts over SSH and inside containers.
 //! - [`registry`]: the services of a topology, their states, endpoints and dependencies, with
@@ -21,6 +22,7 @@ pub mod api;
 pub mod exec;
 mod join;
 pub mod lab;
+pub mod limits;
 pub mod network;
 pub mod orchestrator;
 pub mod package;

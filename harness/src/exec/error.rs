@@ -39,8 +39,9 @@ pub enum LaunchError {
         /// The host, if remote.
         host: Option<String>,
     },
-    /// An I/O error while doing something named.
-    #[error("{doing}: {source}")]
+    /// An I/O error while doing something named. Running out of open files says which limit
+    /// was reached and how to raise it ([`explain_io_error`](crate::limits::explain_io_error)).
+    #[error("{doing}: {}", crate::limits::explain_io_error(source))]
     Io {
         /// What was being done, as a fragment ("spawn `ssh`").
         doing: String,
@@ -100,7 +101,7 @@ pub enum LaunchError {
         reason: String,
     },
     /// A helper command (a `docker kill`, an `ssh -O check`, a `systemctl stop`) failed.
-    #[error("{doing}: `{command}` ended with {status}{}", stderr_tail(stderr))]
+    #[error("{doing}: `{command}` {status}{}", stderr_tail(stderr))]
     CommandFailed {
         /// What was being done, as a fragment.
         doing: String,

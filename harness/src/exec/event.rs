@@ -75,14 +75,60 @@ impl From<std::process::ExitStatus> for ExitStatus {
     }
 }
 
+/// How the process ended, as the predicate of a sentence about it: "exited with code 3", "was
+/// killed by signal 9 (SIGKILL)", "ended with an unknown status". Write "`NAME` {status}".
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.code, self.signal) {
-            (Some(c), _) => write!(f, "exit code {c}"),
-            (None, Some(s)) => write!(f, "killed by signal {s}"),
-            (None, None) => f.write_str("unknown exit status"),
+            (Some(c), _) => write!(f, "exited with code {c}"),
+            (None, Some(s)) => match signal_name(s) {
+                Some(name) => write!(f, "was killed by signal {s} ({name})"),
+                None => write!(f, "was killed by signal {s}"),
+            },
+            (None, None) => f.write_str("ended with an unknown status"),
         }
     }
+}
+
+/// The name of a Linux signal number: `SIGKILL` for 9.
+fn signal_name(signal: i32) -> Option<&'static str> {
+    const NAMES: [&str; 31] = [
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    usize::try_from(signal - 1)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .copied()
 }
 
 /// Something that happened to a process: it started, wrote a line, or exited.

@@ -116,7 +116,7 @@ pub(crate) async fn wait_ready(
             return Err(LabError::HostStart {
                 prefix: prefix.to_string(),
                 host: name.to_string(),
-                reason: format!("its init ended ({status}) before sshd listened on {target}"),
+                reason: format!("its init {status} before sshd listened on {target}"),
                 log,
             });
         }

@@ -154,9 +154,7 @@ impl DockerExecutor {
             .components()
             .filter(|c| !matches!(c, Component::CurDir))
             .collect();
-        if !binary.is_file() {
-            return Err(StartFailure::MissingBinary(binary));
-        }
+        super::process::check_binary(&binary)?;
         let program = binary
             .file_name()
             .map(|n| format!("{PROGRAM_DIR}/{}", n.to_string_lossy()))

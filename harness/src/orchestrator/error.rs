@@ -116,6 +116,13 @@ pub enum StartFailure {
     },
     /// A process target's binary is not there.
     MissingBinary(PathBuf),
+    /// A process target's binary is there but is no file: a directory, a FIFO, a device.
+    NotAProgram {
+        /// The path.
+        path: PathBuf,
+        /// What it is: "a directory", "a FIFO".
+        kind: &'static str,
+    },
     /// A container's image is not on this machine, and harness does not pull.
     MissingImage(String),
     /// A container's image could not be built.
@@ -145,11 +152,14 @@ pub enum StartFailure {
 impl fmt::Display for StartFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Exited(status) => write!(f, "it exited with {status} before it was healthy"),
+            Self::Exited(status) => write!(f, "it {status} before it was healthy"),
             Self::Unhealthy { tries, last_error } => {
                 write!(f, "health check failed after {tries} tries: {last_error}")
             }
             Self::MissingBinary(path) => write!(f, "binary {} does not exist", path.display()),
+            Self::NotAProgram { path, kind } => {
+                write!(f, "binary {} is {kind}, not a program", path.display())
+            }
             Self::MissingImage(image) => write!(
                 f,
                 "image `{image}` is not on this machine, and harness does not pull images; \
@@ -166,7 +176,9 @@ impl fmt::Display for StartFailure {
             Self::Launch(e) => e.fmt(f),
             Self::Substitution(e) => e.fmt(f),
             Self::EnvFile(e) => e.fmt(f),
-            Self::Io { doing, source } => write!(f, "{doing}: {source}"),
+            Self::Io { doing, source } => {
+                write!(f, "{doing}: {}", crate::limits::explain_io_error(source))
+            }
         }
     }
 }

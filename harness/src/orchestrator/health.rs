@@ -217,9 +217,9 @@ async fn run_command(argv: &[String], context: &ProbeContext<'_>) -> Result<Stri
             let stderr = output.stderr_text();
             let stderr = stderr.trim();
             Err(if stderr.is_empty() {
-                format!("`{}` ended with {status}", command.display())
+                format!("`{}` {status}", command.display())
             } else {
-                format!("`{}` ended with {status}: {stderr}", command.display())
+                format!("`{}` {status}: {stderr}", command.display())
             })
         }
     }

@@ -936,7 +936,7 @@ impl ServiceManager {
             };
             // Dropped outside the lock: dropping kills what the service left in its group.
             drop(ended);
-            let reason = format!("exited with {status} after it was started");
+            let reason = format!("{status} after it was started");
             // This runs on the service's output thread, which has nothing else to do now.
             let _ = future::block_on(registry.set_state(&name, ServiceState::failed(reason)));
             if let Some(report) = progress {

@@ -103,11 +103,35 @@ pub(crate) fn resolve_binary(binary: &str, base: &Path) -> Result<PathBuf, Start
         .components()
         .filter(|c| !matches!(c, Component::CurDir))
         .collect();
-    if path.is_file() {
-        Ok(path)
+    check_binary(&path)?;
+    Ok(path)
+}
+
+/// Fails unless `path` is a file (or a link to one): a missing path and a directory (or FIFO,
+/// device, socket) are told apart.
+pub(crate) fn check_binary(path: &Path) -> Result<(), StartFailure> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return Err(StartFailure::MissingBinary(path.to_path_buf()));
+    };
+    let kind = metadata.file_type();
+    let what = if kind.is_file() {
+        return Ok(());
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
     } else {
-        Err(StartFailure::MissingBinary(path))
-    }
+        "not a regular file"
+    };
+    Err(StartFailure::NotAProgram {
+        path: path.to_path_buf(),
+        kind: what,
+    })
 }
 
 struct LocalService {

@@ -840,7 +840,7 @@ impl Deploy {
             let said = out.stderr_text();
             let status = out.status.map(|s| s.to_string()).unwrap_or_default();
             return Err(fail(format!(
-                "the host's side ended with {status} after {sent} of {total} bytes{}{}",
+                "the host's side {status} after {sent} of {total} bytes{}{}",
                 if said.trim().is_empty() { "" } else { ": " },
                 said.trim()
             )));

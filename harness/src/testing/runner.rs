@@ -29,6 +29,7 @@ pub fn run() -> ExitCode {
 /// Like [`run`], calling `setup` first unless the tests are only listed (what
 /// `harness::main!(setup = f)` expands to): for building the programs the topologies start.
 pub fn run_with_setup(setup: impl FnOnce()) -> ExitCode {
+    raise_open_files_limit();
     // A supervisor parses no arguments and needs no setup: the test that started it did it.
     if let Some(code) = run_supervisor() {
         return code;
@@ -42,6 +43,7 @@ pub fn run_with_setup(setup: impl FnOnce()) -> ExitCode {
 
 /// Like [`run`], with the arguments given.
 pub fn run_with_args(args: Arguments) -> ExitCode {
+    raise_open_files_limit();
     // Every entry point checks the role first, so a binary with a `main` of its own that calls
     // only this one still serves as its topologies' supervisor.
     if let Some(code) = run_supervisor() {
@@ -59,6 +61,14 @@ pub fn run_with_args(args: Arguments) -> ExitCode {
     // no container.
     crate::orchestrator::remove_on_termination();
     run_cases(&args, cases, run_id).exit_code()
+}
+
+/// Raises the soft open-files limit to the hard one, so that a topology of hundreds of services
+/// does not run out of descriptors at the usual soft limit of 1024 (see [`crate::limits`]).
+fn raise_open_files_limit() {
+    if let Err(e) = crate::limits::raise_open_files_limit() {
+        tracing::warn!("failed to raise the soft limit of open files to the hard one: {e}");
+    }
 }
 
 /// Runs the supervisor of a topology shared under nextest, if this process is one.

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use crate::orchestrator::ServiceManager;
 use crate::registry::Registry;
-use crate::topology::{OVERLAY_ENV, TopologyConfig, overlay_paths};
+use crate::topology::{OVERLAY_ENV, TopologyConfig, overlay_paths, read_topology_file};
 
 use super::case::{TestCase, TopologyKey};
 use super::supervisor;
@@ -104,9 +104,8 @@ impl Shared {
                     .map(|v| overlay_paths(&v))
                     .unwrap_or_default()
                 {
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
-                        format!("read overlay {} (from {OVERLAY_ENV}): {e}", path.display())
-                    })?;
+                    let text = read_topology_file(&path)
+                        .map_err(|e| format!("{e} (an overlay named by {OVERLAY_ENV})"))?;
                     files.push((path, text));
                 }
                 TopologyConfig::from_yaml_files(&files).map_err(|e| e.to_string())

@@ -389,6 +389,13 @@ fn log(message: &str) {
 }
 
 fn supervise(shared: &Shared, dir: &Path) -> ExitCode {
+    // It owns every service of the topology, so it needs the descriptors more than anyone;
+    // the runner raised the limit already unless a `main` of the user's own called us.
+    if let Err(e) = crate::limits::raise_open_files_limit() {
+        log(&format!(
+            "failed to raise the soft limit of open files to the hard one: {e}"
+        ));
+    }
     // Out of the test's session and process group: nextest's signals to the test do not reach
     // us. Orphaned services' descendants come to us rather than to init.
     let _ = rustix::process::setsid();

@@ -106,7 +106,7 @@ impl Sources {
         let start = (span.column as usize).saturating_sub(1);
         let width = text.chars().count();
         let len = (span.len as usize).clamp(1, width.saturating_sub(start).max(1));
-        Some(Snippet { text, start, len })
+        Some(Snippet::window(&text, start, len))
     }
 
     /// A diagnostic at `span`.
@@ -126,6 +126,44 @@ impl Sources {
             message: message.into(),
             snippet: self.snippet(span),
         }
+    }
+}
+
+/// The most characters of a source line a diagnostic quotes; a longer line (minified YAML,
+/// a file that is not YAML at all) is cut around the culprit, with `…` where it was cut.
+pub const MAX_QUOTED_CHARS: usize = 200;
+
+/// How many characters before the culprit a cut line keeps, for context.
+const CONTEXT_BEFORE: usize = 40;
+
+impl Snippet {
+    /// The part of `line` worth quoting for a span of `len` characters at `start`: all of it
+    /// when it is short, else at most [`MAX_QUOTED_CHARS`] characters from a little before
+    /// the span.
+    fn window(line: &str, start: usize, len: usize) -> Snippet {
+        let width = line.chars().count();
+        if width <= MAX_QUOTED_CHARS {
+            return Snippet {
+                text: line.to_string(),
+                start,
+                len,
+            };
+        }
+        let from = start.saturating_sub(CONTEXT_BEFORE).min(width);
+        let to = (from + MAX_QUOTED_CHARS).min(width);
+        let mut text: String = line.chars().skip(from).take(to - from).collect();
+        let mut start = start - from;
+        if from > 0 {
+            text.insert(0, '…');
+            start += 1;
+        }
+        if to < width {
+            text.push('…');
+        }
+        let shown = text.chars().count();
+        let start = start.min(shown.saturating_sub(1));
+        let len = len.clamp(1, shown.saturating_sub(start).max(1));
+        Snippet { text, start, len }
     }
 }
 

@@ -18,6 +18,31 @@ pub enum TopologyError {
         /// Why.
         source: io::Error,
     },
+    /// A topology or overlay file is not a regular file (a FIFO, a device, a directory), so
+    /// it was not read.
+    #[error("read topology file {}: it is {kind}, not a regular file", path.display())]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead: "a FIFO", "a character device", "a directory".
+        kind: &'static str,
+    },
+    /// A topology or overlay file is larger than
+    /// [`MAX_TOPOLOGY_FILE_SIZE`](super::MAX_TOPOLOGY_FILE_SIZE).
+    #[error(
+        "read topology file {}: it is larger than {} MiB ({size} bytes), the most a topology \
+         file may hold",
+        path.display(),
+        limit / (1024 * 1024)
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size, or as much of it as was read.
+        size: u64,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The files were read but are not a valid topology. Every mistake found is listed, in file
     /// order; nothing was started.
     #[error("{}", Invalid { file, diagnostics })]
@@ -34,7 +59,7 @@ impl TopologyError {
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
             Self::Invalid { diagnostics, .. } => diagnostics,
-            Self::Read { .. } => &[],
+            Self::Read { .. } | Self::NotAFile { .. } | Self::TooLarge { .. } => &[],
         }
     }
 }

@@ -157,12 +157,12 @@ mod substitute;
 pub(crate) mod suggest;
 mod validate;
 
-pub use diagnostic::{Diagnostic, Note};
+pub use diagnostic::{Diagnostic, MAX_QUOTED_CHARS, Note};
 pub use duration::{format_duration, parse_duration};
 pub use envfile::{is_valid_name, render_env_file, write_env_file};
 pub use error::{EnvFileError, GraphError, PlaceholderError, SubstitutionError, TopologyError};
 pub use graph::DependencyGraph;
-pub use load::{OVERLAY_ENV, overlay_paths};
+pub use load::{MAX_TOPOLOGY_FILE_SIZE, OVERLAY_ENV, overlay_paths, read_topology_file};
 pub use model::{
     BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, HealthCheck, LabConfig,
     LabHostConfig, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget, RemoteLanTarget,

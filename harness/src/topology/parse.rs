@@ -74,6 +74,7 @@ pub(crate) fn parse(sources: &Sources, file: usize) -> Result<Node, Diagnostic> 
     let options = serde_saphyr::options! {
         // YAML 1.2 booleans only: `no`, `on` and `y` stay strings (the "Norway problem").
         strict_booleans: true,
+        budget: Some(budget()),
     };
     match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options) {
         Ok(raw) => Ok(convert(raw, text, file)),
@@ -81,8 +82,95 @@ pub(crate) fn parse(sources: &Sources, file: usize) -> Result<Node, Diagnostic> 
     }
 }
 
+/// How deep lists and mappings may nest. The deepest topology nests about eight levels; the
+/// parser's own default (64) lets a hostile file overflow the stack of a test thread, whose
+/// conversion into [`Node`]s recurses once per level.
+pub(crate) const MAX_NESTING: usize = 32;
+
+/// The parser's limits: its defaults (250 000 nodes, 50 000 aliases, ...), nesting
+/// [`MAX_NESTING`] deep.
+fn budget() -> serde_saphyr::Budget {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = MAX_NESTING;
+    budget
+}
+
+/// What a breached parser limit means, as a sentence: which limit, and its value.
+fn budget_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let limits = budget();
+    let most = "the most a topology file may hold";
+    match breach {
+        B::Nodes { .. } => format!(
+            "the file holds more than {} YAML nodes (values, lists and mappings), {most}",
+            limits.max_nodes
+        ),
+        B::Events { .. } => format!(
+            "the file holds more than {} YAML parser events, {most}",
+            limits.max_events
+        ),
+        B::Depth { .. } => format!(
+            "lists and mappings nest more than {} deep, the most a topology file may nest",
+            limits.max_depth
+        ),
+        B::Aliases { .. } => format!(
+            "the file holds more than {} aliases (`*name`), {most}",
+            limits.max_aliases
+        ),
+        B::Anchors { .. } => format!(
+            "the file holds more than {} anchors (`&name`), {most}",
+            limits.max_anchors
+        ),
+        B::AliasAnchorRatio { aliases, anchors } => format!(
+            "the file uses {aliases} aliases of {anchors} anchors: aliases that expand this \
+             much are refused (an alias bomb)"
+        ),
+        B::RecordedAnchorEvents { .. } | B::RecordedAnchorBytes { .. } => {
+            "the anchors' aliases expand to more than a topology file may hold (an alias bomb)"
+                .to_string()
+        }
+        B::ScalarBytes { .. } => format!(
+            "the file's values add up to more than {} MiB of text, {most}",
+            limits.max_total_scalar_bytes / (1024 * 1024)
+        ),
+        B::MergeKeys { .. } => format!(
+            "the file holds more than {} merge keys (`<<`), {most}",
+            limits.max_merge_keys
+        ),
+        B::Documents { .. } => format!(
+            "the file holds more than {} YAML documents, {most}",
+            limits.max_documents
+        ),
+        other => format!("the file exceeds a limit of the YAML parser ({other:?})"),
+    }
+}
+
+/// The error under the wrappers that add a snippet or an alias's location.
+fn original(mut error: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    loop {
+        match error {
+            serde_saphyr::Error::WithSnippet { error: inner, .. }
+            | serde_saphyr::Error::AliasError { error: inner, .. } => error = inner,
+            _ => return error,
+        }
+    }
+}
+
 fn syntax_error(sources: &Sources, file: usize, error: &serde_saphyr::Error) -> Diagnostic {
     let location = error.location();
+    if let serde_saphyr::Error::Budget { breach, .. } = original(error) {
+        let (line, column) = location
+            .map(|l| (l.line() as u32, l.column() as u32))
+            .filter(|(l, _)| *l > 0)
+            .unwrap_or((1, 1));
+        let span = Span {
+            file,
+            line,
+            column,
+            len: 1,
+        };
+        return sources.error(span, budget_message(breach));
+    }
     let (line, column) = location
         .map(|l| (l.line() as u32, l.column() as u32))
         .filter(|(l, _)| *l > 0)

@@ -167,9 +167,9 @@ fn check(doing: &str, out: &Output) -> Result<(), LaunchError> {
     let status = out.status.unwrap_or(ExitStatus::from_code(-1));
     let said = out.stderr_text();
     let reason = if said.trim().is_empty() {
-        format!("the transfer ended with {status}")
+        format!("the transfer {status}")
     } else {
-        format!("the transfer ended with {status}: {}", said.trim())
+        format!("the transfer {status}: {}", said.trim())
     };
     Err(LaunchError::io(doing, io::Error::other(reason)))
 }

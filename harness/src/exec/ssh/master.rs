@@ -343,7 +343,7 @@ fn classify(location: &str, timeout: Duration, status: ExitStatus, stderr: &str)
         .filter(|l| !l.is_empty() && !l.starts_with("@@@"))
         .collect();
     let reason = if lines.is_empty() {
-        format!("ssh ended with {status} and said nothing")
+        format!("ssh {status} and said nothing")
     } else {
         let tail = &lines[lines.len().saturating_sub(3)..];
         tail.iter()
