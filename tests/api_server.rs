@@ -1032,3 +1032,36 @@ services:
     server.shutdown().unwrap();
     assert_eq!(registry.subscriber_count(), 0);
 }
+
+#[test]
+fn numeric_request_ids_come_back_exactly_as_sent() {
+    let registry = Registry::new();
+    let server = start(WsServer::builder(registry.clone()));
+    smol::block_on(async {
+        let mut c = Client::connect(server.local_addr()).await;
+        // Above 2^53 (where a double loses integers), above u64, negative, and not integers at
+        // all: each must come back as the same characters, in responses and in errors alike.
+        let ids = [
+            "9007199254740993",
+            "18446744073709551617",
+            "12345678901234567890123",
+            "-9223372036854775809",
+            "1.50",
+            "1e400",
+            "0",
+        ];
+        for id in ids {
+            for (action, kind) in [("hello", "response"), ("teleport", "error")] {
+                c.send_text(format!(r#"{{"id": {id}, "action": "{action}"}}"#))
+                    .await;
+                let text = c.recv_text().await;
+                assert!(
+                    text.starts_with(&format!(r#"{{"id":{id},"type":"{kind}","#)),
+                    "id {id}, {action}: {text}"
+                );
+            }
+        }
+        c.close().await;
+    });
+    assert_clean(&server, &registry);
+}
