@@ -3,6 +3,8 @@
 //! limits and shutdown.
 
 mod api_support;
+#[path = "support/fixtures.rs"]
+mod fixtures;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -913,6 +915,152 @@ fn service_actions_and_deployments_go_through_the_controller_and_deployer() {
                 (json!("start"), json!(100))
             ]
         );
+        c.close().await;
+    });
+    assert_clean(&server, &registry);
+}
+
+/// Whether a service's process group still has a member (every service leads its group).
+fn group_alive(pid: u32) -> bool {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a positive pid");
+    rustix::process::test_kill_process_group(pid).is_ok()
+}
+
+#[test]
+fn concurrent_actions_on_one_service_run_one_after_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("services.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+services:
+  echo:
+    target:
+      process: {{ binary: {echo}, env: {{ HOST: 127.0.0.1 }} }}
+    port: auto
+    health_check: {{ log: "listening on", interval: 20ms }}
+"#,
+            echo = fixtures::bin("echo-server").display()
+        ),
+    )
+    .unwrap();
+    let topology = harness::topology::TopologyConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let registry = Registry::new();
+    let manager = harness::orchestrator::ServiceManager::new(topology, registry.clone())
+        .with_base_dir(dir.path())
+        .with_stop_grace(Duration::from_secs(5));
+    let server =
+        start(WsServer::builder(registry.clone()).with_controller(Arc::new(manager.clone())));
+    let addr = server.local_addr();
+    let mut pids = Vec::new();
+    smol::block_on(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        pids.extend(manager.status("echo").await.unwrap().pid);
+        // Every client sends its action at once, over a connection of its own; a later start
+        // brings the service back whatever order the actions ran in.
+        let actions = ["restart", "restart", "restart", "stop", "start", "restart"];
+        let mut clients = Vec::new();
+        for _ in actions {
+            clients.push(Client::connect(addr).await);
+        }
+        let mut sent = Vec::new();
+        for (client, action) in clients.iter_mut().zip(actions) {
+            let id = client
+                .send_request(
+                    "service_action",
+                    json!({"service": "echo", "action": action}),
+                )
+                .await;
+            sent.push(id);
+        }
+        let waiting: Vec<_> = clients
+            .into_iter()
+            .zip(sent)
+            .map(|(mut client, id)| {
+                smol::spawn(async move {
+                    let answer = client.answer_to(&id).await;
+                    (client, answer)
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        let mut clients = Vec::new();
+        for task in waiting {
+            let (client, answer) = task.await;
+            clients.push(client);
+            answers.push(answer);
+        }
+        for (action, answer) in actions.iter().zip(&answers) {
+            let busy = answer["type"] == "error" && answer["params"]["code"] == "busy";
+            assert!(
+                answer["type"] == "response" || busy,
+                "{action} failed: {answer}"
+            );
+        }
+        for client in clients {
+            client.close().await;
+        }
+        let mut c = Client::connect(addr).await;
+        c.ok(
+            "service_action",
+            json!({"service": "echo", "action": "start"}),
+        )
+        .await;
+        let status = manager.status("echo").await.unwrap();
+        assert_eq!(status.state, ServiceState::Running);
+        assert_eq!(
+            registry.get("echo").await.unwrap().state,
+            ServiceState::Running
+        );
+        let pid = status.pid.expect("a running service has a pid");
+        assert!(group_alive(pid), "echo's process {pid} is gone");
+        pids.push(pid);
+        let mut echo = std::net::TcpStream::connect(status.addr.unwrap()).unwrap();
+        std::io::Write::write_all(&mut echo, b"still here\n").unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&echo), &mut line).unwrap();
+        assert_eq!(line, "still here\n");
+        c.close().await;
+        manager.stop_all().await.unwrap();
+    });
+    for pid in pids {
+        smol::block_on(eventually("every echo process is gone", || {
+            !group_alive(pid)
+        }));
+    }
+    server.shutdown().unwrap();
+    assert_eq!(registry.subscriber_count(), 0);
+}
+
+#[test]
+fn numeric_request_ids_come_back_exactly_as_sent() {
+    let registry = Registry::new();
+    let server = start(WsServer::builder(registry.clone()));
+    smol::block_on(async {
+        let mut c = Client::connect(server.local_addr()).await;
+        // Above 2^53 (where a double loses integers), above u64, negative, and not integers at
+        // all: each must come back as the same characters, in responses and in errors alike.
+        let ids = [
+            "9007199254740993",
+            "18446744073709551617",
+            "12345678901234567890123",
+            "-9223372036854775809",
+            "1.50",
+            "1e400",
+            "0",
+        ];
+        for id in ids {
+            for (action, kind) in [("hello", "response"), ("teleport", "error")] {
+                c.send_text(format!(r#"{{"id": {id}, "action": "{action}"}}"#))
+                    .await;
+                let text = c.recv_text().await;
+                assert!(
+                    text.starts_with(&format!(r#"{{"id":{id},"type":"{kind}","#)),
+                    "id {id}, {action}: {text}"
+                );
+            }
+        }
         c.close().await;
     });
     assert_clean(&server, &registry);

@@ -90,11 +90,16 @@ impl Client {
 
     /// The next message of any kind, as JSON; panics on a close, an error or a timeout.
     pub async fn recv(&mut self) -> Value {
+        let text = self.recv_text().await;
+        serde_json::from_str(&text).expect("the server sends JSON")
+    }
+
+    /// The next message of any kind, as the text the server sent; panics on a close, an error
+    /// or a timeout.
+    pub async fn recv_text(&mut self) -> String {
         loop {
             match self.next_frame().await {
-                Some(WsMessage::Text(t)) => {
-                    return serde_json::from_str(&t).expect("the server sends JSON");
-                }
+                Some(WsMessage::Text(t)) => return t.to_string(),
                 Some(WsMessage::Ping(_) | WsMessage::Pong(_)) => {}
                 other => panic!("expected a message, got {other:?}"),
             }

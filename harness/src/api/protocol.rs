@@ -16,6 +16,7 @@ use std::fmt;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::registry::{EventFilter, EventKind};
@@ -53,13 +54,41 @@ impl MessageType {
 }
 
 /// A request's `id`, echoed in its answer: a string or a number, as the client chose.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// A number is kept as the client wrote it ([`RawNumber`]), so that it comes back byte for
+/// byte: `12345678901234567890123`, `9007199254740993` (above 2^53, where a double loses
+/// integers) and `1.50` are answered with the very same characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum RequestId {
     /// `"id": "123"`.
     Text(String),
     /// `"id": 123`.
-    Number(serde_json::Number),
+    Number(RawNumber),
+}
+
+impl<'de> Deserialize<'de> for RequestId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        RequestId::from_raw(raw).map_err(|other| {
+            serde::de::Error::custom(format!("an id must be a string or a number, not {other}"))
+        })
+    }
+}
+
+impl RequestId {
+    /// The id whose JSON text is `raw`; gives `raw` back if it is neither a string nor a
+    /// number.
+    fn from_raw(raw: Box<RawValue>) -> Result<RequestId, Box<RawValue>> {
+        match raw.get().as_bytes().first() {
+            Some(b'"') => match serde_json::from_str(raw.get()) {
+                Ok(text) => Ok(RequestId::Text(text)),
+                Err(_) => Err(raw),
+            },
+            Some(b'-' | b'0'..=b'9') => Ok(RequestId::Number(RawNumber(raw))),
+            _ => Err(raw),
+        }
+    }
 }
 
 impl fmt::Display for RequestId {
@@ -85,7 +114,51 @@ impl From<String> for RequestId {
 
 impl From<u64> for RequestId {
     fn from(n: u64) -> Self {
-        RequestId::Number(n.into())
+        RequestId::Number(RawNumber::from(n))
+    }
+}
+
+/// A JSON number exactly as it was written: its text, never converted to an integer or a
+/// double, so that it serializes to the same characters whatever its size or precision.
+#[derive(Debug, Clone)]
+pub struct RawNumber(Box<RawValue>);
+
+impl RawNumber {
+    /// The number's JSON text, `12345678901234567890123`.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl From<u64> for RawNumber {
+    fn from(n: u64) -> Self {
+        RawNumber(RawValue::from_string(n.to_string()).expect("an integer is valid JSON"))
+    }
+}
+
+impl PartialEq for RawNumber {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RawNumber {}
+
+impl std::hash::Hash for RawNumber {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Display for RawNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for RawNumber {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
     }
 }
 
@@ -397,6 +470,32 @@ impl SubscribeParams {
     }
 }
 
+/// A JSON object's members as raw values, in order, duplicates included.
+struct RawObject<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+                    fields.push(member);
+                }
+                Ok(RawObject(fields))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
+
 /// An incoming text frame, read as far as it could be: what the answer needs even when the
 /// request is bad.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,37 +516,64 @@ pub fn parse_incoming(text: &str) -> Incoming {
         action,
         request: Err(ApiError::new(code, message)),
     };
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            return bad(
-                None,
-                String::new(),
-                ErrorCode::ParseError,
-                format!("parse message: {e}"),
-            );
+    // The top level is read as raw values first, so that the id keeps the client's exact
+    // characters (a number read as a `Value` would be rounded); the rest is then read as
+    // values. A duplicated key counts once, the last time, as it would in a `Value`.
+    let fields: Vec<(String, &RawValue)> = match serde_json::from_str::<RawObject<'_>>(text) {
+        Ok(RawObject(fields)) => fields,
+        Err(_) => {
+            return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => bad(
+                    None,
+                    String::new(),
+                    ErrorCode::InvalidRequest,
+                    "read message: it is not a JSON object".into(),
+                ),
+                Err(e) => bad(
+                    None,
+                    String::new(),
+                    ErrorCode::ParseError,
+                    format!("parse message: {e}"),
+                ),
+            };
         }
     };
-    let Value::Object(mut object) = value else {
-        return bad(
-            None,
-            String::new(),
-            ErrorCode::InvalidRequest,
-            "read message: it is not a JSON object".into(),
-        );
-    };
-    let id = match object.remove("id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(RequestId::Text(s)),
-        Some(Value::Number(n)) => Some(RequestId::Number(n)),
-        Some(_) => {
-            return bad(
-                None,
-                String::new(),
-                ErrorCode::InvalidRequest,
-                "read message: `id` must be a string or a number".into(),
-            );
+    let mut raw_id = None;
+    let mut object = Map::new();
+    for (key, raw) in fields {
+        if key == "id" {
+            raw_id = Some(raw);
+            continue;
         }
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(value) => {
+                object.insert(key, value);
+            }
+            // A number beyond what a double holds (`1e400`) outside the id.
+            Err(e) => {
+                return bad(
+                    None,
+                    String::new(),
+                    ErrorCode::ParseError,
+                    format!("parse message: field `{key}`: {e}"),
+                );
+            }
+        }
+    }
+    let id = match raw_id.map(|raw| raw.to_owned()) {
+        None => None,
+        Some(raw) if raw.get() == "null" => None,
+        Some(raw) => match RequestId::from_raw(raw) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                return bad(
+                    None,
+                    String::new(),
+                    ErrorCode::InvalidRequest,
+                    "read message: `id` must be a string or a number".into(),
+                );
+            }
+        },
     };
     let action = match object.remove("action") {
         Some(Value::String(s)) => s,
@@ -698,6 +824,32 @@ mod tests {
             assert_eq!(got.id, id.map(RequestId::from), "{text}");
             assert_eq!(code(&got), expected, "{text}");
         }
+    }
+
+    #[test]
+    fn a_numeric_id_keeps_its_characters_both_ways() {
+        let text = r#"{"id": 18446744073709551617, "action": "hello"}"#;
+        let id = parse_incoming(text).id.unwrap();
+        assert_eq!(id.to_string(), "18446744073709551617");
+        let answer = encode(Some(&id), MessageType::Response, "hello", &json!({}));
+        assert!(
+            answer.starts_with(r#"{"id":18446744073709551617,"#),
+            "{answer}"
+        );
+        // A client reading the answer gets the same id back.
+        let message: Message = serde_json::from_str(&answer).unwrap();
+        assert_eq!(message.id, Some(id));
+        assert_eq!(
+            Message::request(7, "hello", json!({})).to_json(),
+            r#"{"id":7,"type":"request","action":"hello","params":{}}"#
+        );
+        let bad: Result<Message, _> =
+            serde_json::from_str(r#"{"id": [1], "type": "request", "action": "x"}"#);
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("must be a string or a number")
+        );
     }
 
     #[test]

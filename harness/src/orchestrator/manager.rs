@@ -161,6 +161,11 @@ pub struct ServiceManager {
     lab: Arc<async_lock::Mutex<Option<RunningLab>>>,
     /// The WireGuard mesh of `wireguard` services, shared with their executor.
     mesh: Arc<super::wireguard::MeshRun>,
+    /// One lock per service, held for the whole of a start, stop or restart of it, so that
+    /// commands on one service (three restarts sent at once over the API) run one after
+    /// another instead of interleaving their state changes. Commands on different services
+    /// still run in parallel.
+    turns: Arc<HashMap<String, async_lock::Mutex<()>>>,
 }
 
 /// A lab built for the run, and how its hosts are reached.
@@ -210,6 +215,11 @@ impl ServiceManager {
                 registry.clone(),
             )),
         );
+        let turns = topology
+            .services
+            .keys()
+            .map(|name| (name.clone(), async_lock::Mutex::new(())))
+            .collect();
         let services = topology
             .services
             .keys()
@@ -238,6 +248,7 @@ impl ServiceManager {
             fixed_state_dir: None,
             lab: Arc::new(async_lock::Mutex::new(None)),
             mesh,
+            turns: Arc::new(turns),
             run: Arc::new(Mutex::new(Run {
                 state_dir: None,
                 services,
@@ -308,6 +319,12 @@ impl ServiceManager {
         if let Some(report) = &self.progress {
             report(&progress);
         }
+    }
+
+    /// Waits until no other command runs on service `name` (which exists), and keeps others
+    /// waiting until the guard is dropped.
+    async fn turn(&self, name: &str) -> async_lock::MutexGuard<'_, ()> {
+        self.turns[name].lock().await
     }
 
     fn config(&self, name: &str) -> Result<&ServiceConfig, OrchestratorError> {
@@ -435,7 +452,9 @@ impl ServiceManager {
             for dependency in graph.dependencies(name) {
                 healthy[dependency].wait().await;
             }
+            let turn = self.turn(name).await;
             self.start_one(name).await?;
+            drop(turn);
             let _ = healthy[name].set(()).await;
             Ok(())
         }))
@@ -466,7 +485,11 @@ impl ServiceManager {
         let graph = self.topology.graph()?;
         let mut first_error = None;
         for layer in graph.stop_order() {
-            for result in join_all(layer.iter().map(|name| self.stop_one(name))).await {
+            let stops = layer.iter().map(|name| async move {
+                let _turn = self.turn(name).await;
+                self.stop_one(name).await
+            });
+            for result in join_all(stops).await {
                 if let Err(e) = result {
                     first_error.get_or_insert(e);
                 }
@@ -507,8 +530,35 @@ impl ServiceManager {
     }
 
     /// Starts one service, whose dependencies must be running; returns once it is healthy.
-    /// Starting a running service does nothing.
+    /// Starting a running service does nothing. Waits for a start, stop or restart of the
+    /// same service already under way to end first.
     pub async fn start(&self, name: &str) -> Result<(), OrchestratorError> {
+        self.config(name)?;
+        let _turn = self.turn(name).await;
+        self.start_checked(name).await
+    }
+
+    /// Stops one service. Its dependents keep running (and may notice). Stopping a service
+    /// that does not run does nothing. Waits for a start, stop or restart of the same service
+    /// already under way to end first.
+    pub async fn stop(&self, name: &str) -> Result<(), OrchestratorError> {
+        self.config(name)?;
+        let _turn = self.turn(name).await;
+        self.stop_one(name).await
+    }
+
+    /// Stops and starts one service again, on the same port, and returns once it is healthy.
+    /// No other command on the service runs between the stop and the start: one already
+    /// under way ends first, and those sent meanwhile wait until the restart is done.
+    pub async fn restart(&self, name: &str) -> Result<(), OrchestratorError> {
+        self.config(name)?;
+        let _turn = self.turn(name).await;
+        self.stop_one(name).await?;
+        self.start_checked(name).await
+    }
+
+    /// Starts one service if its dependencies are running; the caller has its turn.
+    async fn start_checked(&self, name: &str) -> Result<(), OrchestratorError> {
         let config = self.config(name)?;
         for dependency in &config.dependencies {
             let running = self
@@ -524,19 +574,6 @@ impl ServiceManager {
             }
         }
         self.start_one(name).await
-    }
-
-    /// Stops one service. Its dependents keep running (and may notice). Stopping a service
-    /// that does not run does nothing.
-    pub async fn stop(&self, name: &str) -> Result<(), OrchestratorError> {
-        self.config(name)?;
-        self.stop_one(name).await
-    }
-
-    /// Stops and starts one service again, on the same port, and returns once it is healthy.
-    pub async fn restart(&self, name: &str) -> Result<(), OrchestratorError> {
-        self.stop(name).await?;
-        self.start(name).await
     }
 
     /// Where one service stands.
