@@ -19,7 +19,11 @@
 //! start or stop script, a script without an execute bit, an absolute path, a `..`
 //! component, a link that points outside the package, a device, fifo, socket or hard link, an
 //! invalid name or version, an invalid manifest (with file, line and column, and the closest
-//! valid field name), and a package over the size limit ([`DEFAULT_MAX_SIZE`]).
+//! valid field name), and a package over the size limit ([`DEFAULT_MAX_SIZE`]). Archives are
+//! also refused for what the host's GNU tar would read differently from the verifier: a second
+//! gzip member or trailing bytes, a missing end of archive, setuid bits, oversized or ambiguous
+//! GNU and pax headers ([`Verifier`] lists them all); and the host checks that the tree it
+//! extracted is the one verified here before it installs it.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), harness::package::PackageError> {
