@@ -250,13 +250,18 @@ fn refuse(refusal: Refusal) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, GuardRefusal(refusal))
 }
 
+/// Whether a numeric header field starting with `first` is base-256 for tar-rs (any byte
+/// with the high bit set) but not for GNU tar (only 0x80, and 0xff for negatives): such a
+/// field is read differently by the two, so it is refused.
+pub(crate) fn ambiguous_base256(first: u8) -> bool {
+    first & 0x80 != 0 && first != 0x80
+}
+
 /// A header's size field as tar-rs reads it: base-256 when the high bit of the first byte is
 /// set, otherwise octal text up to the first NUL, trimmed.
 fn header_size(field: &[u8]) -> Option<u64> {
     if field[0] & 0x80 != 0 {
-        // GNU tar takes only 0x80 (and 0xff, negative) as the base-256 mark; tar-rs takes
-        // any byte with the high bit set. Refuse what they would read differently.
-        if field[0] != 0x80 {
+        if ambiguous_base256(field[0]) {
             return None;
         }
         let mut n: u64 = 0;

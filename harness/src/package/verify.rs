@@ -230,8 +230,9 @@ impl Verifier {
                 ("gid", 116..124, header.gid()),
             ] {
                 let raw_field = &raw_header[range];
-                let base256_mark = raw_field[0] & 0x80 != 0 && raw_field[0] != 0x80;
-                if base256_mark || (value.is_err() && raw_field.iter().any(|b| *b != 0)) {
+                if tar_guard::ambiguous_base256(raw_field[0])
+                    || (value.is_err() && raw_field.iter().any(|b| *b != 0))
+                {
                     return Err(ReadError::Refused(Refusal::Corrupt(format!(
                         "entry {path} has an unreadable {field} field"
                     ))));
