@@ -27,7 +27,7 @@ pub(crate) fn read(lit: &LitStr, manifest_dir: &Path) -> syn::Result<TopologyFil
     let relative = lit.value();
     let path = manifest_dir.join(&relative);
     // Messages name the path as written; the full path would be the manifest directory's.
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let text = read_bounded(&path).map_err(|e| {
         syn::Error::new(
             lit.span(),
             format!(
@@ -49,6 +49,50 @@ pub(crate) fn read(lit: &LitStr, manifest_dir: &Path) -> syn::Result<TopologyFil
         .map(|s| s.into_keys().collect())
         .unwrap_or_default();
     Ok(TopologyFile { path, services })
+}
+
+/// The largest topology file read at compile time: the runtime's limit
+/// (`harness::topology::MAX_TOPOLOGY_FILE_SIZE`), which this crate cannot name.
+const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
+
+/// Reads a regular file of at most [`MAX_FILE_SIZE`] bytes as UTF-8. A directory, a FIFO or a
+/// device is refused before it is opened, so a wrong path cannot hang or exhaust the compiler.
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read as _};
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        let kind = if metadata.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(Error::new(ErrorKind::InvalidInput, format!("it is {kind}")));
+    }
+    let too_large = |size: u64| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("it holds {size} bytes, more than the {MAX_FILE_SIZE} a topology file may"),
+        )
+    };
+    if metadata.len() > MAX_FILE_SIZE {
+        return Err(too_large(metadata.len()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(too_large(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!(
+                "it is not UTF-8 text (byte {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
 }
 
 /// The service a parameter named `param` means: `api_server` is `api-server`.
@@ -106,5 +150,36 @@ mod tests {
             "{missing}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_directories_fifos_large_files_and_non_utf8_before_reading_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        std::fs::create_dir(path.join("a-dir.yaml")).unwrap();
+        let fifo = path.join("fifo.yaml");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let big = std::fs::File::create(path.join("big.yaml")).unwrap();
+        big.set_len(MAX_FILE_SIZE + 1).unwrap();
+        std::fs::write(path.join("latin1.yaml"), b"services: {}\n# caf\xe9\n").unwrap();
+        for (name, says) in [
+            ("a-dir.yaml", "it is a directory"),
+            ("fifo.yaml", "it is not a regular file"),
+            ("big.yaml", "more than the 4194304 a topology file may"),
+            ("latin1.yaml", "not UTF-8 text (byte 18)"),
+            ("/dev/zero", "it is not a regular file"),
+        ] {
+            let lit: LitStr = syn::parse_str(&format!("{name:?}")).unwrap();
+            let message = read(&lit, path).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("cannot read topology file {name:?}: "))
+                    && message.contains(says),
+                "{name}: {message}"
+            );
+        }
     }
 }
