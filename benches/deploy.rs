@@ -1,5 +1,7 @@
-//! Deploying a 50 MB package to 3 lab hosts at once, next to `ssh host 'cat > file'` of the same
-//! archive to the same 3 hosts at once, in the same run.
+//! Deploying a 50 MB package to 3 lab hosts at once, next to `ssh host 'cat > file'` and
+//! `ssh host 'tar -xzf - -C dir'` of the same archive to the same 3 hosts at once, in the same
+//! run. The second baseline is what the host's checks of the extracted tree are measured
+//! against.
 //!
 //! The package holds incompressible bytes (random data in `bin/`), so the archive is as large
 //! as its content and the transfer dominates. A deployment here is the whole of it: verify the
@@ -55,6 +57,7 @@ fn main() {
         let mut deploy_times = Vec::new();
         let mut transfer_times = Vec::new();
         let mut cat_times = Vec::new();
+        let mut untar_times = Vec::new();
         let mut mux_times = Vec::new();
         let mut fastest: Option<(Duration, Timeline)> = None;
         for run in 0..=runs {
@@ -67,6 +70,7 @@ fn main() {
                     .unwrap_or_else(|e| panic!("{e}"));
             }
             let cat = cat_once(&lab, &archive);
+            let untar = untar_once(&lab, &archive);
             let muxed = upload_once(&lab, &archive).await;
             // The first round warms the page cache and the hosts' sshd; it is not counted.
             if run > 0 {
@@ -76,6 +80,7 @@ fn main() {
                 deploy_times.push(total);
                 transfer_times.push(transfer);
                 cat_times.push(cat);
+                untar_times.push(untar);
                 mux_times.push(muxed);
             }
         }
@@ -98,6 +103,12 @@ fn main() {
             cat.as_secs_f64(),
             total_mb / cat.as_secs_f64()
         );
+        let untar = best(&untar_times);
+        println!(
+            "  ssh HOST 'tar -xzf - -C DIR' to each host at once (baseline):            {:>6.2} s  {:>6.1} MB/s",
+            untar.as_secs_f64(),
+            total_mb / untar.as_secs_f64()
+        );
         let mux = best(&mux_times);
         println!(
             "  SshLauncher::upload to each host at once, connections already open:     {:>6.2} s  {:>6.1} MB/s",
@@ -108,6 +119,10 @@ fn main() {
             "ratio deploy / baseline: {:.2} (transfer part: {:.2})",
             deploy.as_secs_f64() / cat.as_secs_f64(),
             transfer.as_secs_f64() / cat.as_secs_f64()
+        );
+        println!(
+            "ratio transfer part / ssh + tar by hand: {:.2} (the host's listing and sha256 checks)",
+            transfer.as_secs_f64() / untar.as_secs_f64()
         );
         if let Some((_, timeline)) = fastest {
             let steps: Vec<String> = timeline
@@ -166,6 +181,23 @@ async fn deploy_once(archive: &Path, hosts: &[DeployHost]) -> (Duration, Duratio
 /// `ssh root@HOST 'cat > /root/bench.tar.gz' < archive` to every host at once, each over a
 /// fresh connection.
 fn cat_once(lab: &Lab, archive: &Path) -> Duration {
+    ssh_each(lab, archive, "cat > /root/bench.tar.gz")
+}
+
+/// `ssh root@HOST 'tar -xzf - -C DIR' < archive` to every host at once, into a fresh
+/// directory: an upload and extraction by hand, without harness's checks of what the host
+/// extracted (listing, modes, sha256 of every file).
+fn untar_once(lab: &Lab, archive: &Path) -> Duration {
+    ssh_each(
+        lab,
+        archive,
+        "rm -rf /root/bench-untar && mkdir /root/bench-untar && tar -xzf - -C /root/bench-untar",
+    )
+}
+
+/// Runs `remote` on every host at once with the archive on its standard input, each over a
+/// fresh connection; returns how long until the last one ended.
+fn ssh_each(lab: &Lab, archive: &Path, remote: &str) -> Duration {
     let started = Instant::now();
     let children: Vec<_> = HOSTS
         .iter()
@@ -179,7 +211,7 @@ fn cat_once(lab: &Lab, archive: &Path) -> Duration {
                     lab.known_hosts().display()
                 ))
                 .arg(format!("root@{}", lab.host(h).addr("lan")))
-                .arg("cat > /root/bench.tar.gz")
+                .arg(remote)
                 .stdin(std::fs::File::open(archive).expect("the archive"))
                 .stdout(Stdio::null())
                 .spawn()
@@ -187,7 +219,10 @@ fn cat_once(lab: &Lab, archive: &Path) -> Duration {
         })
         .collect();
     for mut child in children {
-        assert!(child.wait().expect("ssh ends").success(), "ssh cat failed");
+        assert!(
+            child.wait().expect("ssh ends").success(),
+            "ssh {remote:?} failed"
+        );
     }
     started.elapsed()
 }
