@@ -718,6 +718,25 @@ mod tests {
     }
 
     #[test]
+    fn a_start_time_is_written_when_known_and_optional_when_read() {
+        let execution = ExecutionInfo::new(ExecutionKind::Process)
+            .with_pid(42)
+            .with_start_time(1234);
+        let json = serde_json::to_value(&execution).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "process", "pid": 42, "start_time": 1234})
+        );
+        let identity = execution.process_identity().unwrap();
+        assert_eq!((identity.pid, identity.start_time), (42, 1234));
+        // As older versions wrote it: no start time, so no identity, only a pid.
+        let old: ExecutionInfo =
+            serde_json::from_value(serde_json::json!({"kind": "process", "pid": 42})).unwrap();
+        assert_eq!(old, ExecutionInfo::new(ExecutionKind::Process).with_pid(42));
+        assert_eq!(old.process_identity(), None);
+    }
+
+    #[test]
     fn put_endpoint_replaces_by_name() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
