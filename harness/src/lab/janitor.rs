@@ -215,10 +215,9 @@ pub(crate) fn owner_token(pid: u32) -> Option<String> {
 pub(crate) fn owner_alive(token: &str) -> bool {
     let mut parts = token.split_whitespace();
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(pid), Some(start_time), None) => match (pid.parse(), start_time.parse()) {
-            (Ok(pid), Ok(start_time)) => ProcessIdentity { pid, start_time }.is_alive(),
-            _ => false,
-        },
+        (Some(pid), Some(start_time), None) => {
+            ProcessIdentity::parse(pid, start_time).is_some_and(|owner| owner.is_alive())
+        }
         _ => false,
     }
 }

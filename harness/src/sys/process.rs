@@ -18,6 +18,15 @@ impl ProcessIdentity {
         start_time(pid).map(|start_time| ProcessIdentity { pid, start_time })
     }
 
+    /// An identity written down as its two numbers (in a file naming an owner); `None` if
+    /// either is no number.
+    pub fn parse(pid: &str, start_time: &str) -> Option<ProcessIdentity> {
+        Some(ProcessIdentity {
+            pid: pid.trim().parse().ok()?,
+            start_time: start_time.trim().parse().ok()?,
+        })
+    }
+
     /// This process's identity.
     pub fn current() -> Option<ProcessIdentity> {
         ProcessIdentity::of(std::process::id())
@@ -89,6 +98,8 @@ mod tests {
         assert!(!made_up.is_alive());
         assert!(!alive(made_up.pid));
         assert_eq!(ProcessIdentity::of(made_up.pid), None);
+        assert_eq!(ProcessIdentity::parse(" 2147483646", "1\n"), Some(made_up));
+        assert_eq!(ProcessIdentity::parse("12", "x"), None);
     }
 
     #[test]

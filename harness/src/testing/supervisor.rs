@@ -283,13 +283,10 @@ fn parent_identity() -> Option<String> {
 
 /// Whether the process `pid:start time` still runs.
 fn alive(identity: &str) -> bool {
-    let Some((pid, start)) = identity.split_once(':') else {
-        return false;
-    };
-    match (pid.parse(), start.parse()) {
-        (Ok(pid), Ok(start_time)) => ProcessIdentity { pid, start_time }.is_alive(),
-        _ => false,
-    }
+    identity
+        .split_once(':')
+        .and_then(|(pid, start_time)| ProcessIdentity::parse(pid, start_time))
+        .is_some_and(|process| process.is_alive())
 }
 
 /// Starts the supervisor, out of the test's session and pipes, and waits until it accepts.
