@@ -9,7 +9,10 @@
 //! healthy, or exits because the start failed.
 //!
 //! The supervisor owns the [`ServiceManager`], keeps the registry in `registry.json`, serves
-//! `--api`, and on SIGTERM or SIGINT stops everything and removes the state directory.
+//! `--api`, and on SIGTERM or SIGINT stops everything and removes the state directory. When
+//! the registry cannot be saved (a full disk), it says so in its log, once per distinct
+//! failure, and leaves a record for `harness status` ([`crate::save_failure`]); it sets space
+//! aside at its start for both, since a full disk would refuse them too.
 
 use std::fs::{self, File};
 use std::io::Read as _;
@@ -18,16 +21,17 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use harness::orchestrator::ServiceManager;
-use harness::registry::{AutosaveGuard, Registry};
+use harness::registry::{AutosaveGuard, Registry, SaveReport};
 use harness::topology::TopologyConfig;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::output::{errln, outln};
 use crate::run::EXIT_HARNESS_FAILED;
+use crate::save_failure;
 use crate::state::{
-    Run, RunInfo, canonical, clear_except_lock, create_state_root, now_secs, process_start_time,
-    run_dir_for, state_root, try_lock,
+    Run, RunInfo, canonical, clear_except_lock, create_state_root, now_secs, run_dir_for,
+    state_root, try_lock,
 };
 use crate::up::{
     EXIT_START_FAILED, StopSignals, UpArgs, api_token, print_progress, print_table, start_api,
@@ -45,6 +49,10 @@ const READY: &str = "harness up: all ";
 
 /// How often the caller looks at the supervisor's output.
 const POLL: Duration = Duration::from_millis(50);
+
+/// The disk space the supervisor sets aside for each of its output files, so that it can
+/// still report, once the disk is full, that it cannot save the registry: some hundred lines.
+const OUTPUT_RESERVE: u64 = 64 * 1024;
 
 /// `harness up -d`: starts the supervisor and relays its output until the topology is healthy
 /// (exit 0) or its start failed (exit 1, nothing left behind).
@@ -271,9 +279,13 @@ fn supervise_inner(args: &UpArgs, dir: &Path) -> Result<ExitCode, String> {
     let token = api_token(&args.api)?;
     let stop = StopSignals::install()?;
     let registry_file = dir.join("registry.json");
+    // Best effort, like every write to a full disk.
+    let _ = harness::sys::reserve_space(std::io::stdout(), OUTPUT_RESERVE);
+    let _ = harness::sys::reserve_space(std::io::stderr(), OUTPUT_RESERVE);
+    save_failure::reserve(dir);
     let registry = Registry::new();
     let autosave = registry
-        .autosave(&registry_file, AUTOSAVE_DEBOUNCE)
+        .autosave_reporting(&registry_file, AUTOSAVE_DEBOUNCE, report_saves(dir))
         .map_err(|e| e.to_string())?;
     let names: Vec<String> = topology.services.keys().cloned().collect();
     let manager = ServiceManager::new(topology, registry.clone())
@@ -285,7 +297,7 @@ fn supervise_inner(args: &UpArgs, dir: &Path) -> Result<ExitCode, String> {
     let pid = std::process::id();
     let info = RunInfo {
         pid,
-        start_time: process_start_time(pid).unwrap_or(0),
+        start_time: harness::sys::start_time(pid).unwrap_or(0),
         file: canonical(&args.file),
         overlays: args.overlays.iter().map(|o| canonical(o)).collect(),
         stop_grace: args.stop_grace,
@@ -303,7 +315,8 @@ fn supervise_inner(args: &UpArgs, dir: &Path) -> Result<ExitCode, String> {
             // `up -d` returns sees every service running: stopping the guard writes what is not
             // saved yet, and no save of an older state can land after it.
             finish(autosave);
-            let autosave = registry.autosave(&registry_file, AUTOSAVE_DEBOUNCE);
+            let autosave =
+                registry.autosave_reporting(&registry_file, AUTOSAVE_DEBOUNCE, report_saves(dir));
             print_table(manager.topology(), &smol::block_on(manager.status_all()));
             outln!(
                 "{READY}{} services healthy; running in the background (supervisor pid {pid})",
@@ -334,6 +347,35 @@ fn supervise_inner(args: &UpArgs, dir: &Path) -> Result<ExitCode, String> {
     stop_api(api);
     stop.close();
     Ok(code)
+}
+
+/// What the supervisor does when saving the registry begins to fail, or works again: says so
+/// in its log, and leaves (or removes) the record that `harness status` reads.
+fn report_saves(dir: &Path) -> impl FnMut(SaveReport) + Send + 'static {
+    let dir = dir.to_owned();
+    move |report| match report {
+        SaveReport::Failed(failure) => {
+            errln!(
+                "harness up: warning: {failure}; `harness status` shows what was saved last, \
+                 which may be stale"
+            );
+            if let Err(e) = save_failure::record(&dir, &failure) {
+                errln!(
+                    "harness up: warning: failed to record that in {}: {e}",
+                    dir.display()
+                );
+            }
+        }
+        SaveReport::Recovered(failure) => {
+            errln!(
+                "harness up: the registry is saved at {} again, after {} failed attempts",
+                failure.path.display(),
+                failure.attempts
+            );
+            save_failure::clear(&dir);
+        }
+        _ => {}
+    }
 }
 
 /// Writes the registry's last changes.

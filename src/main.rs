@@ -35,6 +35,7 @@ mod logs;
 mod output;
 mod package;
 mod run;
+mod save_failure;
 mod serve;
 mod state;
 mod status;

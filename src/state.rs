@@ -7,7 +7,8 @@
 //!   so a run whose lock can be taken has no supervisor any more: it is stale.
 //! - `run`: the supervisor's pid and start time (so that a recycled pid is never signalled),
 //!   the topology, the stop grace and the API address, as `key=value` lines.
-//! - `registry.json`: the registry, saved after every change.
+//! - `registry.json`: the registry, saved after every change; `registry.error` while it
+//!   cannot be saved ([`crate::save_failure`]).
 //! - `supervisor.log`, `supervisor.err`: the supervisor's output.
 //! - `services/`: each service's env file and log (`NAME.log`).
 
@@ -20,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::output::{errln, outln};
 use harness::registry::{ServiceEntry, Snapshot};
+use harness::sys::ProcessIdentity;
 
 pub use harness::orchestrator::state_root;
 
@@ -153,7 +155,11 @@ impl RunInfo {
     /// Whether the supervisor still runs: its pid exists, is no zombie, and started when it
     /// recorded (so a recycled pid does not count).
     pub fn supervisor_alive(&self) -> bool {
-        process_start_time(self.pid) == Some(self.start_time)
+        ProcessIdentity {
+            pid: self.pid,
+            start_time: self.start_time,
+        }
+        .is_alive()
     }
 
     /// The topology as a user names it: the file, with its overlays if any.
@@ -173,20 +179,6 @@ impl RunInfo {
             .as_secs();
         Duration::from_secs(now.saturating_sub(self.started))
     }
-}
-
-/// The start time of a live (not zombie) process, in clock ticks since boot.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields are counted after
-    // its closing parenthesis, which is the last one.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is field 3 (the state), so field 22 is fields[19].
-    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
 }
 
 /// The time now, in seconds since the epoch.
@@ -241,6 +233,12 @@ impl Run {
             });
         }
         services
+    }
+
+    /// Why the supervisor cannot save the registry, while it cannot: what
+    /// [`Run::services`] shows may then be stale.
+    pub fn save_failure(&self) -> Option<crate::save_failure::SaveFailureRecord> {
+        crate::save_failure::read(&self.dir)
     }
 
     /// The topology as a user names it.
@@ -430,8 +428,7 @@ mod tests {
     }
 
     #[test]
-    fn our_own_start_time_is_known_and_durations_read_well() {
-        assert!(process_start_time(std::process::id()).is_some());
+    fn durations_read_well() {
         assert_eq!(format_duration(Duration::from_secs(12)), "12s");
         assert_eq!(format_duration(Duration::from_secs(184)), "3m04s");
         assert_eq!(format_duration(Duration::from_secs(3720)), "1h02m");

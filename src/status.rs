@@ -1,11 +1,13 @@
-//! `harness status [FILE]`: the runs that `harness up -d` left running, a table per run.
+//! `harness status [FILE]`: the runs that `harness up -d` left running, a table per run, with a
+//! warning when the supervisor cannot save the registry (the table may then be stale) and
+//! `dead` for a service the registry says is running whose process is gone.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use harness::orchestrator::MAIN_ENDPOINT;
-use harness::registry::{ServiceState, Timestamp};
+use harness::registry::{ExecutionKind, Location, ServiceEntry, ServiceState, Timestamp};
 
 use crate::output::outln;
 use crate::state::{Run, format_duration, live_runs};
@@ -45,17 +47,31 @@ fn print_run(run: &Run) {
         about.push("starting".to_string());
     }
     outln!("{} ({})", run.describe(), about.join(", "));
+    if let Some(failure) = run.save_failure() {
+        let error = failure.error.map_or_else(
+            || "the supervisor could not record why".to_string(),
+            |e| format!("failed to {e}"),
+        );
+        outln!(
+            "warning: the registry could not be saved at {}: {error}; what it shows may be stale",
+            failure.path.display()
+        );
+    }
     let now = Timestamp::now().as_millis();
     let rows: Vec<[String; 6]> = run
         .services()
         .iter()
         .map(|s| {
-            let running = s.state == ServiceState::Running;
+            let dead = dead_process(s);
+            let running = s.state == ServiceState::Running && dead.is_none();
             let active = s.state.is_active();
             [
                 s.name.clone(),
                 s.execution.kind.to_string(),
-                s.state.kind().as_str().to_string(),
+                dead.map_or_else(
+                    || s.state.kind().as_str().to_string(),
+                    |pid| format!("dead (process {pid} is gone)"),
+                ),
                 s.endpoint(MAIN_ENDPOINT)
                     .map_or("-".to_string(), |e| e.address.to_string()),
                 s.execution
@@ -77,6 +93,24 @@ fn print_run(run: &Run) {
         ["SERVICE", "TARGET", "STATE", "ADDRESS", "PID", "UPTIME"],
         &rows,
     );
+}
+
+/// The pid of a service that the registry says is running as a process of this machine, when
+/// that process is gone: no such pid, only its zombie, or another process that got its pid
+/// (a start time other than the one recorded at its spawn).
+fn dead_process(service: &ServiceEntry) -> Option<u32> {
+    let local_process =
+        service.location == Location::Local && service.execution.kind == ExecutionKind::Process;
+    if service.state != ServiceState::Running || !local_process {
+        return None;
+    }
+    let pid = service.execution.pid?;
+    let alive = match service.execution.process_identity() {
+        Some(identity) => identity.is_alive(),
+        // A registry from a harness that did not record start times.
+        None => harness::sys::alive(pid),
+    };
+    (!alive).then_some(pid)
 }
 
 /// Prints a table whose columns are as wide as their widest cell.

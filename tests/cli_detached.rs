@@ -2,7 +2,10 @@
 //! under a detached supervisor and `up -d` returns; `status` shows addresses that answer;
 //! `logs` shows and follows a service's output; `down` leaves nothing; a second `up -d` is
 //! refused; a supervisor killed with SIGKILL takes its services along and `status` cleans up
-//! after it; a failing start exits 1 with the log tail; `--api` serves the live topology.
+//! after it; a failing start exits 1 with the log tail; `--api` serves the live topology; a
+//! registry that cannot be saved (its state directory on a full tmpfs) is reported in the
+//! supervisor's log and by `status`, which also checks that a running service's process is
+//! still that process.
 
 #[path = "support/fixtures.rs"]
 mod fixtures;
@@ -122,22 +125,33 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let Ok(runs) = std::fs::read_dir(self.state.path()) else {
-            return;
+        kill_supervisors(self.state.path());
+    }
+}
+
+/// Kills with SIGKILL every supervisor whose run is in the state root `root` (their services
+/// die with them), and returns their pids.
+fn kill_supervisors(root: &Path) -> Vec<u32> {
+    let Ok(runs) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut killed = Vec::new();
+    for run in runs.flatten() {
+        let Ok(text) = std::fs::read_to_string(run.path().join("run")) else {
+            continue;
         };
-        for run in runs.flatten() {
-            let Ok(text) = std::fs::read_to_string(run.path().join("run")) else {
-                continue;
-            };
-            let pid = text
-                .lines()
-                .find_map(|l| l.strip_prefix("pid="))
-                .and_then(|p| p.parse::<i32>().ok());
-            if let Some(pid) = pid.and_then(Pid::from_raw) {
-                let _ = rustix::process::kill_process(pid, Signal::KILL);
-            }
+        let pid = text
+            .lines()
+            .find_map(|l| l.strip_prefix("pid="))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && let Some(raw) = Pid::from_raw(pid as i32)
+        {
+            let _ = rustix::process::kill_process(raw, Signal::KILL);
+            killed.push(pid);
         }
     }
+    killed
 }
 
 /// One finished `harness` command.
@@ -433,7 +447,7 @@ fn the_api_of_a_detached_run_lists_and_restarts_its_services() {
     );
     let old_pid = rows["echo"].2.clone();
 
-    smol::block_on(async {
+    let new_pid = smol::block_on(async {
         let refused = api_support::try_connect(api, "/", &[]).await.err();
         assert_eq!(refused.map(|(status, _)| status), Some(401));
         let bearer = format!("Bearer {}", token.trim());
@@ -462,13 +476,20 @@ fn the_api_of_a_detached_run_lists_and_restarts_its_services() {
         let new_pid = restarted["service"]["execution"]["pid"].to_string();
         assert_ne!(new_pid, old_pid, "{restarted}");
         client.close().await;
+        new_pid
     });
 
+    // The registry file is saved within the autosave's debounce (200 ms) of the restart; until
+    // then `status` shows the old process, which is gone (dead).
+    let mut rows = env.status().1;
+    wait_until("status does not show the restarted echo", || {
+        rows = env.status().1;
+        rows["echo"].2 == new_pid
+    });
     // The restarted service answers, and `down` stops it too.
-    let (_, rows) = env.status();
     assert_eq!(rows["echo"].0, "running", "{rows:?}");
     TcpStream::connect(rows["echo"].1.parse::<SocketAddr>().unwrap()).unwrap();
-    let new_pid: u32 = rows["echo"].2.parse().unwrap();
+    let new_pid: u32 = new_pid.parse().unwrap();
     let down = env.run(&["down", demo.to_str().unwrap()]);
     assert_eq!(down.code, Some(0), "{down:?}");
     assert_gone_within(&[supervisor, new_pid], Duration::from_secs(5));
@@ -630,5 +651,277 @@ fn several_runs_are_told_apart_by_their_file() {
         2,
         "{down:?}"
     );
+    env.assert_state_empty();
+}
+
+/// A topology of two echo servers, written into the project: the smallest run whose registry
+/// changes twice when its services die.
+fn two_echoes(env: &Env) -> std::path::PathBuf {
+    let file = env.project.path().join("echoes.yaml");
+    let service = |name: &str| {
+        format!(
+            "  {name}:\n    target:\n      process:\n        binary: ./target/debug/echo-server\n        \
+             args: [\"--port\", \"${{port}}\"]\n    port: auto\n"
+        )
+    };
+    let text = format!("services:\n{}{}", service("echo-a"), service("echo-b"));
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// The only run directory in the state root.
+fn run_dir(env: &Env) -> std::path::PathBuf {
+    let runs: Vec<_> = std::fs::read_dir(env.state.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs.into_iter().next().unwrap()
+}
+
+/// Waits until `done`, failing after [`WAIT`] with `what`.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} after {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A tmpfs mounted over a directory for the length of a test. Dropping it kills the
+/// supervisors that keep their runs on it (so that nothing holds it), then unmounts it, also
+/// when the test failed halfway.
+struct Tmpfs {
+    point: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`1m`) over `point`. Where mounting is not permitted (no root,
+    /// a container without CAP_SYS_ADMIN) it says why and returns `None`, unless
+    /// `HARNESS_REQUIRE_LAB=1`, where that is a failure.
+    fn mount(point: &Path, size: &str) -> Option<Tmpfs> {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(point)
+            .stdin(Stdio::null())
+            .output();
+        let reason = match out {
+            Ok(out) if out.status.success() => {
+                return Some(Tmpfs {
+                    point: point.to_path_buf(),
+                });
+            }
+            Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            Err(e) => format!("cannot run mount: {e}"),
+        };
+        if std::env::var("HARNESS_REQUIRE_LAB").as_deref() == Ok("1") {
+            panic!("HARNESS_REQUIRE_LAB=1 but a tmpfs cannot be mounted here: {reason}");
+        }
+        eprintln!("skipped: a tmpfs cannot be mounted here: {reason}");
+        None
+    }
+
+    /// Fills the file system: writes a file until no byte more fits.
+    fn fill(&self) {
+        let mut filler = std::fs::File::create(self.point.join("filler")).unwrap();
+        let block = [0u8; 4096];
+        loop {
+            match filler.write(&block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => {
+                    break;
+                }
+                Err(e) => panic!("fill {}: {e}", self.point.display()),
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let killed = kill_supervisors(&self.point);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !killed.iter().all(|&pid| gone(pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Their services may still be closing their files: busy for a moment.
+        loop {
+            let unmounted = Command::new("umount")
+                .arg(&self.point)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if unmounted {
+                return;
+            }
+            if Instant::now() >= deadline {
+                // Detached now, freed once the last file on it is closed.
+                let _ = Command::new("umount").arg("-l").arg(&self.point).status();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn a_registry_that_cannot_be_saved_is_reported_and_status_shows_the_dead_service() {
+    let env = Env::new();
+    let Some(tmpfs) = Tmpfs::mount(env.state.path(), "1m") else {
+        return;
+    };
+    let echoes = two_echoes(&env);
+    let (_, supervisor) = env.up(&echoes, &[]);
+    let (status, rows) = env.status();
+    assert!(!status.stdout.contains("warning"), "{status:?}");
+    let pid = |name: &str| -> u32 { rows[name].2.parse().unwrap() };
+    let (a, b) = (pid("echo-a"), pid("echo-b"));
+    let dir = run_dir(&env);
+    let registry = dir.join("registry.json");
+
+    // A service dies with the disk full: the supervisor cannot save that it failed.
+    tmpfs.fill();
+    rustix::process::kill_process(Pid::from_raw(a as i32).unwrap(), Signal::KILL).unwrap();
+    let log = || std::fs::read_to_string(dir.join("supervisor.err")).unwrap_or_default();
+    wait_until("the supervisor logged no failed save", || {
+        log().contains("could not be saved")
+    });
+    let logged = log();
+    assert!(
+        logged.contains(&format!(
+            "harness up: warning: the registry could not be saved at {}: failed to ",
+            registry.display()
+        )) && logged.contains("No space left on device (os error 28)"),
+        "{logged}"
+    );
+
+    // The second death fails to be saved the same way: not logged again.
+    rustix::process::kill_process(Pid::from_raw(b as i32).unwrap(), Signal::KILL).unwrap();
+    let out = || std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
+    wait_until("the supervisor saw no end of echo-b", || {
+        out().contains("echo-b was killed by signal 9")
+    });
+    // Past the autosave's debounce (200 ms), so that the save it caused was tried.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(log().matches("could not be saved").count(), 1, "{}", log());
+
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, Some(0), "{status:?}");
+    let warning = format!(
+        "warning: the registry could not be saved at {}: failed to ",
+        registry.display()
+    );
+    assert!(
+        status
+            .stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with(&warning)
+                && l.contains("No space left on device (os error 28)")
+                && l.ends_with("; what it shows may be stale")),
+        "{status:?}"
+    );
+    // The file still says running; status looks at the processes.
+    let saved = std::fs::read_to_string(&registry).unwrap();
+    assert_eq!(
+        saved.matches("\"status\": \"running\"").count(),
+        2,
+        "{saved}"
+    );
+    for (name, pid) in [("echo-a", a), ("echo-b", b)] {
+        assert!(
+            status
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(name)
+                    && l.contains(&format!(" dead (process {pid} is gone) "))),
+            "{name}: {status:?}"
+        );
+    }
+
+    // Stopping works on a full disk too, and leaves nothing.
+    let down = env.run(&["down"]);
+    assert_eq!(down.code, Some(0), "{down:?}");
+    assert_gone_within(&[supervisor], Duration::from_secs(5));
+    let left: Vec<_> = std::fs::read_dir(env.state.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["filler"], "left in the state directory");
+}
+
+#[test]
+fn status_says_dead_when_a_service_s_pid_is_gone_or_another_process_s() {
+    let env = Env::new();
+    let echoes = two_echoes(&env);
+    env.up(&echoes, &[]);
+    let (_, rows) = env.status();
+    let a: u32 = rows["echo-a"].2.parse().unwrap();
+    let registry = run_dir(&env).join("registry.json");
+    let original = std::fs::read_to_string(&registry).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let entry = |saved: &serde_json::Value| {
+        saved["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|s| s["name"] == "echo-a")
+            .unwrap()
+    };
+    let i = entry(&saved);
+    // The start time recorded at the spawn is the process's own.
+    let identity = harness::sys::ProcessIdentity::of(a).unwrap();
+    assert_eq!(
+        saved["services"][i]["execution"]["start_time"],
+        json!(identity.start_time),
+        "{original}"
+    );
+
+    // What the supervisor cannot tell: the registry names a process that is not echo-a's, as
+    // when saving it failed after the service died. Written as the supervisor writes it.
+    let rewrite = |pid: u32| {
+        let mut edited = saved.clone();
+        edited["services"][i]["execution"]["pid"] = json!(pid);
+        let tmp = registry.with_extension("edited");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&edited).unwrap()).unwrap();
+        std::fs::rename(&tmp, &registry).unwrap();
+    };
+    let echo_a_state = || {
+        let (status, rows) = env.status();
+        assert_eq!(status.code, Some(0), "{status:?}");
+        let line = status
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("echo-a "))
+            .unwrap()
+            .to_string();
+        assert_eq!(rows["echo-b"].0, "running", "{status:?}");
+        line
+    };
+    // A process that ended.
+    let mut ended = Command::new("true").spawn().unwrap();
+    let gone_pid = ended.id();
+    ended.wait().unwrap();
+    rewrite(gone_pid);
+    let line = echo_a_state();
+    assert!(
+        line.contains(&format!(" dead (process {gone_pid} is gone) ")),
+        "{line}"
+    );
+    // A live process, but not the one that was spawned: its pid was reused.
+    rewrite(std::process::id());
+    let line = echo_a_state();
+    assert!(
+        line.contains(&format!(" dead (process {} is gone) ", std::process::id())),
+        "{line}"
+    );
+    // The real one is running.
+    rewrite(a);
+    let line = echo_a_state();
+    assert!(line.contains(" running "), "{line}");
+
+    let down = env.run(&["down"]);
+    assert_eq!(down.code, Some(0), "{down:?}");
     env.assert_state_empty();
 }

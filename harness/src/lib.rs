@@ -3,6 +3,8 @@
 //!
 //! The layers, lowest first (a lower layer never uses a higher one):
 //!
+//! - [`sys`]: what harness asks of the operating system: process identity (pid and start
+//!   time), liveness, disk space set aside for what must be written on a full disk.
 //! - [`limits`]: the open-files limit: raised when harness starts, explained when reached.
 //! - [`exec`]: the command executor: one API to run and control processes on this machine, on
 //!   other hosts over SSH and inside containers.
@@ -27,6 +29,7 @@ pub mod network;
 pub mod orchestrator;
 pub mod package;
 pub mod registry;
+pub mod sys;
 pub mod testing;
 pub mod topology;
 

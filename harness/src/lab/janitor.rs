@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::lab::error::LabError;
 use crate::lab::ip;
+use crate::sys::{ProcessIdentity, alive};
 
 /// Where labs register: one directory per lab, named by its prefix. On `/run` (a tmpfs, gone at
 /// reboot like the namespaces), and outside `/tmp`, which every lab host mounts privately.
@@ -207,28 +208,17 @@ fn processes_using(dir: &Path) -> Vec<u32> {
 /// `PID STARTTIME`: the pid and its start time in clock ticks since boot (field 22 of
 /// `/proc/PID/stat`), which tells a process apart from a later one with the same pid.
 pub(crate) fn owner_token(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces and parentheses) start at the last
-    // ')'; the start time is field 22 of the whole line, the 20th after the name.
-    let start = stat[stat.rfind(')')? + 2..].split_whitespace().nth(19)?;
-    Some(format!("{pid} {start}"))
+    let owner = ProcessIdentity::of(pid)?;
+    Some(format!("{} {}", owner.pid, owner.start_time))
 }
 
 pub(crate) fn owner_alive(token: &str) -> bool {
-    let Some(pid) = token.split_whitespace().next().and_then(|p| p.parse().ok()) else {
-        return false;
-    };
-    alive(pid) && owner_token(pid).as_deref() == Some(token.trim())
-}
-
-/// Whether `pid` is a live process (a zombie has finished).
-pub(crate) fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
+    let mut parts = token.split_whitespace();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(pid), Some(start_time), None) => {
+            ProcessIdentity::parse(pid, start_time).is_some_and(|owner| owner.is_alive())
+        }
+        _ => false,
     }
 }
 

@@ -32,7 +32,7 @@ pub use builder::{AUTO_SUBNET, LabBuilder};
 pub use error::LabError;
 pub use janitor::{REGISTRY_DIR, leftovers, sweep};
 /// Owner records and random prefixes, shared with the mesh's janitor.
-pub(crate) use janitor::{alive, owner_alive, owner_token, random_u16};
+pub(crate) use janitor::{owner_alive, owner_token, random_u16};
 pub use running::{Lab, LabHost, LabNetwork};
 
 /// The examples of `docs/lab.md`, compiled as doc tests.

@@ -16,8 +16,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::lab::{alive, owner_alive, owner_token, random_u16};
+use crate::lab::{owner_alive, owner_token, random_u16};
 use crate::network::error::MeshError;
+use crate::sys::alive;
 
 /// Where meshes register, one directory per mesh. On `/run` (gone at reboot like the
 /// interfaces) and outside `/tmp`, which lab hosts mount privately.

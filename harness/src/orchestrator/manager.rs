@@ -847,11 +847,17 @@ impl ServiceManager {
             Err(reason) => return Err(fail(reason).await),
         };
         let pid = running.pid();
+        // A process of this machine is known by its start time too, so that who reads the
+        // registry later can tell it from a process that reuses its pid.
+        let start_time = pid
+            .filter(|_| placement == Placement::Host)
+            .and_then(crate::sys::start_time);
         let container_id = running.container_id();
         if pid.is_some() || container_id.is_some() {
             self.registry
                 .update(name, |e| {
                     e.execution.pid = pid;
+                    e.execution.start_time = start_time;
                     e.execution.container_id = container_id;
                 })
                 .await?;

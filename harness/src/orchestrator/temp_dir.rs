@@ -17,6 +17,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, Once};
 
+use crate::sys::start_time;
+
 /// What every run's temporary directory is called, before its owner.
 const PREFIX: &str = "harness-run-";
 
@@ -113,32 +115,9 @@ fn sweep() {
     }
 }
 
-/// A live process's start time in clock ticks since boot (`/proc/PID/stat`, field 22); `None`
-/// for a process that is gone or a zombie.
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name (which may hold spaces and parentheses) start after
-    // the last ')': the state, then 18 more, then the start time.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn this_process_has_a_start_time_and_an_ended_one_has_none() {
-        assert!(start_time(std::process::id()).is_some());
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        assert_eq!(start_time(pid), None);
-    }
 
     #[test]
     fn a_dead_owner_s_directory_is_swept_and_a_live_one_s_is_kept() {

@@ -16,7 +16,9 @@
 //! - The registry persists as a JSON [`Snapshot`]: [`Registry::save`] writes atomically and
 //!   keeps the previous file as `<file>.bak`; [`Registry::load_or_new`] recovers from a
 //!   corrupted file (kept aside, backup loaded, [`LoadWarning`] returned);
-//!   [`Registry::autosave`] saves after changes, debounced, from a thread of its own.
+//!   [`Registry::autosave`] saves after changes, debounced, from a thread of its own. A save that
+//!   fails is remembered ([`Registry::last_save_failure`]) and, with
+//!   [`Registry::autosave_reporting`], reported once per distinct failure ([`SaveReport`]).
 //!
 //! ```
 //! use harness::registry::{Endpoint, Registry, ServiceEntry, ServiceState};
@@ -90,5 +92,8 @@ pub use model::{
     Endpoint, ExecutionInfo, ExecutionKind, HealthResult, Location, Network, ServiceEntry,
     ServiceState, StateKind, Timestamp, Timestamps,
 };
-pub use persist::{AutosaveGuard, FORMAT_VERSION, LoadWarning, PersistError, Recovery, Snapshot};
+pub use persist::{
+    AutosaveGuard, FORMAT_VERSION, LoadWarning, PersistError, Recovery, SaveFailure, SaveReport,
+    Snapshot,
+};
 pub use store::Registry;

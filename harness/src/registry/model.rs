@@ -367,6 +367,12 @@ pub struct ExecutionInfo {
     /// The process id, once known (on the host it runs on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// The start time of the process `pid` in clock ticks since boot (field 22 of
+    /// `/proc/PID/stat`), read when it was spawned on this machine: it tells the process from a
+    /// later one that reuses its pid ([`ProcessIdentity`](crate::sys::ProcessIdentity)).
+    /// Absent for processes on other hosts, and in files from older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
     /// The container id, for Docker and compose services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
@@ -384,6 +390,7 @@ impl ExecutionInfo {
         ExecutionInfo {
             kind,
             pid: None,
+            start_time: None,
             container_id: None,
             host: None,
             command: Vec::new(),
@@ -394,6 +401,20 @@ impl ExecutionInfo {
     pub fn with_pid(mut self, pid: u32) -> Self {
         self.pid = Some(pid);
         self
+    }
+
+    /// Sets the process's start time in clock ticks since boot.
+    pub fn with_start_time(mut self, start_time: u64) -> Self {
+        self.start_time = Some(start_time);
+        self
+    }
+
+    /// The identity of the process it runs as, when both its pid and start time are known.
+    pub fn process_identity(&self) -> Option<crate::sys::ProcessIdentity> {
+        Some(crate::sys::ProcessIdentity {
+            pid: self.pid?,
+            start_time: self.start_time?,
+        })
     }
 
     /// Sets the container id.
@@ -694,6 +715,25 @@ mod tests {
         let text = serde_json::to_string(&entry).unwrap();
         let back: ServiceEntry = serde_json::from_str(&text).unwrap();
         assert_eq!(back, entry);
+    }
+
+    #[test]
+    fn a_start_time_is_written_when_known_and_optional_when_read() {
+        let execution = ExecutionInfo::new(ExecutionKind::Process)
+            .with_pid(42)
+            .with_start_time(1234);
+        let json = serde_json::to_value(&execution).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "process", "pid": 42, "start_time": 1234})
+        );
+        let identity = execution.process_identity().unwrap();
+        assert_eq!((identity.pid, identity.start_time), (42, 1234));
+        // As older versions wrote it: no start time, so no identity, only a pid.
+        let old: ExecutionInfo =
+            serde_json::from_value(serde_json::json!({"kind": "process", "pid": 42})).unwrap();
+        assert_eq!(old, ExecutionInfo::new(ExecutionKind::Process).with_pid(42));
+        assert_eq!(old.process_identity(), None);
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! itself survives a power cut. Before the rename the old file is hard-linked (or copied) to
 //! `<file>.bak`, itself through a temporary name and a rename, so the backup is never torn
 //! either.
+//!
+//! A save that fails (a full disk, a directory gone) is remembered ([`Registry::last_save_failure`])
+//! until one succeeds, and autosave tells its reporter once per distinct failure and once when
+//! saves work again ([`Registry::autosave_reporting`]), so that the file's readers can be warned
+//! that it is stale without a warning per change.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -82,6 +87,47 @@ pub enum PersistError {
     /// The registry could not be turned into JSON.
     #[error("serialize the registry: {0}")]
     Serialize(#[source] serde_json::Error),
+}
+
+/// A save of the registry that failed, as [`Registry::last_save_failure`] remembers it until a
+/// save succeeds again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaveFailure {
+    /// The registry file that could not be written.
+    pub path: PathBuf,
+    /// What failed, with the file and the operating system's error; it reads well after
+    /// "failed to ..." (`create temporary registry file /x/.registry.json.tmp-7-1: No space
+    /// left on device (os error 28)`).
+    pub error: String,
+    /// When a save first failed this way.
+    pub since: Timestamp,
+    /// How many saves in a row have failed this way.
+    pub attempts: u64,
+    /// What tells this failure from another: the operation and the error, without the names of
+    /// temporary files, which differ every time.
+    cause: String,
+}
+
+impl fmt::Display for SaveFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the registry could not be saved at {}: failed to {}",
+            self.path.display(),
+            self.error
+        )
+    }
+}
+
+/// What autosave tells its reporter ([`Registry::autosave_reporting`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SaveReport {
+    /// A save failed, after one that worked or one that failed another way. Saves that go on
+    /// failing the same way are not reported again.
+    Failed(SaveFailure),
+    /// A save worked again, after this failure.
+    Recovered(SaveFailure),
 }
 
 /// What [`Registry::load_or_new`] did about a corrupted file: it moved the file aside and loaded
@@ -198,7 +244,52 @@ impl Registry {
     pub async fn save(&self, path: impl AsRef<Path>) -> Result<(), PersistError> {
         let snapshot = self.snapshot().await;
         let path = path.as_ref().to_owned();
-        blocking::unblock(move || snapshot.write(&path)).await
+        let (result, path) = blocking::unblock(move || (snapshot.write(&path), path)).await;
+        self.note_save(&path, &result);
+        result
+    }
+
+    /// How the last save failed, if it did: by [`Registry::save`] or by autosave. `None` once
+    /// a save works again.
+    pub fn last_save_failure(&self) -> Option<SaveFailure> {
+        self.save_failure_slot().clone()
+    }
+
+    fn save_failure_slot(&self) -> std::sync::MutexGuard<'_, Option<SaveFailure>> {
+        self.inner
+            .save_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers how a save of `path` went; returns what changed: a failure unlike the last
+    /// one, or the end of a failure.
+    fn note_save(&self, path: &Path, result: &Result<(), PersistError>) -> Option<SaveReport> {
+        let mut slot = self.save_failure_slot();
+        let error = match result {
+            Ok(()) => return slot.take().map(SaveReport::Recovered),
+            Err(error) => error,
+        };
+        let cause = match error {
+            PersistError::Io { doing, source, .. } => format!("{doing}: {source}"),
+            other => other.to_string(),
+        };
+        if let Some(failure) = slot.as_mut()
+            && failure.cause == cause
+            && failure.path == path
+        {
+            failure.attempts += 1;
+            return None;
+        }
+        let failure = SaveFailure {
+            path: path.to_owned(),
+            error: error.to_string(),
+            since: Timestamp::now(),
+            attempts: 1,
+            cause,
+        };
+        *slot = Some(failure.clone());
+        Some(SaveReport::Failed(failure))
     }
 
     /// Loads a registry saved by [`Registry::save`]; a missing or corrupted file is an error.
@@ -236,12 +327,27 @@ impl Registry {
     /// as it is then, so a burst of changes within `debounce` costs one write and the file is
     /// at most about `debounce` behind. It also writes once soon after it starts. Dropping the
     /// guard writes any change not yet saved, then stops the thread; [`AutosaveGuard::stop`]
-    /// does the same and says whether that last write worked. A failed write is logged
-    /// and retried after the next change.
+    /// does the same and says whether that last write worked. A failed write is retried after
+    /// the next change, logged once per distinct failure and remembered until a write works
+    /// ([`Registry::last_save_failure`]).
     pub fn autosave(
         &self,
         path: impl AsRef<Path>,
         debounce: Duration,
+    ) -> Result<AutosaveGuard, PersistError> {
+        self.autosave_reporting(path, debounce, |_| {})
+    }
+
+    /// [`Registry::autosave`], calling `report` on the autosave thread when a write fails
+    /// other than the last one did ([`SaveReport::Failed`]: once, not per change, while the
+    /// disk stays full) and when a write works again after failing
+    /// ([`SaveReport::Recovered`]). A supervisor uses it to tell its users that the file is
+    /// stale. `report` must not block for long: saves wait for it.
+    pub fn autosave_reporting(
+        &self,
+        path: impl AsRef<Path>,
+        debounce: Duration,
+        mut report: impl FnMut(SaveReport) + Send + 'static,
     ) -> Result<AutosaveGuard, PersistError> {
         let path = path.as_ref().to_owned();
         let shared = Arc::new(AutosaveShared {
@@ -256,7 +362,7 @@ impl Registry {
             .spawn({
                 let shared = Arc::clone(&shared);
                 let path = path.clone();
-                move || autosave_loop(&registry, &path, debounce, &shared)
+                move || autosave_loop(&registry, &path, debounce, &shared, &mut report)
             })
             .map_err(io_error("start the autosave thread for", &path))?;
         Ok(AutosaveGuard {
@@ -352,6 +458,7 @@ fn autosave_loop(
     path: &Path,
     debounce: Duration,
     shared: &AutosaveShared,
+    report: &mut dyn FnMut(SaveReport),
 ) -> Result<(), PersistError> {
     // The generation last written, and the one last tried (written or failed). Neither is
     // set at first, so the first pass writes the registry as it is.
@@ -396,12 +503,24 @@ fn autosave_loop(
                 saved = Some(generation);
                 shared.saves.fetch_add(1, Ordering::AcqRel);
             }
-            Err(e) => {
+            Err(_) => {
                 shared.failures.fetch_add(1, Ordering::AcqRel);
-                if !stopping {
-                    tracing::warn!("failed to autosave the registry: {e}");
-                }
             }
+        }
+        match registry.note_save(path, &result) {
+            Some(SaveReport::Failed(failure)) => {
+                tracing::warn!("{failure}");
+                report(SaveReport::Failed(failure));
+            }
+            Some(SaveReport::Recovered(failure)) => {
+                tracing::info!(
+                    "the registry is saved at {} again, after {} failed attempts",
+                    failure.path.display(),
+                    failure.attempts
+                );
+                report(SaveReport::Recovered(failure));
+            }
+            None => {}
         }
         // The final write, made after the stop was asked for, is the last: changes that keep
         // coming from elsewhere must not keep the thread alive.
@@ -740,6 +859,64 @@ mod tests {
         assert!(!dead.exists());
         assert!(ours.exists());
         assert!(other.exists());
+    }
+
+    #[test]
+    fn autosave_reports_a_failure_once_and_its_end_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let path = missing.join("r.json");
+        let reg = Registry::new();
+        let (tx, reports) = std::sync::mpsc::channel();
+        let guard = reg
+            .autosave_reporting(&path, Duration::from_millis(5), move |r| {
+                let _ = tx.send(r);
+            })
+            .unwrap();
+        let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !done() {
+                assert!(Instant::now() < deadline, "no {what} after 20 s");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // The first write, then one per change, all into a directory that is not there.
+        for (n, name) in ["a", "b", "c"].into_iter().enumerate() {
+            wait_for("failed write", &|| guard.failures() > n as u64);
+            smol::block_on(reg.register(ServiceEntry::local_process(name))).unwrap();
+        }
+        wait_for("fourth failed write", &|| guard.failures() == 4);
+        let failure = reg.last_save_failure().unwrap();
+        assert_eq!(failure.path, path);
+        assert_eq!(failure.attempts, 4);
+        assert!(
+            failure.error.starts_with("create temporary registry file ")
+                && failure
+                    .error
+                    .ends_with("No such file or directory (os error 2)"),
+            "{failure}"
+        );
+        assert_eq!(
+            reports.try_recv(),
+            Ok(SaveReport::Failed(SaveFailure {
+                attempts: 1,
+                ..failure.clone()
+            }))
+        );
+        assert!(
+            reports.try_recv().is_err(),
+            "the same failure was reported again"
+        );
+
+        fs::create_dir(&missing).unwrap();
+        smol::block_on(reg.register(ServiceEntry::local_process("d"))).unwrap();
+        wait_for("saved write", &|| guard.saves() == 1);
+        guard.stop().unwrap();
+        assert_eq!(reports.try_recv(), Ok(SaveReport::Recovered(failure)));
+        assert!(reports.try_recv().is_err());
+        assert_eq!(reg.last_save_failure(), None);
+        let saved = smol::block_on(async { Registry::load(&path).await.unwrap().len().await });
+        assert_eq!(saved, 4);
     }
 
     #[test]

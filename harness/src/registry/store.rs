@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_lock::RwLock;
 use event_listener::Event as Notify;
@@ -17,6 +17,7 @@ use crate::registry::events::{
 use crate::registry::model::{
     Endpoint, HealthResult, Location, ServiceEntry, ServiceState, StateKind, Timestamp,
 };
+use crate::registry::persist::SaveFailure;
 
 type Services = BTreeMap<String, ServiceEntry>;
 
@@ -46,6 +47,8 @@ pub(crate) struct Inner {
     generation: AtomicU64,
     /// Notified after every change.
     pub(crate) changed: Notify,
+    /// How the last save failed, until one succeeds again.
+    pub(crate) save_failure: Mutex<Option<SaveFailure>>,
 }
 
 impl Default for Registry {
@@ -80,6 +83,7 @@ impl Registry {
                 bus: Bus::new(last_sequence),
                 generation: AtomicU64::new(0),
                 changed: Notify::new(),
+                save_failure: Mutex::new(None),
             }),
         }
     }

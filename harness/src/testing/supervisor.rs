@@ -51,6 +51,7 @@ use serde::{Deserialize, Serialize};
 
 use super::shared::Shared;
 use super::topology::Topology;
+use crate::sys::{self, ProcessIdentity};
 
 /// Set to `supervisor` in the process that owns a shared topology.
 pub(crate) const ROLE_ENV: &str = "HARNESS_ROLE";
@@ -226,11 +227,11 @@ fn sweep(tests: &Path, ours: &Path) {
         // No pid file yet: a supervisor being started.
         let Some(pid) = fs::read_to_string(dir.join("supervisor.pid"))
             .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
+            .and_then(|p| p.trim().parse::<u32>().ok())
         else {
             continue;
         };
-        if running(pid) {
+        if sys::alive(pid) {
             continue;
         }
         let Ok(lock) = File::open(dir.join("lock")) else {
@@ -248,15 +249,6 @@ fn sweep(tests: &Path, ours: &Path) {
             let _ = fs::remove_dir_all(&dir);
         }
     }
-}
-
-/// Whether `pid` is a live process (a zombie is not).
-fn running(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X")
-    })
 }
 
 /// Connects to the supervisor and reads its welcome; `None` when none answers.
@@ -285,24 +277,16 @@ fn welcome((welcome, stream): (Welcome, UnixStream)) -> Result<Topology, String>
 /// `pid:start time` of this process's parent, to tell it from a later process with its pid.
 fn parent_identity() -> Option<String> {
     let pid = rustix::process::getppid()?.as_raw_nonzero().get();
-    Some(format!("{pid}:{}", start_time(pid)?))
+    let parent = ProcessIdentity::of(pid.unsigned_abs())?;
+    Some(format!("{}:{}", parent.pid, parent.start_time))
 }
 
-/// A process's start time in clock ticks since boot (`/proc/PID/stat`, field 22).
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
-}
-
+/// Whether the process `pid:start time` still runs.
 fn alive(identity: &str) -> bool {
-    let Some((pid, start)) = identity.split_once(':') else {
-        return false;
-    };
-    pid.parse()
-        .ok()
-        .and_then(start_time)
-        .is_some_and(|now| now.to_string() == start)
+    identity
+        .split_once(':')
+        .and_then(|(pid, start_time)| ProcessIdentity::parse(pid, start_time))
+        .is_some_and(|process| process.is_alive())
 }
 
 /// Starts the supervisor, out of the test's session and pipes, and waits until it accepts.
