@@ -80,3 +80,71 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream, manifest_dir: PathBuf
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest directory holding `base.yaml` (service `db`) and `extra.yaml` (service
+    /// `cache`).
+    fn manifest_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.yaml"), "services:\n  db: {}\n").unwrap();
+        std::fs::write(dir.path().join("extra.yaml"), "services:\n  cache: {}\n").unwrap();
+        dir
+    }
+
+    fn expand_str(args: &str, item: &str, dir: &tempfile::TempDir) -> String {
+        expand(
+            args.parse().unwrap(),
+            item.parse().unwrap(),
+            dir.path().to_path_buf(),
+        )
+        .to_string()
+    }
+
+    #[test]
+    fn an_item_that_is_not_a_function_is_kept_beside_one_error() {
+        let dir = manifest_dir();
+        let out = expand_str(r#"topology = "base.yaml""#, "struct S;", &dir);
+        assert!(out.starts_with("struct S ;"), "{out}");
+        assert_eq!(out.matches("compile_error").count(), 1, "{out}");
+        assert!(out.contains("goes on an `async fn`"), "{out}");
+    }
+
+    #[test]
+    fn services_an_overlay_adds_can_be_injected() {
+        let dir = manifest_dir();
+        let item = "async fn t(db: Service, cache: Service) {}";
+        let without = expand_str(r#"topology = "base.yaml""#, item, &dir);
+        assert!(without.contains("compile_error"), "{without}");
+        assert!(without.contains("cache"), "{without}");
+        let with = expand_str(
+            r#"topology = "base.yaml", overlays = ["extra.yaml"]"#,
+            item,
+            &dir,
+        );
+        assert!(!with.contains("compile_error"), "{with}");
+        let base = dir.path().join("base.yaml").display().to_string();
+        let extra = dir.path().join("extra.yaml").display().to_string();
+        assert!(with.contains(&format!("{base:?}")), "{with}");
+        assert!(with.contains(&format!("{extra:?}")), "{with}");
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once_and_the_function_is_kept() {
+        let dir = manifest_dir();
+        let out = expand_str(
+            r#"topology = "base.yaml", overlays = ["missing.yaml"]"#,
+            "async fn t(nope: Service) {}",
+            &dir,
+        );
+        assert!(out.starts_with("async fn t"), "{out}");
+        assert!(
+            out.contains(r#"cannot read topology file \"missing.yaml\""#),
+            "{out}"
+        );
+        assert!(out.contains("nope"), "{out}");
+        assert_eq!(out.matches("compile_error").count(), 2, "{out}");
+    }
+}

@@ -119,4 +119,45 @@ mod tests {
         let other = io::Error::from_raw_os_error(libc::ENOENT);
         assert_eq!(explain_io_error(&other), other.to_string());
     }
+
+    #[test]
+    fn the_hint_names_the_hard_limit_or_the_system_limit_when_raising_the_soft_one_is_not_enough() {
+        let at_hard = emfile_hint(OpenFilesLimit {
+            soft: 4096,
+            hard: Some(4096),
+        });
+        assert!(
+            at_hard.contains("whose hard limit is 4096): raise the hard limit (`ulimit -Hn`"),
+            "{at_hard}"
+        );
+        let unlimited = emfile_hint(OpenFilesLimit {
+            soft: 1 << 20,
+            hard: None,
+        });
+        assert!(
+            unlimited.contains("1048576 open files (RLIMIT_NOFILE, whose hard limit is unlimited)"),
+            "{unlimited}"
+        );
+        let system = explain_io_error(&io::Error::from_raw_os_error(libc::ENFILE));
+        assert!(
+            system.contains("the system's limit of open files is reached (`sysctl fs.file-max`)"),
+            "{system}"
+        );
+    }
+
+    #[test]
+    fn raising_leaves_the_soft_limit_at_the_hard_one_and_the_hard_one_unchanged() {
+        let before = open_files_limit();
+        let after = raise_open_files_limit().unwrap();
+        assert_eq!(after.hard, before.hard);
+        assert_eq!(
+            after.soft,
+            before.hard.unwrap_or_else(nr_open).max(before.soft)
+        );
+        assert_eq!(
+            raise_open_files_limit().unwrap(),
+            after,
+            "raising twice changes nothing"
+        );
+    }
 }
