@@ -3,11 +3,12 @@
 
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use harness::orchestrator::{log_files, read_log_tail};
 
 use crate::output::errln;
 use crate::run::EXIT_HARNESS_FAILED;
@@ -86,47 +87,53 @@ fn logs_inner(args: &LogsArgs) -> Result<ExitCode, String> {
         }
         Err(e) => return Err(format!("failed to open {}: {e}", path.display())),
     };
-    let mut text = Vec::new();
-    file.read_to_end(&mut text)
-        .map_err(|e| format!("failed to read {}: {e}", path.display()))?;
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(tail(&text, args.lines));
+    let offset = match args.lines {
+        Some(n) => {
+            // The live file is open already: its length is where following goes on from, and
+            // the tail read after this may hold a few lines more, never fewer.
+            let offset = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let text = read_log_tail(&path, n)
+                .map_err(|e| format!("failed to read {}: {e}", path.display()))?;
+            let _ = out.write_all(&text);
+            offset
+        }
+        None => {
+            // Rotated files first, oldest first, then the live file as far as it goes now.
+            for older in log_files(&path).iter().filter(|p| **p != path) {
+                if let Ok(mut older) = File::open(older) {
+                    let _ = std::io::copy(&mut older, &mut out);
+                }
+            }
+            std::io::copy(&mut file, &mut out)
+                .map_err(|e| format!("failed to read {}: {e}", path.display()))?
+        }
+    };
     let _ = out.flush();
     drop(out);
     if args.follow {
-        follow(run, &mut file, text.len() as u64);
+        follow(run, &path, file, offset);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The last `lines` lines of `text` (all of it for `None`).
-fn tail(text: &[u8], lines: Option<usize>) -> &[u8] {
-    let Some(lines) = lines else { return text };
-    let body = text.strip_suffix(b"\n").unwrap_or(text);
-    let mut start = body.len();
-    for _ in 0..lines {
-        match body[..start].iter().rposition(|&b| b == b'\n') {
-            Some(newline) => start = newline,
-            None => return text,
-        }
-    }
-    if lines == 0 {
-        return &[];
-    }
-    &text[start + 1..]
-}
-
 /// Prints what is appended to the log from `offset` on, until the run is gone (Ctrl-C ends
-/// the process).
-fn follow(run: &Run, file: &mut File, mut offset: u64) {
+/// the process). When the log is rotated (`path` is a new file), the rest of the old file is
+/// printed and following goes on in the new one from its start.
+fn follow(run: &Run, path: &Path, mut file: File, mut offset: u64) {
+    use std::os::unix::fs::MetadataExt as _;
     let mut checked = Instant::now();
     let mut buf = Vec::new();
     loop {
         std::thread::sleep(POLL);
+        let rotated = match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(open), Ok(now)) => (open.dev(), open.ino()) != (now.dev(), now.ino()),
+            _ => false,
+        };
         if let Ok(meta) = file.metadata()
             && meta.len() < offset
         {
-            // Truncated: start again from its beginning.
+            // Truncated (a log kept in one file starts again): from its beginning.
             offset = 0;
         }
         buf.clear();
@@ -137,25 +144,16 @@ fn follow(run: &Run, file: &mut File, mut offset: u64) {
                 return;
             }
         }
+        if rotated && let Ok(new) = File::open(path) {
+            file = new;
+            offset = 0;
+            continue;
+        }
         if checked.elapsed() >= LIVENESS {
             checked = Instant::now();
             if !run.alive() {
                 return;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tail;
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        assert_eq!(tail(b"a\nb\nc\n", Some(2)), b"b\nc\n");
-        assert_eq!(tail(b"a\nb\nc", Some(2)), b"b\nc");
-        assert_eq!(tail(b"a\nb\n", Some(5)), b"a\nb\n");
-        assert_eq!(tail(b"a\nb\n", None), b"a\nb\n");
-        assert_eq!(tail(b"a\nb\n", Some(0)), b"");
     }
 }

@@ -42,6 +42,8 @@ pub struct Command {
     /// Whether the launcher sends `Exited`; log followers of attached services leave it to
     /// their owner, whose process is the one that matters.
     pub(crate) announce_exit: bool,
+    /// How many batches of events may wait to be read; `None` for no bound.
+    pub(crate) event_capacity: Option<usize>,
 }
 
 impl Command {
@@ -108,6 +110,19 @@ impl Command {
         self
     }
 
+    /// Bounds the output waiting to be read to `batches` batches of lines (a batch is what one
+    /// read of a pipe returned, at most 64 KiB). Once that many wait, the process's pipes are
+    /// not read until the events are, so a process that writes faster than its events are read
+    /// blocks on its pipe, as it would writing to a terminal, instead of filling memory.
+    /// Without it the events buffer without bound, like `std::process::Command::output`.
+    ///
+    /// Services a topology starts run with a bound: their output flows at the speed its log
+    /// file is written.
+    pub fn bounded_output(mut self, batches: usize) -> Self {
+        self.event_capacity = Some(batches.max(1));
+        self
+    }
+
     /// Hands stdout over as raw bytes (`ProcessHandle::take_stdout`) instead of line events,
     /// for binary output such as a file download.
     pub fn raw_stdout(mut self) -> Self {
@@ -163,6 +178,7 @@ impl Command {
             tap: self.tap.clone(),
             announce_start: self.announce_start,
             announce_exit: self.announce_exit,
+            event_capacity: self.event_capacity,
         }
     }
 

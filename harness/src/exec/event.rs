@@ -255,7 +255,10 @@ impl EventSink {
 /// Lines of stdout keep their order, as do lines of stderr; how the two interleave depends on
 /// when the process wrote them. `Started` comes first and `Exited` last. The stream ends after
 /// `Exited` (or when the process's pipes close). It buffers without bound, like
-/// `std::process::Command::output`, so a process never blocks because nobody reads its events.
+/// `std::process::Command::output`, so a process never blocks because nobody reads its events,
+/// unless the command asked for a bound ([`Command::bounded_output`]).
+///
+/// [`Command::bounded_output`]: crate::exec::Command::bounded_output
 pub struct EventStream {
     // Boxed and pinned: the receiver is `!Unpin`, and the stream is polled through `&mut self`.
     rx: Pin<Box<async_channel::Receiver<Chunk>>>,
@@ -264,7 +267,16 @@ pub struct EventStream {
 
 impl EventStream {
     pub(crate) fn channel() -> (EventSink, EventStream) {
-        let (tx, rx) = async_channel::unbounded();
+        Self::channel_with(None)
+    }
+
+    /// A channel holding at most `capacity` batches (without bound for `None`); a sender to a
+    /// full one waits.
+    pub(crate) fn channel_with(capacity: Option<usize>) -> (EventSink, EventStream) {
+        let (tx, rx) = match capacity {
+            Some(n) => async_channel::bounded(n),
+            None => async_channel::unbounded(),
+        };
         (
             EventSink(tx),
             EventStream {

@@ -88,7 +88,7 @@ async fn spawn_local(cmd: &Command) -> Result<LocalProcess, LaunchError> {
     let (sink, events) = match &cmd.sink {
         Some(sink) => (sink.clone(), None),
         None => {
-            let (sink, events) = EventStream::channel();
+            let (sink, events) = EventStream::channel_with(cmd.event_capacity);
             (sink, Some(events))
         }
     };

@@ -17,6 +17,9 @@ pub(crate) struct LineRoute {
     pub(crate) tap: Option<crate::exec::command::LineTap>,
 }
 
+/// The longest line sent as one: 64 KiB. A longer one is sent in pieces of this size.
+pub(crate) const MAX_LINE: usize = 64 << 10;
+
 /// Cuts one output stream into lines and sends them, a batch per read.
 ///
 /// Fed by the thread that watches the child (`watch.rs`), which reads 64 KiB at a time: one
@@ -38,25 +41,39 @@ impl LineSplitter {
         }
     }
 
-    /// Sends the complete lines in `bytes` (after what earlier reads left unfinished).
+    /// Sends the complete lines in `bytes` (after what earlier reads left unfinished). A line
+    /// longer than [`MAX_LINE`] bytes is sent in pieces of that size, so a process that never
+    /// writes a newline cannot make harness hold its output in memory.
     pub(crate) fn feed(&mut self, bytes: &[u8], route: &LineRoute) {
         if !self.listening {
             return;
         }
         let mut batch = Lines::with_capacity(bytes.len());
         let mut chunk = bytes;
-        while let Some(pos) = chunk.iter().position(|&b| b == b'\n') {
+        while !chunk.is_empty() {
+            let newline = chunk.iter().position(|&b| b == b'\n');
+            let room = MAX_LINE - self.partial.len();
+            let (take, ends) = match newline {
+                Some(pos) if pos <= room => (pos, true),
+                _ if chunk.len() >= room => (room, true),
+                _ => (chunk.len(), false),
+            };
+            if !ends {
+                self.partial.extend_from_slice(chunk);
+                break;
+            }
             let line = if self.partial.is_empty() {
-                &chunk[..pos]
+                &chunk[..take]
             } else {
-                self.partial.extend_from_slice(&chunk[..pos]);
+                self.partial.extend_from_slice(&chunk[..take]);
                 &self.partial[..]
             };
             push_line(&mut batch, line, self.stream, route);
             self.partial.clear();
-            chunk = &chunk[pos + 1..];
+            // The newline itself is consumed; a piece cut at MAX_LINE consumes only its bytes.
+            let newline_here = newline == Some(take);
+            chunk = &chunk[take + usize::from(newline_here)..];
         }
-        self.partial.extend_from_slice(chunk);
         self.listening = route.sink.send_lines(self.stream, batch);
     }
 
@@ -152,5 +169,53 @@ impl std::fmt::Debug for ChildInput {
 impl std::fmt::Debug for ChildOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ChildOutput")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::ProcessEvent;
+    use crate::exec::event::EventStream;
+
+    fn lines(feeds: &[&[u8]]) -> Vec<String> {
+        let (sink, mut events) = EventStream::channel();
+        let route = LineRoute {
+            sink,
+            filter: None,
+            tap: None,
+        };
+        let mut splitter = LineSplitter::new(OutputStream::Stdout);
+        for bytes in feeds {
+            splitter.feed(bytes, &route);
+        }
+        splitter.finish(&route);
+        drop(route);
+        let mut out = Vec::new();
+        while let Some(ProcessEvent::Stdout(line)) = events.try_recv() {
+            out.push(line);
+        }
+        out
+    }
+
+    #[test]
+    fn lines_are_cut_at_newlines_across_reads() {
+        assert_eq!(lines(&[b"a\nb", b"c\n", b"\nd"]), ["a", "bc", "", "d"]);
+    }
+
+    #[test]
+    fn a_line_without_end_is_sent_in_pieces_of_the_longest_line() {
+        let long = vec![b'x'; 3 * MAX_LINE + 10];
+        let got = lines(&[&long[..1000], &long[1000..], b"\nend\n"]);
+        let lens: Vec<usize> = got.iter().map(String::len).collect();
+        assert_eq!(lens, [MAX_LINE, MAX_LINE, MAX_LINE, 10, 3]);
+        assert_eq!(got[4], "end");
+        // A line of exactly the longest length keeps its newline: no empty piece follows.
+        let exact = [vec![b'y'; MAX_LINE], b"\nz\n".to_vec()].concat();
+        let got = lines(&[&exact]);
+        assert_eq!(
+            got.iter().map(String::len).collect::<Vec<_>>(),
+            [MAX_LINE, 1]
+        );
     }
 }

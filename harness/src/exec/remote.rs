@@ -186,7 +186,7 @@ pub(crate) async fn spawn<T: Transport>(
     let (sink, events) = match &cmd.sink {
         Some(sink) => (sink.clone(), None),
         None => {
-            let (sink, events) = EventStream::channel();
+            let (sink, events) = EventStream::channel_with(cmd.event_capacity);
             (sink, Some(events))
         }
     };

@@ -25,7 +25,9 @@ use super::env::{Dependency, injected_env, placeholder_values, write_run_env_fil
 use super::error::{OrchestratorError, StartFailure};
 use super::executor::{RunningService, ServiceExecutor, StartSpec};
 use super::health::{ProbeContext, default_check, wait_healthy};
-use super::logs::{DEFAULT_LOG_TAIL, FAILURE_TAIL, LogBuffer, LogLine};
+use super::logs::{
+    DEFAULT_LOG_TAIL, FAILURE_TAIL, FOLLOWER_CAPACITY, LogBuffer, LogLine, effective_log_limits,
+};
 use super::ports::{LOCAL_HOST, assign_host_port, assign_port};
 use super::process::ProcessExecutor;
 use super::remote_lan::RemoteLanExecutor;
@@ -616,20 +618,23 @@ impl ServiceManager {
         Ok(self.lock().services[name].log.tail(self.log_lines))
     }
 
-    /// Every line a service writes from now on, until the receiver is dropped.
+    /// Every line a service writes from now on, until the receiver is dropped. Up to
+    /// [`FOLLOWER_CAPACITY`] lines wait for the receiver; a receiver that falls further behind
+    /// misses lines and gets a line saying how many (the service's log file has them all).
     pub fn follow(
         &self,
         name: &str,
     ) -> Result<async_channel::Receiver<LogLine>, OrchestratorError> {
         self.config(name)?;
-        let (tx, rx) = async_channel::unbounded();
+        let (tx, rx) = async_channel::bounded(FOLLOWER_CAPACITY);
         self.lock().services[name].log.follow(tx);
         Ok(rx)
     }
 
-    /// Every line any service writes from now on, each carrying its service's name.
+    /// Every line any service writes from now on, each carrying its service's name; bounded as
+    /// [`ServiceManager::follow`] is.
     pub fn follow_all(&self) -> async_channel::Receiver<LogLine> {
-        let (tx, rx) = async_channel::unbounded();
+        let (tx, rx) = async_channel::bounded(FOLLOWER_CAPACITY);
         for slot in self.lock().services.values() {
             slot.log.follow(tx.clone());
         }
@@ -820,7 +825,18 @@ impl ServiceManager {
         if let Err(e) = write_run_env_file(&state_dir.join(format!("{name}.env")), &env) {
             return Err(fail(StartFailure::EnvFile(e)).await);
         }
-        if let Err(source) = log.write_to(&state_dir.join(format!("{name}.log"))) {
+        let (max_size, max_files) = match effective_log_limits(&config.logs) {
+            Ok(limits) => limits,
+            Err(message) => {
+                return Err(fail(StartFailure::Io {
+                    doing: "size the service's log file",
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
+                })
+                .await);
+            }
+        };
+        let log_path = state_dir.join(format!("{name}.log"));
+        if let Err(source) = log.write_to(&log_path, max_size, max_files) {
             return Err(fail(StartFailure::Io {
                 doing: "open the service's log file",
                 source,

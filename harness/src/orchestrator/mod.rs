@@ -155,7 +155,11 @@ mod wireguard;
 pub use docker::{DockerExecutor, RUN_LABEL, SERVICE_LABEL};
 pub use error::{OrchestratorError, StartFailure};
 pub use executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec};
-pub use logs::{DEFAULT_LOG_TAIL, FAILURE_TAIL, LogBuffer, LogLine};
+pub use logs::{
+    DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE, DEFAULT_LOG_TAIL, FAILURE_TAIL, FOLLOWER_CAPACITY,
+    LOG_MAX_FILES_ENV, LOG_MAX_SIZE_ENV, LogBuffer, LogLine, effective_log_limits, log_files,
+    read_log_tail,
+};
 pub use manager::{DEFAULT_STOP_GRACE, MAIN_ENDPOINT, Progress, ServiceManager, ServiceStatus};
 pub use process::ProcessExecutor;
 pub use remote_lan::{KNOWN_HOSTS_FILE, RemoteLanExecutor};

@@ -46,7 +46,8 @@ impl ServiceExecutor for ProcessExecutor {
             let command = Command::new(binary.to_string_lossy())
                 .args(&target.args)
                 .envs(spec.env())
-                .current_dir(dir.to_string_lossy());
+                .current_dir(dir.to_string_lossy())
+                .bounded_output(OUTPUT_BATCHES);
             let mut process = LocalLauncher
                 .spawn(&command)
                 .await
@@ -60,9 +61,16 @@ impl ServiceExecutor for ProcessExecutor {
     }
 }
 
+/// How many batches of a service's output (a pipe read each, at most 64 KiB) wait for its log:
+/// beyond that the service blocks on its pipe until the log catches up.
+pub(crate) const OUTPUT_BATCHES: usize = 16;
+
+/// Lines written to the log file between two flushes when more keep coming.
+const FLUSH_EVERY: usize = 4096;
+
 /// Feeds a service's output into `log` on a thread of its own named `thread`, so that it keeps
 /// flowing whether or not anybody awaits anything, and records its exit (after its last line)
-/// in the returned watch.
+/// in the returned watch. The file is flushed whenever no more output is waiting.
 pub(crate) fn pump_events(
     mut events: EventStream,
     log: LogBuffer,
@@ -73,14 +81,25 @@ pub(crate) fn pump_events(
     std::thread::Builder::new()
         .name(thread)
         .spawn(move || {
+            let handle = |event| match event {
+                ProcessEvent::Stdout(line) => log.push_buffered(OutputStream::Stdout, line),
+                ProcessEvent::Stderr(line) => log.push_buffered(OutputStream::Stderr, line),
+                ProcessEvent::Exited(status) => {
+                    log.flush();
+                    ExitWatch::exited(&watch, status);
+                }
+                ProcessEvent::Started { .. } => {}
+            };
             future::block_on(async {
                 while let Some(event) = events.recv().await {
-                    match event {
-                        ProcessEvent::Stdout(line) => log.push(OutputStream::Stdout, line),
-                        ProcessEvent::Stderr(line) => log.push(OutputStream::Stderr, line),
-                        ProcessEvent::Exited(status) => ExitWatch::exited(&watch, status),
-                        ProcessEvent::Started { .. } => {}
+                    handle(event);
+                    for _ in 0..FLUSH_EVERY {
+                        match events.try_recv() {
+                            Some(event) => handle(event),
+                            None => break,
+                        }
                     }
+                    log.flush();
                 }
             })
         })

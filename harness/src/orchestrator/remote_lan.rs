@@ -118,7 +118,8 @@ impl ServiceExecutor for RemoteLanExecutor {
                 .map_err(StartFailure::Launch)?;
             let mut command = Command::new(target.binary.clone())
                 .args(&target.args)
-                .envs(spec.env());
+                .envs(spec.env())
+                .bounded_output(super::process::OUTPUT_BATCHES);
             if let Some(dir) = &target.working_dir {
                 command = command.current_dir(dir.clone());
             }

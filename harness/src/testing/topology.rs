@@ -363,12 +363,11 @@ fn exchange(mut stream: UnixStream, request: &Request) -> std::io::Result<Welcom
     Ok(serde_json::from_str(&answer)?)
 }
 
-/// The last `DEFAULT_LOG_TAIL` lines of a service's log file.
+/// The last `DEFAULT_LOG_TAIL` lines of a service's log file (and its rotated files).
 pub(crate) fn log_file_tail(service: &str, file: &Path) -> Vec<LogLine> {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(DEFAULT_LOG_TAIL)..]
-        .iter()
+    let bytes = crate::orchestrator::read_log_tail(file, DEFAULT_LOG_TAIL).unwrap_or_default();
+    String::from_utf8_lossy(&bytes)
+        .lines()
         .map(|text| LogLine {
             service: service.to_string(),
             stream: OutputStream::Stdout,

@@ -8,8 +8,8 @@ use indexmap::IndexMap;
 use super::diagnostic::{Diagnostic, Sources, Span};
 use super::model::{
     BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, HealthCheck, LabConfig,
-    LabHostConfig, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget, RemoteLanTarget,
-    ServiceConfig, ServiceTarget, Subnet, TopologyConfig, WireguardTarget,
+    LabHostConfig, LogLimits, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget,
+    RemoteLanTarget, ServiceConfig, ServiceTarget, Subnet, TopologyConfig, WireguardTarget,
 };
 use super::parse::{Key, Node, ScalarKind, Value};
 use super::suggest::{closest, one_of};
@@ -22,7 +22,15 @@ const LAB_HOST_FIELDS: &[&str] = &["networks"];
 /// The longest lab host name (it becomes a namespace name and a hostname).
 const MAX_LAB_HOST: usize = 32;
 const NETWORK_FIELDS: &[&str] = &["wireguard_subnet", "lan_interface", "dns_port"];
-const SERVICE_FIELDS: &[&str] = &["target", "dependencies", "health_check", "port", "config"];
+const SERVICE_FIELDS: &[&str] = &[
+    "target",
+    "dependencies",
+    "health_check",
+    "port",
+    "config",
+    "logs",
+];
+const LOGS_FIELDS: &[&str] = &["max_size", "max_files"];
 const PROCESS_FIELDS: &[&str] = &["binary", "args", "env", "working_dir"];
 const DOCKER_FIELDS: &[&str] = &[
     "image",
@@ -320,6 +328,7 @@ impl<'a> Decoder<'a> {
             health_check: None,
             port: PortSpec::Unset,
             config: serde_json::Map::new(),
+            logs: LogLimits::default(),
             locations: FieldLocations::new(self.sources.location(key.span)),
         };
         let context = format!("service `{name}`");
@@ -360,6 +369,10 @@ impl<'a> Decoder<'a> {
         if let Some((k, n)) = fields.get("config") {
             self.record("config", k.span);
             service.config = self.config(n).unwrap_or_default();
+        }
+        if let Some((k, n)) = fields.present("logs") {
+            self.record("logs", k.span);
+            service.logs = self.log_limits(name, k, n);
         }
         for (path, span) in &self.spans {
             service
@@ -568,6 +581,57 @@ impl<'a> Decoder<'a> {
             user: user?,
             package: package?,
         })
+    }
+
+    fn log_limits(&mut self, service: &str, key: &Key, node: &Node) -> LogLimits {
+        let mut limits = LogLimits::default();
+        let context = format!("`logs` of service `{service}`");
+        let Some(fields) = self.fields(node, Some(key), &context, LOGS_FIELDS) else {
+            return limits;
+        };
+        if let Some((k, n)) = fields.present("max_size") {
+            self.record("logs.max_size", k.span);
+            limits.max_size = self.size(n, "`max_size`", LogLimits::MIN_SIZE);
+        }
+        if let Some((k, n)) = fields.present("max_files") {
+            self.record("logs.max_files", k.span);
+            let what = format!(
+                "a count of files (1 to {}) for `max_files`",
+                LogLimits::MAX_FILES
+            );
+            limits.max_files = self
+                .integer(n, &what, 1, LogLimits::MAX_FILES.into())
+                .map(|n| n as u32);
+        }
+        limits
+    }
+
+    /// A size in bytes of at least `min`: an integer or a string such as `64M`.
+    fn size(&mut self, node: &Node, name: &str, min: u64) -> Option<u64> {
+        let expected = format!("expected a size such as `64M`, `512K` or bytes for {name}");
+        let parsed = match &node.value {
+            Value::Scalar(s) => match s.kind {
+                ScalarKind::Int(i) => {
+                    u64::try_from(i).map_err(|_| format!("{expected}, found `{}`", s.text))
+                }
+                _ => super::parse_size(&s.text).map_err(|e| format!("{e} for {name}")),
+            },
+            other => Err(format!("{expected}, found {}", other.describe())),
+        };
+        match parsed {
+            Ok(bytes) if bytes >= min => Some(bytes),
+            Ok(bytes) => {
+                self.error(
+                    node.span,
+                    format!("{name} must be at least {min} bytes (`1K`), found {bytes}"),
+                );
+                None
+            }
+            Err(message) => {
+                self.error(node.span, message);
+                None
+            }
+        }
     }
 
     fn health_check(&mut self, service: &str, key: &Key, node: &Node) -> Option<HealthCheck> {

@@ -153,6 +153,7 @@ mod load;
 mod model;
 mod overlay;
 pub(crate) mod parse;
+mod size;
 mod substitute;
 pub(crate) mod suggest;
 mod validate;
@@ -165,8 +166,10 @@ pub use graph::DependencyGraph;
 pub use load::{MAX_TOPOLOGY_FILE_SIZE, OVERLAY_ENV, overlay_paths, read_topology_file};
 pub use model::{
     BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, HealthCheck, LabConfig,
-    LabHostConfig, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget, RemoteLanTarget,
-    ServiceConfig, ServiceTarget, SourceLocation, Subnet, TopologyConfig, WireguardTarget,
+    LabHostConfig, LogLimits, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget,
+    RemoteLanTarget, ServiceConfig, ServiceTarget, SourceLocation, Subnet, TopologyConfig,
+    WireguardTarget,
 };
+pub use size::parse_size;
 pub use substitute::{OWN_PLACEHOLDERS, addr_var, env_prefix, substitute};
 pub use validate::{MAX_SERVICE_NAME_LEN, validate_service_name};

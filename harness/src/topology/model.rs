@@ -161,6 +161,33 @@ impl Serialize for Subnet {
     }
 }
 
+/// A cap on a service's log file, as a topology's `logs: { max_size: 64M, max_files: 3 }`
+/// writes it (docker compose's `max-size` and `max-file`): when the file would grow past
+/// `max_size` bytes it is renamed `NAME.log.1` (and `.1` to `.2`, up to `max_files - 1`
+/// rotated files, the oldest removed) and a new `NAME.log` begins. `None` leaves the value to
+/// the run: `HARNESS_LOG_MAX_SIZE` and `HARNESS_LOG_MAX_FILES`, else 64 MiB and 3 files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LogLimits {
+    /// The most bytes one log file holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// How many files the log is kept in: the live one and `max_files - 1` rotated ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_files: Option<u32>,
+}
+
+impl LogLimits {
+    /// The smallest `max_size` accepted: 1 KiB.
+    pub const MIN_SIZE: u64 = 1024;
+    /// The most files a log may be kept in.
+    pub const MAX_FILES: u32 = 100;
+
+    /// Whether neither value is set.
+    pub fn is_unset(&self) -> bool {
+        self.max_size.is_none() && self.max_files.is_none()
+    }
+}
+
 /// Environment variables in the order the file gives them.
 pub type EnvMap = IndexMap<String, String>;
 
@@ -183,6 +210,10 @@ pub struct ServiceConfig {
     /// The ADR's free-form `config:` map (section 5), converted to JSON values. An empty or
     /// comment-only `config:` is an empty map.
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// The `logs:` section: how large the service's log file may grow and how many rotated
+    /// files are kept; what it leaves unset comes from the run (see [`LogLimits`]).
+    #[serde(skip_serializing_if = "LogLimits::is_unset")]
+    pub logs: LogLimits,
     /// Where in which file each part of the service was written.
     #[serde(skip)]
     pub locations: FieldLocations,
