@@ -925,3 +925,93 @@ fn status_says_dead_when_a_service_s_pid_is_gone_or_another_process_s() {
     assert_eq!(down.code, Some(0), "{down:?}");
     env.assert_state_empty();
 }
+
+/// The first line number in a log file of the chatty service's, if it has a line yet.
+fn first_number(path: &Path) -> Option<u64> {
+    let text = std::fs::read(path).ok()?;
+    let first = text.split(|&b| b == b'\n').next()?;
+    std::str::from_utf8(first)
+        .ok()?
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A service that writes numbered lines as fast as it can, with a log cap of 2 files of
+/// 1 MiB: the supervisor's memory stays bounded, the files stay within their cap and keep
+/// the newest lines, and `logs -n` shows the latest of them in order.
+#[test]
+fn a_chatty_service_keeps_the_supervisor_small_and_its_log_within_its_cap() {
+    let env = Env::new();
+    let script = env.project.path().join("chatty.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nexec awk 'BEGIN { for (i = 0; ; i++) printf \"line %d %s\\n\", i, \
+         \"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqr\" }'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let file = env.project.path().join("chatty.yaml");
+    std::fs::write(
+        &file,
+        "services:\n  chatty:\n    target:\n      process:\n        binary: ./chatty.sh\n    \
+         logs: { max_size: 1M, max_files: 2 }\n",
+    )
+    .unwrap();
+    let (_, supervisor) = env.up(&file, &[]);
+    let services = run_dir(&env).join("services");
+    let live = services.join("chatty.log");
+    let rotated = services.join("chatty.log.1");
+    // Rotated more than once: the oldest file kept no longer starts at the first line.
+    wait_until("the log was not rotated twice", || {
+        first_number(&rotated).is_some_and(|n| n > 0)
+    });
+    let oldest_seen = first_number(&rotated).unwrap();
+    // A few seconds more of writing as fast as the log takes it.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = std::fs::read_to_string(format!("/proc/{supervisor}/status")).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        peak_kib < 100 * 1024,
+        "the supervisor's peak RSS is {peak_kib} KiB"
+    );
+    let files: Vec<String> = std::fs::read_dir(&services)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("chatty.log"))
+        .collect();
+    assert!(files.len() <= 2, "{files:?}");
+    for path in [&live, &rotated] {
+        let size = std::fs::metadata(path).unwrap().len();
+        assert!(size <= 1 << 20, "{} holds {size} bytes", path.display());
+    }
+    assert!(
+        first_number(&rotated).unwrap() > oldest_seen,
+        "the log keeps moving"
+    );
+
+    let logs = env.run(&["logs", "chatty", "-n", "5"]);
+    assert_eq!(logs.code, Some(0), "{logs:?}");
+    let numbers: Vec<u64> = logs
+        .stdout
+        .lines()
+        .map(|l| l.split(' ').nth(1).and_then(|n| n.parse().ok()).unwrap())
+        .collect();
+    assert_eq!(numbers.len(), 5, "{logs:?}");
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "the last lines in order: {numbers:?}"
+    );
+    assert!(numbers[0] > oldest_seen, "{numbers:?}");
+
+    let down = env.run(&["down", file.to_str().unwrap()]);
+    assert_eq!(down.code, Some(0), "{down:?}");
+    assert_gone_within(&[supervisor], WAIT);
+    env.assert_state_empty();
+}

@@ -113,8 +113,9 @@ impl Command {
     /// Bounds the output waiting to be read to `batches` batches of lines (a batch is what one
     /// read of a pipe returned, at most 64 KiB). Once that many wait, the process's pipes are
     /// not read until the events are, so a process that writes faster than its events are read
-    /// blocks on its pipe, as it would writing to a terminal, instead of filling memory.
-    /// Without it the events buffer without bound, like `std::process::Command::output`.
+    /// blocks on its pipe, as it would writing to a terminal, instead of filling memory, and a
+    /// line longer than 64 KiB is sent in pieces of 64 KiB. Without it the events buffer
+    /// without bound and lines arrive whole, like `std::process::Command::output`.
     ///
     /// Services a topology starts run with a bound: their output flows at the speed its log
     /// file is written.

@@ -123,6 +123,7 @@ async fn spawn_local(cmd: &Command) -> Result<LocalProcess, LaunchError> {
             sink,
             filter: cmd.filter.clone(),
             tap: cmd.tap.clone(),
+            max_line: cmd.event_capacity.map(|_| crate::exec::pipe::MAX_LINE),
         },
         announce_exit: cmd.announce_exit,
     };

@@ -15,9 +15,13 @@ pub(crate) struct LineRoute {
     pub(crate) sink: EventSink,
     pub(crate) filter: Option<Arc<dyn LogFilter>>,
     pub(crate) tap: Option<crate::exec::command::LineTap>,
+    /// The longest line sent as one, if lines are cut ([`MAX_LINE`] for a command with
+    /// bounded output); without it a line is sent whole however long it is.
+    pub(crate) max_line: Option<usize>,
 }
 
-/// The longest line sent as one: 64 KiB. A longer one is sent in pieces of this size.
+/// The longest line a command with bounded output sends as one: 64 KiB. A longer one is sent
+/// in pieces of this size.
 pub(crate) const MAX_LINE: usize = 64 << 10;
 
 /// Cuts one output stream into lines and sends them, a batch per read.
@@ -41,9 +45,9 @@ impl LineSplitter {
         }
     }
 
-    /// Sends the complete lines in `bytes` (after what earlier reads left unfinished). A line
-    /// longer than [`MAX_LINE`] bytes is sent in pieces of that size, so a process that never
-    /// writes a newline cannot make harness hold its output in memory.
+    /// Sends the complete lines in `bytes` (after what earlier reads left unfinished). With a
+    /// `max_line`, a longer line is sent in pieces of that size, so a process that never writes
+    /// a newline cannot make harness hold its output in memory.
     pub(crate) fn feed(&mut self, bytes: &[u8], route: &LineRoute) {
         if !self.listening {
             return;
@@ -52,7 +56,7 @@ impl LineSplitter {
         let mut chunk = bytes;
         while !chunk.is_empty() {
             let newline = chunk.iter().position(|&b| b == b'\n');
-            let room = MAX_LINE - self.partial.len();
+            let room = route.max_line.unwrap_or(usize::MAX) - self.partial.len();
             let (take, ends) = match newline {
                 Some(pos) if pos <= room => (pos, true),
                 _ if chunk.len() >= room => (room, true),
@@ -179,11 +183,16 @@ mod tests {
     use crate::exec::event::EventStream;
 
     fn lines(feeds: &[&[u8]]) -> Vec<String> {
+        lines_with(feeds, Some(MAX_LINE))
+    }
+
+    fn lines_with(feeds: &[&[u8]], max_line: Option<usize>) -> Vec<String> {
         let (sink, mut events) = EventStream::channel();
         let route = LineRoute {
             sink,
             filter: None,
             tap: None,
+            max_line,
         };
         let mut splitter = LineSplitter::new(OutputStream::Stdout);
         for bytes in feeds {

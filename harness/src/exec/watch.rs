@@ -270,6 +270,7 @@ mod tests {
                 sink,
                 filter: None,
                 tap: None,
+                max_line: None,
             },
             announce_exit: true,
         };
