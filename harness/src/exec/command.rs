@@ -42,6 +42,9 @@ pub struct Command {
     /// Whether the launcher sends `Exited`; log followers of attached services leave it to
     /// their owner, whose process is the one that matters.
     pub(crate) announce_exit: bool,
+    /// Run in a cgroup of its own, named after this label (a service), where cgroups are
+    /// available: `LocalLauncher` kills the whole cgroup with the process. Local only.
+    pub(crate) cgroup: Option<String>,
 }
 
 impl Command {
@@ -163,7 +166,16 @@ impl Command {
             tap: self.tap.clone(),
             announce_start: self.announce_start,
             announce_exit: self.announce_exit,
+            // The wrapper runs here, the command elsewhere.
+            cgroup: None,
         }
+    }
+
+    /// Runs a local child in a cgroup of its own (see `cgroup.rs`), so that everything it
+    /// starts, also what leaves its process group, is killed with it.
+    pub(crate) fn own_cgroup(mut self, label: impl Into<String>) -> Self {
+        self.cgroup = Some(label.into());
+        self
     }
 
     /// The program and arguments as one line, for messages.

@@ -25,6 +25,7 @@
 //!   unit-tested, but not run against a live systemd in CI, which has none.
 
 mod attach;
+mod cgroup;
 mod command;
 mod compose;
 pub(crate) mod docker;
@@ -37,6 +38,7 @@ mod local;
 mod managed;
 mod pipe;
 pub mod quote;
+pub(crate) mod reaper;
 mod remote;
 mod signal;
 mod spawn;
@@ -48,6 +50,7 @@ mod target;
 mod watch;
 
 pub use attach::{AttachedService, Attacher, LocalAttacher, ManagedService, ServiceAttacher};
+pub use cgroup::{NO_CGROUP_ENV, remove_stale_cgroup, run_cgroup};
 pub use command::Command;
 pub use compose::{ComposeCli, ComposeHandle, ComposeService};
 pub use docker::{
@@ -63,6 +66,7 @@ pub use local::{LocalLauncher, LocalProcess};
 pub use managed::{ManagedHandle, ManagedProcess, RestartPolicy};
 pub use pipe::{ChildInput, ChildOutput};
 pub use quote::quote;
+pub use reaper::{become_subreaper, remove_descendants};
 pub use remote::{RemoteProcess, Transport};
 pub use signal::Signal;
 pub use ssh::{HostKeys, SshBuilder, SshLauncher};

@@ -25,7 +25,15 @@ fn spawner() -> &'static mpsc::Sender<Request> {
                 let mut stack = ChildStack::new();
                 for (plan, reply) in rx {
                     let spawned = match &mut stack {
-                        Ok(stack) => crate::exec::spawn::spawn(&plan, stack),
+                        Ok(stack) => {
+                            let spawned = crate::exec::spawn::spawn(&plan, stack);
+                            // Recorded before anyone can see it, so that teardown never takes
+                            // it for an orphan (it is ours, and its watcher reaps it).
+                            if let Ok(child) = &spawned {
+                                crate::exec::reaper::keep(child.pid.as_raw_nonzero().get() as u32);
+                            }
+                            spawned
+                        }
                         Err(e) => Err(SpawnError {
                             step: Step::Prepare,
                             error: std::io::Error::new(e.kind(), e.to_string()),

@@ -46,7 +46,8 @@ impl ServiceExecutor for ProcessExecutor {
             let command = Command::new(binary.to_string_lossy())
                 .args(&target.args)
                 .envs(spec.env())
-                .current_dir(dir.to_string_lossy());
+                .current_dir(dir.to_string_lossy())
+                .own_cgroup(&spec.service.name);
             let mut process = LocalLauncher
                 .spawn(&command)
                 .await
@@ -190,7 +191,13 @@ impl RunningService for LocalService {
     }
 
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
-        Box::pin(stop_gracefully(&mut self.process, grace))
+        Box::pin(async move {
+            let status = stop_gracefully(&mut self.process, grace).await;
+            // What left the process group (a daemon that double forked) is still in the
+            // service's cgroup.
+            self.process.remove_cgroup();
+            status
+        })
     }
 }
 

@@ -28,6 +28,9 @@ pub(crate) fn remove_on_termination() {
             .spawn(move || {
                 if let Some(signal) = signals.forever().next() {
                     temp_dir::remove_live();
+                    // The services die with the process (their death signal); what left
+                    // their process groups does not.
+                    crate::exec::remove_descendants();
                     async_io::block_on(docker::remove_own_runs());
                     let _ = signal_hook::low_level::emulate_default_handler(signal);
                     // Not reached for SIGTERM and SIGINT, whose default action ends the process.

@@ -338,6 +338,9 @@ fn spawn(shared: &Shared, key: &str, dir: &Path) -> Result<(), String> {
     let mut child = command
         .spawn()
         .map_err(|e| format!("start the supervisor {}: {e}", exe.display()))?;
+    // It outlives this test on purpose: this process's teardown must not take it for an
+    // orphan of a service.
+    crate::exec::reaper::keep(child.id());
     let deadline = Instant::now() + SPAWN_WAIT;
     loop {
         if UnixStream::connect(&sock).is_ok() {
@@ -397,9 +400,12 @@ fn supervise(shared: &Shared, dir: &Path) -> ExitCode {
         ));
     }
     // Out of the test's session and process group: nextest's signals to the test do not reach
-    // us. Orphaned services' descendants come to us rather than to init.
+    // us. Orphaned services' descendants come to us rather than to init, to be removed at
+    // teardown.
     let _ = rustix::process::setsid();
-    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+    if let Err(e) = crate::exec::become_subreaper() {
+        log(&format!("failed to become a child subreaper: {e}"));
+    }
     let sock = dir.join("sock");
     let listener = match UnixListener::bind(&sock) {
         Ok(listener) => listener,
@@ -457,6 +463,12 @@ fn supervise(shared: &Shared, dir: &Path) -> ExitCode {
     {
         log(&format!("stop topology {}: {e}", shared.label()));
         code = ExitCode::FAILURE;
+    }
+    let left = crate::exec::remove_descendants();
+    if left > 0 {
+        log(&format!(
+            "killed {left} processes that had left their services"
+        ));
     }
     for name in ["supervisor.pid", "supervisor.log"] {
         let _ = fs::remove_file(dir.join(name));

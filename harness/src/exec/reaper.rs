@@ -1,0 +1,152 @@
+//! Descendants that left their service: a process that owns services becomes a child subreaper,
+//! so the orphans its services leave (a daemon that double forks, a `setsid` helper) become its
+//! children instead of init's, and at teardown it kills and reaps them.
+//!
+//! Only children we did not start on purpose are touched. Every child the spawner thread
+//! starts is recorded here until it is reaped, and so is any other child meant to outlive
+//! teardown ([`keep`]). A child of ours in our own process group is left alone too: that is
+//! what `std::process::Command` makes, for instance a child a test body started and waits for.
+//! What remains is an orphan we adopted, and only those are killed and reaped, each by its pid
+//! (no `waitpid(-1)`, which would steal the exit status of a child someone else waits for). A
+//! child's pid cannot be reused before its parent reaps it, so killing it by pid is safe.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+
+/// How many times teardown looks for adopted orphans: each round's victims may leave orphans
+/// of their own, which come to us once their parent is gone.
+const ROUNDS: usize = 50;
+
+/// Whether this process is a child subreaper.
+static SUBREAPER: AtomicBool = AtomicBool::new(false);
+
+/// The children we started on purpose and that someone waits for.
+fn known() -> MutexGuard<'static, BTreeSet<i32>> {
+    static KNOWN: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+    KNOWN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes this process a child subreaper (`PR_SET_CHILD_SUBREAPER`): orphaned descendants
+/// become its children rather than init's, so that [`remove_descendants`] can find them. For a
+/// process that owns services for as long as it lives: `harness up`, a detached supervisor, a
+/// test runner.
+pub fn become_subreaper() -> std::io::Result<()> {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+    SUBREAPER.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Records `pid` as a child started on purpose: teardown leaves it alone.
+pub(crate) fn keep(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        known().insert(pid);
+    }
+}
+
+/// Forgets `pid` once it has been reaped (its pid may be reused from now on).
+pub(crate) fn reaped(pid: Pid) {
+    known().remove(&pid.as_raw_nonzero().get());
+}
+
+/// Kills and reaps every orphan this process adopted as a subreaper, then kills and removes
+/// what is left in this process's cgroups (see [`run_cgroup`](crate::exec::run_cgroup)).
+/// Call it after the services stopped, as the last step of a teardown; returns how many
+/// processes it found.
+pub fn remove_descendants() -> usize {
+    let mut found = crate::exec::cgroup::remove_run_cgroup();
+    found += kill_adopted();
+    found
+}
+
+/// Reaps the adopted orphans that have exited already, without killing anything: a cgroup
+/// they were in cannot be removed while they are zombies of ours on some kernels.
+pub(crate) fn reap_adopted_zombies() {
+    if !SUBREAPER.load(Ordering::Acquire) {
+        return;
+    }
+    for child in adopted() {
+        if child.zombie {
+            reap(child.pid);
+        }
+    }
+}
+
+/// Kills and reaps the adopted orphans, round after round until none is left.
+fn kill_adopted() -> usize {
+    if !SUBREAPER.load(Ordering::Acquire) {
+        return 0;
+    }
+    let mut found = 0;
+    for _ in 0..ROUNDS {
+        let children = adopted();
+        if children.is_empty() {
+            break;
+        }
+        for child in &children {
+            if !child.zombie {
+                let _ = rustix::process::kill_process(child.pid, Signal::KILL);
+            }
+        }
+        for child in &children {
+            reap(child.pid);
+        }
+        found += children.iter().filter(|c| !c.zombie).count();
+        // The victims' own children are reparented to us as they die; the next round finds
+        // them.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if found > 0 {
+        tracing::debug!(found, "killed descendants that had left their services");
+    }
+    found
+}
+
+/// Waits for the child `pid`, which is dead or dying.
+fn reap(pid: Pid) {
+    loop {
+        match rustix::process::waitid(WaitId::Pid(pid), WaitIdOptions::EXITED) {
+            Err(rustix::io::Errno::INTR) => continue,
+            _ => return,
+        }
+    }
+}
+
+/// A child of ours that we did not start on purpose.
+struct Adopted {
+    pid: Pid,
+    zombie: bool,
+}
+
+/// Our children (from `/proc/*/stat`) that are neither known nor in our process group.
+fn adopted() -> Vec<Adopted> {
+    let me = rustix::process::getpid();
+    let our_group = rustix::process::getpgrp();
+    let known = known().clone();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !known.contains(pid))
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The command name (field 2) may hold spaces and parentheses: the fields are
+            // counted after its closing parenthesis, the last one.
+            let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+            let state = fields.next()?;
+            let ppid: i32 = fields.next()?.parse().ok()?;
+            let pgid: i32 = fields.next()?.parse().ok()?;
+            (ppid == me.as_raw_nonzero().get() && Pid::from_raw(pgid) != Some(our_group)).then(
+                || Adopted {
+                    pid: Pid::from_raw(pid).expect("a /proc entry is a positive pid"),
+                    zombie: state == "Z",
+                },
+            )
+        })
+        .collect()
+}
