@@ -1,0 +1,441 @@
+//! Descendants that leave their service's process group (fixtures/topologies/escaping.yaml:
+//! a service that daemonizes twice) are gone after every end of a run, with a cgroup per
+//! service and, where cgroups are not available (`HARNESS_NO_CGROUP=1` here), with the
+//! subreaper alone:
+//!
+//! - `harness down` after `harness up -d`;
+//! - SIGTERM, SIGINT and SIGHUP of a foreground `harness up`;
+//! - a test suite (tests/user_escaping.rs) whose tests pass, whose test panics, or that is
+//!   ended with SIGTERM, and the same suite under `cargo nextest run`, where a shared
+//!   supervisor owns the copy.
+//!
+//! SIGKILL gives the killed process no chance: its services die by their death signal, and what
+//! escaped them lives on in their cgroup, which the next harness command removes (`harness
+//! status` for a detached supervisor, the next start for anything else). Without cgroups
+//! nothing can find them after SIGKILL; those cases are tested with cgroups only.
+//!
+//! Every escaped process runs a link to `sleep` whose name carries a marker of the test's own,
+//! and a guard kills whatever carries it when the test ends, so a failing test leaks nothing.
+
+#[path = "support/fixtures.rs"]
+mod fixtures;
+#[expect(dead_code, reason = "this suite uses the process helpers only")]
+#[path = "support/local.rs"]
+mod local;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal};
+
+/// How long the escaped processes may take to start, or a run to end.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One scene: two marker programs (links to sleep), a state root and the harness processes
+/// started, whose cgroups the guard removes if the test fails.
+struct Scene {
+    dir: tempfile::TempDir,
+    marker: String,
+    owners: Vec<u32>,
+}
+
+impl Scene {
+    fn new(tag: &str) -> Scene {
+        let dir = tempfile::Builder::new()
+            .prefix("harness-escape-")
+            .tempdir()
+            .unwrap();
+        let marker = local::unique(tag);
+        let sleep = ["/bin/sleep", "/usr/bin/sleep"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("sleep");
+        for side in ["a", "b"] {
+            std::os::unix::fs::symlink(sleep, dir.path().join(format!("{marker}-{side}"))).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("state")).unwrap();
+        Scene {
+            dir,
+            marker,
+            owners: Vec::new(),
+        }
+    }
+
+    fn program(&self, side: &str) -> PathBuf {
+        self.dir.path().join(format!("{}-{side}", self.marker))
+    }
+
+    /// `program` with the scene's environment; without cgroups if `cgroups` is false.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>, cgroups: bool) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env("HARNESS_ESCAPE_A", self.program("a"))
+            .env("HARNESS_ESCAPE_B", self.program("b"))
+            .env("HARNESS_STATE_DIR", self.dir.path().join("state"))
+            .env("HARNESS_ESCAPING_SUITE", "1")
+            .env("HARNESS_BASE_DIR", fixtures::workspace_dir())
+            .env_remove("HARNESS_OVERLAY")
+            .env_remove("NEXTEST_RUN_ID")
+            .env_remove("NEXTEST_TEST_NAME")
+            .current_dir(fixtures::workspace_dir())
+            .stdin(Stdio::null());
+        if cgroups {
+            command.env_remove("HARNESS_NO_CGROUP");
+        } else {
+            command.env("HARNESS_NO_CGROUP", "1");
+        }
+        command
+    }
+
+    fn harness(&self, args: &[&str], cgroups: bool) -> Command {
+        let mut command = self.command(env!("CARGO_BIN_EXE_harness"), cgroups);
+        command.args(args);
+        command
+    }
+
+    /// Runs `harness ARGS` to its end, which must be a success; returns its stdout.
+    fn run(&mut self, args: &[&str], cgroups: bool) -> String {
+        let out = self.harness(args, cgroups).output().unwrap();
+        assert!(
+            out.status.success(),
+            "harness {args:?}: {}",
+            fixtures::both(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The escaped processes that run now.
+    fn escaped(&self) -> Vec<u32> {
+        local::processes_with_arg(&self.marker)
+    }
+
+    /// Waits until both escaped processes run.
+    fn wait_escaped(&self) {
+        let deadline = Instant::now() + WAIT;
+        let runs = |side| !local::processes_with_arg(&format!("{}-{side}", self.marker)).is_empty();
+        while !(runs("a") && runs("b")) {
+            assert!(
+                Instant::now() < deadline,
+                "the service's escaped processes never ran"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Fails unless no escaped process runs, now that `what` happened.
+    fn assert_none_left(&self, what: &str) {
+        let left = self.escaped();
+        assert!(
+            left.is_empty(),
+            "after {what}, escaped processes still run: {left:?}"
+        );
+        for owner in &self.owners {
+            assert_eq!(
+                own_cgroups(*owner),
+                Vec::<PathBuf>::new(),
+                "after {what}, cgroups are left"
+            );
+        }
+    }
+
+    /// Waits up to `limit` until no escaped process runs.
+    fn wait_none_left(&self, what: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.escaped().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.assert_none_left(what);
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        for pid in self.escaped() {
+            let _ = local::KillOnDrop(pid);
+        }
+        for owner in &self.owners {
+            for cgroup in own_cgroups(*owner) {
+                remove_cgroup(&cgroup);
+            }
+        }
+    }
+}
+
+/// Kills everything in the cgroup `path` (and below) and removes it, for a test that failed.
+fn remove_cgroup(path: &Path) {
+    let _ = std::fs::write(path.join("cgroup.kill"), "1");
+    let mut dirs = Vec::new();
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(entry.path());
+            }
+        }
+        dirs.push(dir);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for dir in dirs.iter().rev() {
+        while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The cgroup v2 directory this process is in, if cgroups can be made there.
+fn cgroup_dir() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mountinfo.lines().find_map(|l| {
+        let (fields, fs) = l.split_once(" - ")?;
+        (fs.starts_with("cgroup2 ")).then(|| fields.split_whitespace().nth(4).map(PathBuf::from))?
+    })?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(mount.join(own.trim_start_matches('/')))
+}
+
+/// The cgroups harness process `owner` made beside ours (`harness-<pid>-<start time>`).
+fn own_cgroups(owner: u32) -> Vec<PathBuf> {
+    let Some(dir) = cgroup_dir() else {
+        return Vec::new();
+    };
+    let prefix = format!("harness-{owner}-");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Whether harness can give services cgroups here; if not, says so, and the caller skips
+/// what needs them (unless `HARNESS_REQUIRE_CGROUP=1`, where that fails).
+fn cgroups_available(test: &str) -> bool {
+    let probe = cgroup_dir().map(|d| d.join(format!("harness-probe-{}", std::process::id())));
+    let available = probe
+        .as_ref()
+        .is_some_and(|p| std::fs::create_dir(p).is_ok() && std::fs::remove_dir(p).is_ok());
+    if !available {
+        assert!(
+            std::env::var_os("HARNESS_REQUIRE_CGROUP").is_none_or(|v| v != "1"),
+            "{test}: cannot create a cgroup v2 here"
+        );
+        eprintln!("{test}: skipped, cgroup v2 is not available to this user here");
+    }
+    available
+}
+
+fn signal(pid: u32, signal: Signal) {
+    rustix::process::kill_process(Pid::from_raw(pid as i32).unwrap(), signal).unwrap();
+}
+
+/// Waits until `child` has exited.
+fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not end within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The supervisor's pid, from `up -d`'s output.
+fn supervisor_pid(up: &str) -> u32 {
+    up.split("(supervisor pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no supervisor pid in {up}"))
+}
+
+fn topology() -> String {
+    fixtures::topology_file("escaping.yaml")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn down_after_up_d_removes_them() {
+    for cgroups in [true, false] {
+        let mut scene = Scene::new("down");
+        let up = scene.run(&["up", "-d", &topology(), "--stop-grace", "2s"], cgroups);
+        scene.owners.push(supervisor_pid(&up));
+        scene.wait_escaped();
+        scene.run(&["down"], cgroups);
+        scene.assert_none_left(&format!("`harness down` (cgroups: {cgroups})"));
+    }
+}
+
+#[test]
+fn a_signal_to_a_foreground_up_removes_them() {
+    for cgroups in [true, false] {
+        for sig in [Signal::TERM, Signal::INT, Signal::HUP] {
+            let mut scene = Scene::new("up");
+            let mut up = scene
+                .harness(&["up", &topology(), "--stop-grace", "2s"], cgroups)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            scene.owners.push(up.id());
+            scene.wait_escaped();
+            signal(up.id(), sig);
+            let what = format!("{sig:?} of `harness up` (cgroups: {cgroups})");
+            let status = wait_exit(&mut up, &what);
+            assert!(status.success(), "{what}: {status}");
+            scene.assert_none_left(&what);
+        }
+    }
+}
+
+#[test]
+fn a_killed_supervisor_leaves_them_to_the_next_status() {
+    if !cgroups_available("a_killed_supervisor_leaves_them_to_the_next_status") {
+        return;
+    }
+    let mut scene = Scene::new("supervisor-kill");
+    let up = scene.run(&["up", "-d", &topology()], true);
+    let supervisor = supervisor_pid(&up);
+    scene.owners.push(supervisor);
+    scene.wait_escaped();
+    signal(supervisor, Signal::KILL);
+    let deadline = Instant::now() + WAIT;
+    while local::is_alive(supervisor) {
+        assert!(
+            Instant::now() < deadline,
+            "the killed supervisor still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its death signal took the service, but not what escaped it.
+    assert_eq!(
+        scene.escaped().len(),
+        2,
+        "the escaped processes outlive SIGKILL"
+    );
+    let status = scene.harness(&["status"], true).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("removed the stale run"),
+        "{}",
+        fixtures::both(&status)
+    );
+    scene.assert_none_left("SIGKILL of the supervisor, then `harness status`");
+}
+
+#[test]
+fn a_killed_foreground_up_leaves_them_to_the_next_start() {
+    if !cgroups_available("a_killed_foreground_up_leaves_them_to_the_next_start") {
+        return;
+    }
+    let mut scene = Scene::new("up-kill");
+    let spawn = |scene: &Scene| {
+        scene
+            .harness(&["up", &topology()], true)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut killed = spawn(&scene);
+    scene.owners.push(killed.id());
+    scene.wait_escaped();
+    signal(killed.id(), Signal::KILL);
+    killed.wait().unwrap();
+    assert_eq!(
+        scene.escaped().len(),
+        2,
+        "the escaped processes outlive SIGKILL"
+    );
+    let left = scene.escaped();
+
+    let mut next = spawn(&scene);
+    scene.owners.push(next.id());
+    let deadline = Instant::now() + WAIT;
+    while left.iter().any(|&pid| local::is_alive(pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "the next start left {left:?} running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        own_cgroups(killed.id()).is_empty(),
+        "the killed run's cgroup is left"
+    );
+    scene.wait_escaped();
+    signal(next.id(), Signal::TERM);
+    wait_exit(&mut next, "the next `harness up`");
+    scene.assert_none_left("SIGKILL of `harness up`, then the next start and its SIGTERM");
+}
+
+#[test]
+fn a_test_suite_removes_them_however_its_tests_end() {
+    let suite = fixtures::test_binary("user_escaping");
+    for cgroups in [true, false] {
+        for end in ["pass", "panic"] {
+            let scene = Scene::new("suite");
+            let out = scene
+                .command(&suite, cgroups)
+                .args(["--test-threads", "2"])
+                .env("HARNESS_ESCAPING_END", end)
+                .output()
+                .unwrap();
+            let what = format!("a suite whose tests {end} (cgroups: {cgroups})");
+            let text = fixtures::both(&out);
+            assert_eq!(out.status.success(), end == "pass", "{what}:\n{text}");
+            assert!(
+                text.contains(if end == "pass" {
+                    "2 passed"
+                } else {
+                    "2 failed"
+                }),
+                "{what}:\n{text}"
+            );
+            scene.assert_none_left(&what);
+        }
+        // Ended from outside while its tests run (nextest's timeout, `kill`).
+        let scene = Scene::new("suite-term");
+        let mut child = scene
+            .command(&suite, cgroups)
+            .args(["--test-threads", "2"])
+            .env("HARNESS_ESCAPING_END", "hang")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        scene.wait_escaped();
+        signal(child.id(), Signal::TERM);
+        wait_exit(&mut child, "the suite after SIGTERM");
+        scene.assert_none_left(&format!("SIGTERM of the suite (cgroups: {cgroups})"));
+    }
+}
+
+#[test]
+fn a_shared_supervisor_under_nextest_removes_them() {
+    for cgroups in [true, false] {
+        let scene = Scene::new("nextest");
+        let out = scene
+            .command(fixtures::cargo(), cgroups)
+            .args(["nextest", "run", "--workspace", "--test", "user_escaping"])
+            .args(["--no-fail-fast", "--target-dir"])
+            .arg(fixtures::target_dir())
+            .env("HARNESS_SUPERVISOR_IDLE", "2")
+            .output()
+            .unwrap();
+        let text = fixtures::both(&out);
+        assert!(out.status.success(), "{text}");
+        assert!(!text.contains("LEAK"), "nextest saw a leak:\n{text}");
+        // The supervisor tears down once the run is over, within its poll.
+        scene.wait_none_left(
+            &format!("a nextest run (cgroups: {cgroups})"),
+            Duration::from_secs(20),
+        );
+    }
+}
