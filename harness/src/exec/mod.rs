@@ -19,6 +19,11 @@
 //! # Known limits
 //!
 //! - Unix only (Linux for `PR_SET_PDEATHSIG`).
+//! - A local service's descendants that leave its process group are killed with it only when it
+//!   has a cgroup of its own (cgroup v2, writable here; see [`run_cgroup`]); otherwise only a
+//!   process that called [`become_subreaper`] finds them, in [`remove_descendants`]. Neither
+//!   helps after SIGKILL of the owner, except that its cgroup is removed later
+//!   ([`remove_stale_cgroup`], and by the next harness process started in the same cgroup).
 //! - Remote launchers need a POSIX `sh`, `setsid` and `kill` at the far end. A remote process
 //!   killed by a signal is reported as exit code 128 + the signal number, as the shell sees it.
 //! - Systemd targets generate `systemctl`/`portablectl`/`journalctl` command lines; they are

@@ -34,7 +34,9 @@
 //!   seconds (10 by default), the supervisor takes the lock, removes its socket, stops the
 //!   services and removes its directory.
 //! - A supervisor killed with SIGKILL takes its services with it: they get the orchestrator's
-//!   death signal (`PR_SET_PDEATHSIG`) from the supervisor's spawner thread.
+//!   death signal (`PR_SET_PDEATHSIG`) from the supervisor's spawner thread. What escaped their
+//!   process groups stays in their cgroups until the next supervisor or runner started in the
+//!   same cgroup removes them.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
