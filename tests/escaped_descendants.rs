@@ -1,7 +1,7 @@
 //! Descendants that leave their service's process group (fixtures/topologies/escaping.yaml:
 //! a service that daemonizes twice) are gone after every end of a run, with a cgroup per
-//! service and, where cgroups are not available (`HARNESS_NO_CGROUP=1` here), with the
-//! subreaper alone:
+//! service in cgroup v2 (`HARNESS_CGROUP=v2`) and in the v1 freezer hierarchy (`v1`), and,
+//! where cgroups are not available (`none` here), with the subreaper alone:
 //!
 //! - `harness down` after `harness up -d`;
 //! - SIGTERM, SIGINT and SIGHUP of a foreground `harness up`;
@@ -66,8 +66,9 @@ impl Scene {
         self.dir.path().join(format!("{}-{side}", self.marker))
     }
 
-    /// `program` with the scene's environment; without cgroups if `cgroups` is false.
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>, cgroups: bool) -> Command {
+    /// `program` with the scene's environment, and `HARNESS_CGROUP` set to `cgroups` unless
+    /// that is empty.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>, cgroups: &str) -> Command {
         let mut command = Command::new(program);
         command
             .env("HARNESS_ESCAPE_A", self.program("a"))
@@ -80,22 +81,22 @@ impl Scene {
             .env_remove("NEXTEST_TEST_NAME")
             .current_dir(fixtures::workspace_dir())
             .stdin(Stdio::null());
-        if cgroups {
-            command.env_remove("HARNESS_NO_CGROUP");
+        if cgroups.is_empty() {
+            command.env_remove("HARNESS_CGROUP");
         } else {
-            command.env("HARNESS_NO_CGROUP", "1");
+            command.env("HARNESS_CGROUP", cgroups);
         }
         command
     }
 
-    fn harness(&self, args: &[&str], cgroups: bool) -> Command {
+    fn harness(&self, args: &[&str], cgroups: &str) -> Command {
         let mut command = self.command(env!("CARGO_BIN_EXE_harness"), cgroups);
         command.args(args);
         command
     }
 
     /// Runs `harness ARGS` to its end, which must be a success; returns its stdout.
-    fn run(&mut self, args: &[&str], cgroups: bool) -> String {
+    fn run(&mut self, args: &[&str], cgroups: &str) -> String {
         let out = self.harness(args, cgroups).output().unwrap();
         assert!(
             out.status.success(),
@@ -183,28 +184,54 @@ fn remove_cgroup(path: &Path) {
     }
 }
 
-/// The cgroup v2 directory this process is in, if cgroups can be made there.
-fn cgroup_dir() -> Option<PathBuf> {
+/// The values of `HARNESS_CGROUP` each test runs with where it can (v2 and v1 fall back to no
+/// cgroup where they are not available).
+const MODES: [&str; 3] = ["v2", "v1", "none"];
+
+/// The directory this process is in, in the cgroup v2 hierarchy (`v2`) or the v1 freezer one,
+/// where it is mounted (assuming a mount of its root, as on a host rather than in a container).
+fn cgroup_dir_of(v2: bool) -> Option<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let mount = mountinfo.lines().find_map(|l| {
         let (fields, fs) = l.split_once(" - ")?;
-        (fs.starts_with("cgroup2 ")).then(|| fields.split_whitespace().nth(4).map(PathBuf::from))?
+        let found = match v2 {
+            true => fs.starts_with("cgroup2 "),
+            false => fs.starts_with("cgroup ") && fs.split([' ', ',']).any(|o| o == "freezer"),
+        };
+        found.then(|| fields.split_whitespace().nth(4).map(PathBuf::from))?
     })?;
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let own = own.lines().find_map(|l| l.strip_prefix("0::"))?;
-    Some(mount.join(own.trim_start_matches('/')))
+    let place = own.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let found = match v2 {
+            true => id == "0",
+            false => controllers.split(',').any(|c| c == "freezer"),
+        };
+        found.then(|| path.trim_start_matches('/').to_string())
+    })?;
+    Some(mount.join(place))
+}
+
+/// The cgroup v2 directory this process is in.
+fn cgroup_dir() -> Option<PathBuf> {
+    cgroup_dir_of(true)
+}
+
+/// Both directories of [`cgroup_dir_of`] that exist.
+fn cgroup_dirs() -> Vec<PathBuf> {
+    [true, false]
+        .into_iter()
+        .filter_map(cgroup_dir_of)
+        .collect()
 }
 
 /// The cgroups harness process `owner` made beside ours (`harness-<pid>-<start time>`).
 fn own_cgroups(owner: u32) -> Vec<PathBuf> {
-    let Some(dir) = cgroup_dir() else {
-        return Vec::new();
-    };
     let prefix = format!("harness-{owner}-");
-    std::fs::read_dir(dir)
+    cgroup_dirs()
         .into_iter()
-        .flatten()
-        .flatten()
+        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .map(|e| e.path())
         .collect()
@@ -263,19 +290,19 @@ fn topology() -> String {
 
 #[test]
 fn down_after_up_d_removes_them() {
-    for cgroups in [true, false] {
+    for cgroups in MODES {
         let mut scene = Scene::new("down");
         let up = scene.run(&["up", "-d", &topology(), "--stop-grace", "2s"], cgroups);
         scene.owners.push(supervisor_pid(&up));
         scene.wait_escaped();
         scene.run(&["down"], cgroups);
-        scene.assert_none_left(&format!("`harness down` (cgroups: {cgroups})"));
+        scene.assert_none_left(&format!("`harness down` (HARNESS_CGROUP={cgroups})"));
     }
 }
 
 #[test]
 fn a_signal_to_a_foreground_up_removes_them() {
-    for cgroups in [true, false] {
+    for cgroups in MODES {
         for sig in [Signal::TERM, Signal::INT, Signal::HUP] {
             let mut scene = Scene::new("up");
             let mut up = scene
@@ -287,7 +314,7 @@ fn a_signal_to_a_foreground_up_removes_them() {
             scene.owners.push(up.id());
             scene.wait_escaped();
             signal(up.id(), sig);
-            let what = format!("{sig:?} of `harness up` (cgroups: {cgroups})");
+            let what = format!("{sig:?} of `harness up` (HARNESS_CGROUP={cgroups})");
             let status = wait_exit(&mut up, &what);
             assert!(status.success(), "{what}: {status}");
             scene.assert_none_left(&what);
@@ -301,7 +328,7 @@ fn a_killed_supervisor_leaves_them_to_the_next_status() {
         return;
     }
     let mut scene = Scene::new("supervisor-kill");
-    let up = scene.run(&["up", "-d", &topology()], true);
+    let up = scene.run(&["up", "-d", &topology()], "");
     let supervisor = supervisor_pid(&up);
     scene.owners.push(supervisor);
     scene.wait_escaped();
@@ -320,7 +347,7 @@ fn a_killed_supervisor_leaves_them_to_the_next_status() {
         2,
         "the escaped processes outlive SIGKILL"
     );
-    let status = scene.harness(&["status"], true).output().unwrap();
+    let status = scene.harness(&["status"], "").output().unwrap();
     assert!(
         String::from_utf8_lossy(&status.stdout).contains("removed the stale run"),
         "{}",
@@ -337,7 +364,7 @@ fn a_killed_foreground_up_leaves_them_to_the_next_start() {
     let mut scene = Scene::new("up-kill");
     let spawn = |scene: &Scene| {
         scene
-            .harness(&["up", &topology()], true)
+            .harness(&["up", &topology()], "")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -378,7 +405,7 @@ fn a_killed_foreground_up_leaves_them_to_the_next_start() {
 #[test]
 fn a_test_suite_removes_them_however_its_tests_end() {
     let suite = fixtures::test_binary("user_escaping");
-    for cgroups in [true, false] {
+    for cgroups in MODES {
         for end in ["pass", "panic"] {
             let scene = Scene::new("suite");
             let out = scene
@@ -387,7 +414,7 @@ fn a_test_suite_removes_them_however_its_tests_end() {
                 .env("HARNESS_ESCAPING_END", end)
                 .output()
                 .unwrap();
-            let what = format!("a suite whose tests {end} (cgroups: {cgroups})");
+            let what = format!("a suite whose tests {end} (HARNESS_CGROUP={cgroups})");
             let text = fixtures::both(&out);
             assert_eq!(out.status.success(), end == "pass", "{what}:\n{text}");
             assert!(
@@ -413,13 +440,13 @@ fn a_test_suite_removes_them_however_its_tests_end() {
         scene.wait_escaped();
         signal(child.id(), Signal::TERM);
         wait_exit(&mut child, "the suite after SIGTERM");
-        scene.assert_none_left(&format!("SIGTERM of the suite (cgroups: {cgroups})"));
+        scene.assert_none_left(&format!("SIGTERM of the suite (HARNESS_CGROUP={cgroups})"));
     }
 }
 
 #[test]
 fn a_shared_supervisor_under_nextest_removes_them() {
-    for cgroups in [true, false] {
+    for cgroups in MODES {
         let scene = Scene::new("nextest");
         let out = scene
             .command(fixtures::cargo(), cgroups)
@@ -434,7 +461,7 @@ fn a_shared_supervisor_under_nextest_removes_them() {
         assert!(!text.contains("LEAK"), "nextest saw a leak:\n{text}");
         // The supervisor tears down once the run is over, within its poll.
         scene.wait_none_left(
-            &format!("a nextest run (cgroups: {cgroups})"),
+            &format!("a nextest run (HARNESS_CGROUP={cgroups})"),
             Duration::from_secs(20),
         );
     }

@@ -2,7 +2,9 @@
 //! forks or calls `setsid`, so stopping the service can kill all of them at once.
 //!
 //! Where this process may create cgroups in the cgroup v2 hierarchy (found in
-//! `/proc/self/mountinfo`; a hybrid host mounts it at `/sys/fs/cgroup/unified`), it makes one
+//! `/proc/self/mountinfo`; a hybrid host mounts it at `/sys/fs/cgroup/unified`), or else in the
+//! cgroup v1 freezer hierarchy (a host without v2; `/proc/self/cgroup`'s `freezer` line and
+//! `freezer.state` take the place of the `0::` line and `cgroup.kill`), it makes one
 //! for itself under its current cgroup (`/proc/self/cgroup`, the `0::` line), named
 //! `harness-<pid>-<start time>`, and in it one per service instance (`<n>-<service>`). The
 //! child joins its cgroup before it execs (it writes `0` to `cgroup.procs`, opened for it
@@ -17,8 +19,8 @@
 //!
 //! When no cgroup v2 hierarchy is mounted, or this process may not write to it (a user whose
 //! session is not delegated one), services run without one and their escaped descendants are
-//! left to the subreaper (see `reaper.rs`); this is said once, at debug level. Setting
-//! `HARNESS_NO_CGROUP=1` chooses that too.
+//! left to the subreaper (see `reaper.rs`); this is said once, at debug level. `HARNESS_CGROUP`
+//! chooses: `none` for that, `v2` or `v1` for one hierarchy only.
 
 use std::fs::{self, File};
 use std::io::{self, Write as _};
@@ -31,8 +33,9 @@ use std::time::{Duration, Instant};
 /// How long a killed cgroup may take to empty.
 const EMPTY_WAIT: Duration = Duration::from_secs(5);
 
-/// Set to `1` to run services without cgroups of their own.
-pub const NO_CGROUP_ENV: &str = "HARNESS_NO_CGROUP";
+/// Which cgroups services get: `v2`, `v1` (the freezer hierarchy) or `none`; unset, the first
+/// of v2 and v1 that works.
+pub const CGROUP_ENV: &str = "HARNESS_CGROUP";
 
 /// The prefix of every cgroup a harness process makes for itself.
 const PREFIX: &str = "harness-";
@@ -66,10 +69,25 @@ fn run() -> Option<&'static RunCgroup> {
 }
 
 fn create_run() -> io::Result<PathBuf> {
-    if std::env::var_os(NO_CGROUP_ENV).is_some_and(|v| v == "1") {
-        return Err(io::Error::other(format!("{NO_CGROUP_ENV}=1")));
+    let choice = std::env::var(CGROUP_ENV).unwrap_or_default();
+    let hierarchies: &[Hierarchy] = match choice.as_str() {
+        "none" => return Err(io::Error::other(format!("{CGROUP_ENV}=none"))),
+        "v1" => &[Hierarchy::V1Freezer],
+        "v2" => &[Hierarchy::V2],
+        _ => &[Hierarchy::V2, Hierarchy::V1Freezer],
+    };
+    let mut failures = Vec::new();
+    for &hierarchy in hierarchies {
+        match create_in(hierarchy) {
+            Ok(path) => return Ok(path),
+            Err(e) => failures.push(format!("{}: {e}", hierarchy.name())),
+        }
     }
-    let parent = current_cgroup()?;
+    Err(io::Error::other(failures.join("; ")))
+}
+
+fn create_in(hierarchy: Hierarchy) -> io::Result<PathBuf> {
+    let parent = current_cgroup(hierarchy)?;
     sweep_stale(&parent);
     let pid = std::process::id();
     let start = start_time(pid).ok_or_else(|| io::Error::other("read our own start time"))?;
@@ -79,34 +97,72 @@ fn create_run() -> io::Result<PathBuf> {
     Ok(path)
 }
 
-/// The directory of this process's cgroup in the cgroup v2 hierarchy.
-fn current_cgroup() -> io::Result<PathBuf> {
+/// A cgroup hierarchy we can kill a whole cgroup in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hierarchy {
+    /// The unified hierarchy (cgroup v2): `cgroup.kill`.
+    V2,
+    /// The v1 freezer hierarchy, on hosts without v2: freeze, kill each process, thaw.
+    V1Freezer,
+}
+
+impl Hierarchy {
+    fn name(self) -> &'static str {
+        match self {
+            Hierarchy::V2 => "cgroup v2",
+            Hierarchy::V1Freezer => "cgroup v1 freezer",
+        }
+    }
+
+    /// The root and mount point of this hierarchy, if `line` of `/proc/self/mountinfo`
+    /// mounts it.
+    fn mount(self, line: &str) -> Option<(String, PathBuf)> {
+        let (mount, fs) = line.split_once(" - ")?;
+        let mut fs = fs.split_whitespace();
+        let mounted = match (self, fs.next()?) {
+            (Hierarchy::V2, "cgroup2") => true,
+            // Type, source, then the super block options, which name the controllers.
+            (Hierarchy::V1Freezer, "cgroup") => fs.nth(1)?.split(',').any(|o| o == "freezer"),
+            _ => false,
+        };
+        if !mounted {
+            return None;
+        }
+        let mut fields = mount.split_whitespace();
+        let root = unescape(fields.nth(3)?);
+        let point = unescape(fields.next()?);
+        Some((root, PathBuf::from(point)))
+    }
+
+    /// This process's cgroup in this hierarchy, if `line` of `/proc/self/cgroup` names it.
+    fn own(self, line: &str) -> Option<&str> {
+        let mut fields = line.splitn(3, ':');
+        let (id, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let ours = match self {
+            Hierarchy::V2 => id == "0" && controllers.is_empty(),
+            Hierarchy::V1Freezer => controllers.split(',').any(|c| c == "freezer"),
+        };
+        ours.then_some(path)
+    }
+}
+
+/// The directory of this process's cgroup in `hierarchy`.
+fn current_cgroup(hierarchy: Hierarchy) -> io::Result<PathBuf> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-    let (root, mount) = mountinfo.lines().find_map(cgroup2_mount).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, "no cgroup2 hierarchy is mounted")
-    })?;
+    let (root, mount) = mountinfo
+        .lines()
+        .find_map(|l| hierarchy.mount(l))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not mounted"))?;
     let cgroups = fs::read_to_string("/proc/self/cgroup")?;
     let own = cgroups
         .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not in a cgroup v2 hierarchy"))?;
+        .find_map(|l| hierarchy.own(l))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "this process is not in it"))?;
     // The mount shows the hierarchy from `root` down (a container's namespace, a bind mount).
     let relative = Path::new(own)
         .strip_prefix(&root)
         .map_err(|_| io::Error::other(format!("our cgroup {own} is outside the mounted {root}")))?;
     Ok(mount.join(relative))
-}
-
-/// The root and mount point of a cgroup2 line of `/proc/self/mountinfo`.
-fn cgroup2_mount(line: &str) -> Option<(String, PathBuf)> {
-    let (mount, fs) = line.split_once(" - ")?;
-    if fs.split_whitespace().next() != Some("cgroup2") {
-        return None;
-    }
-    let mut fields = mount.split_whitespace();
-    let root = unescape(fields.nth(3)?);
-    let point = unescape(fields.next()?);
-    Some((root, PathBuf::from(point)))
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).
@@ -274,23 +330,38 @@ fn kill_and_remove(path: &Path) -> usize {
 
 /// Sends SIGKILL to everything in the cgroup and below.
 fn kill(path: &Path) {
+    if path.join("freezer.state").exists() {
+        return kill_frozen(path, "freezer.state", ("FROZEN", "THAWED"));
+    }
     match fs::write(path.join("cgroup.kill"), "1") {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => kill_frozen(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            kill_frozen(path, "cgroup.freeze", ("1", "0"));
+        }
         Err(e) => tracing::debug!("failed to write {}/cgroup.kill: {e}", path.display()),
     }
 }
 
-/// Without `cgroup.kill` (Linux before 5.14): freezes the cgroup, so that no pid read from it
-/// can exit and be reused before it is signalled, kills each one, and thaws it so they die.
-fn kill_frozen(path: &Path) {
+/// Without `cgroup.kill` (cgroup v1, or v2 before Linux 5.14): freezes the cgroup with `file`
+/// (its values to freeze and to thaw), so that no pid read from it can exit and be reused
+/// before it is signalled, kills each one, and thaws it so that they die.
+fn kill_frozen(path: &Path, file: &str, (frozen_value, thawed_value): (&str, &str)) {
     let freeze = |value: &str| {
         File::options()
             .write(true)
-            .open(path.join("cgroup.freeze"))
+            .open(path.join(file))
             .and_then(|mut f| f.write_all(value.as_bytes()))
     };
-    let frozen = freeze("1").is_ok();
+    let frozen = freeze(frozen_value).is_ok();
+    if frozen && file == "freezer.state" {
+        // v1 reads FREEZING until every task is frozen.
+        let deadline = Instant::now() + EMPTY_WAIT;
+        while fs::read_to_string(path.join(file)).is_ok_and(|s| s.trim() != "FROZEN")
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
     for dir in tree(path) {
         for pid in pids(&dir) {
             if let Some(pid) = rustix::process::Pid::from_raw(pid) {
@@ -299,7 +370,7 @@ fn kill_frozen(path: &Path) {
         }
     }
     if frozen {
-        let _ = freeze("0");
+        let _ = freeze(thawed_value);
     }
 }
 
@@ -346,18 +417,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cgroup2_mount_is_read_with_its_root() {
+    fn each_hierarchy_is_found_with_its_root_and_our_place_in_it() {
         let hybrid = "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw";
+        let pids = "39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids";
+        let freezer = "37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer";
+        let unified = Some(("/".to_string(), PathBuf::from("/sys/fs/cgroup/unified")));
+        let frozen = Some(("/".to_string(), PathBuf::from("/sys/fs/cgroup/freezer")));
+        let v2 = Hierarchy::V2;
+        let v1 = Hierarchy::V1Freezer;
         assert_eq!(
-            cgroup2_mount(hybrid),
-            Some(("/".to_string(), PathBuf::from("/sys/fs/cgroup/unified")))
+            [hybrid, pids, freezer].map(|l| (v2.mount(l), v1.mount(l))),
+            [(unified, None), (None, None), (None, frozen)]
         );
-        let v1 = "39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids";
-        assert_eq!(cgroup2_mount(v1), None);
         let nested = r"50 1 0:40 /user.slice /mnt/cg\040x rw - cgroup2 cgroup2 rw";
         assert_eq!(
-            cgroup2_mount(nested),
+            v2.mount(nested),
             Some(("/user.slice".to_string(), PathBuf::from("/mnt/cg x")))
+        );
+        let lines = ["6:freezer:/a", "4:memory:/b", "0::/c", "9:name=systemd:/d"];
+        assert_eq!(
+            lines.map(|l| (v2.own(l), v1.own(l))),
+            [
+                (None, Some("/a")),
+                (None, None),
+                (Some("/c"), None),
+                (None, None)
+            ]
         );
     }
 

@@ -55,7 +55,7 @@ mod target;
 mod watch;
 
 pub use attach::{AttachedService, Attacher, LocalAttacher, ManagedService, ServiceAttacher};
-pub use cgroup::{NO_CGROUP_ENV, remove_stale_cgroup, run_cgroup};
+pub use cgroup::{CGROUP_ENV, remove_stale_cgroup, run_cgroup};
 pub use command::Command;
 pub use compose::{ComposeCli, ComposeHandle, ComposeService};
 pub use docker::{
