@@ -38,6 +38,8 @@ struct Scene {
     dir: tempfile::TempDir,
     marker: String,
     owners: Vec<u32>,
+    /// Harness processes the test started and may leave running if it fails.
+    children: Vec<Child>,
 }
 
 impl Scene {
@@ -59,6 +61,7 @@ impl Scene {
             dir,
             marker,
             owners: Vec::new(),
+            children: Vec::new(),
         }
     }
 
@@ -104,6 +107,26 @@ impl Scene {
             fixtures::both(&out)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts `command` with no output, as a harness process of the scene (killed when the
+    /// scene is dropped, if it still runs); returns its pid.
+    fn start(&mut self, mut command: Command) -> u32 {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.owners.push(pid);
+        self.children.push(child);
+        pid
+    }
+
+    /// Waits until the process `pid` that [`Scene::start`] started has exited.
+    fn wait_exit(&mut self, pid: u32, what: &str) -> std::process::ExitStatus {
+        let child = self.children.iter_mut().find(|c| c.id() == pid).unwrap();
+        wait_exit(child, what)
     }
 
     /// The escaped processes that run now.
@@ -152,6 +175,12 @@ impl Scene {
 
 impl Drop for Scene {
     fn drop(&mut self) {
+        for child in &mut self.children {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
         for pid in self.escaped() {
             let _ = local::KillOnDrop(pid);
         }
@@ -213,11 +242,6 @@ fn cgroup_dir_of(v2: bool) -> Option<PathBuf> {
     Some(mount.join(place))
 }
 
-/// The cgroup v2 directory this process is in.
-fn cgroup_dir() -> Option<PathBuf> {
-    cgroup_dir_of(true)
-}
-
 /// Both directories of [`cgroup_dir_of`] that exist.
 fn cgroup_dirs() -> Vec<PathBuf> {
     [true, false]
@@ -237,21 +261,27 @@ fn own_cgroups(owner: u32) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Whether harness can give services cgroups here; if not, says so, and the caller skips
-/// what needs them (unless `HARNESS_REQUIRE_CGROUP=1`, where that fails).
-fn cgroups_available(test: &str) -> bool {
-    let probe = cgroup_dir().map(|d| d.join(format!("harness-probe-{}", std::process::id())));
-    let available = probe
-        .as_ref()
-        .is_some_and(|p| std::fs::create_dir(p).is_ok() && std::fs::remove_dir(p).is_ok());
-    if !available {
-        assert!(
-            std::env::var_os("HARNESS_REQUIRE_CGROUP").is_none_or(|v| v != "1"),
-            "{test}: cannot create a cgroup v2 here"
-        );
-        eprintln!("{test}: skipped, cgroup v2 is not available to this user here");
+/// The modes of [`MODES`] with cgroups that can be made here. Says which cannot; that is a
+/// failure where `HARNESS_REQUIRE_CGROUP=1` (it is where CI must test them).
+fn cgroup_modes(test: &str) -> Vec<&'static str> {
+    let mut modes = Vec::new();
+    for (mode, v2) in [("v2", true), ("v1", false)] {
+        let probe =
+            cgroup_dir_of(v2).map(|d| d.join(format!("harness-probe-{}", std::process::id())));
+        let available = probe
+            .as_ref()
+            .is_some_and(|p| std::fs::create_dir(p).is_ok() && std::fs::remove_dir(p).is_ok());
+        if available {
+            modes.push(mode);
+        } else {
+            eprintln!("{test}: HARNESS_CGROUP={mode} skipped, its cgroups cannot be made here");
+        }
     }
-    available
+    assert!(
+        !modes.is_empty() || std::env::var_os("HARNESS_REQUIRE_CGROUP").is_none_or(|v| v != "1"),
+        "{test}: no cgroup can be made here"
+    );
+    modes
 }
 
 fn signal(pid: u32, signal: Signal) {
@@ -305,17 +335,12 @@ fn a_signal_to_a_foreground_up_removes_them() {
     for cgroups in MODES {
         for sig in [Signal::TERM, Signal::INT, Signal::HUP] {
             let mut scene = Scene::new("up");
-            let mut up = scene
-                .harness(&["up", &topology(), "--stop-grace", "2s"], cgroups)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            scene.owners.push(up.id());
+            let up =
+                scene.start(scene.harness(&["up", &topology(), "--stop-grace", "2s"], cgroups));
             scene.wait_escaped();
-            signal(up.id(), sig);
+            signal(up, sig);
             let what = format!("{sig:?} of `harness up` (HARNESS_CGROUP={cgroups})");
-            let status = wait_exit(&mut up, &what);
+            let status = scene.wait_exit(up, &what);
             assert!(status.success(), "{what}: {status}");
             scene.assert_none_left(&what);
         }
@@ -324,11 +349,15 @@ fn a_signal_to_a_foreground_up_removes_them() {
 
 #[test]
 fn a_killed_supervisor_leaves_them_to_the_next_status() {
-    if !cgroups_available("a_killed_supervisor_leaves_them_to_the_next_status") {
-        return;
+    for mode in cgroup_modes("a_killed_supervisor_leaves_them_to_the_next_status") {
+        killed_supervisor(mode);
     }
+}
+
+/// SIGKILL of a detached supervisor with `HARNESS_CGROUP=mode`, then `harness status`.
+fn killed_supervisor(mode: &str) {
     let mut scene = Scene::new("supervisor-kill");
-    let up = scene.run(&["up", "-d", &topology()], "");
+    let up = scene.run(&["up", "-d", &topology()], mode);
     let supervisor = supervisor_pid(&up);
     scene.owners.push(supervisor);
     scene.wait_escaped();
@@ -341,49 +370,38 @@ fn a_killed_supervisor_leaves_them_to_the_next_status() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Its death signal took the service, but not what escaped it.
-    assert_eq!(
-        scene.escaped().len(),
-        2,
-        "the escaped processes outlive SIGKILL"
-    );
-    let status = scene.harness(&["status"], "").output().unwrap();
+    // Its death signal took the service, but not what escaped it, which `status` removes
+    // (unless another test's harness, started in the same cgroup meanwhile, swept them first).
+    let status = scene.harness(&["status"], mode).output().unwrap();
     assert!(
         String::from_utf8_lossy(&status.stdout).contains("removed the stale run"),
         "{}",
         fixtures::both(&status)
     );
-    scene.assert_none_left("SIGKILL of the supervisor, then `harness status`");
+    scene.assert_none_left(&format!(
+        "SIGKILL of the supervisor, then `harness status` (HARNESS_CGROUP={mode})"
+    ));
 }
 
 #[test]
 fn a_killed_foreground_up_leaves_them_to_the_next_start() {
-    if !cgroups_available("a_killed_foreground_up_leaves_them_to_the_next_start") {
-        return;
+    for mode in cgroup_modes("a_killed_foreground_up_leaves_them_to_the_next_start") {
+        killed_foreground_up(mode);
     }
+}
+
+/// SIGKILL of a foreground `harness up` with `HARNESS_CGROUP=mode`, then the next start.
+fn killed_foreground_up(mode: &str) {
     let mut scene = Scene::new("up-kill");
-    let spawn = |scene: &Scene| {
-        scene
-            .harness(&["up", &topology()], "")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut killed = spawn(&scene);
-    scene.owners.push(killed.id());
+    let killed = scene.start(scene.harness(&["up", &topology()], mode));
     scene.wait_escaped();
-    signal(killed.id(), Signal::KILL);
-    killed.wait().unwrap();
-    assert_eq!(
-        scene.escaped().len(),
-        2,
-        "the escaped processes outlive SIGKILL"
-    );
+    signal(killed, Signal::KILL);
+    scene.wait_exit(killed, "the killed `harness up`");
+    // Its death signal took the service, but not what escaped it. (Unless another test's
+    // harness, started in the same cgroup meanwhile, removed them already: every start sweeps.)
     let left = scene.escaped();
 
-    let mut next = spawn(&scene);
-    scene.owners.push(next.id());
+    let next = scene.start(scene.harness(&["up", &topology()], mode));
     let deadline = Instant::now() + WAIT;
     while left.iter().any(|&pid| local::is_alive(pid)) {
         assert!(
@@ -392,14 +410,17 @@ fn a_killed_foreground_up_leaves_them_to_the_next_start() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        own_cgroups(killed.id()).is_empty(),
-        "the killed run's cgroup is left"
-    );
+    // Removed once they are gone, an instant after this sees them gone.
+    while !own_cgroups(killed).is_empty() {
+        assert!(Instant::now() < deadline, "the killed run's cgroup is left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     scene.wait_escaped();
-    signal(next.id(), Signal::TERM);
-    wait_exit(&mut next, "the next `harness up`");
-    scene.assert_none_left("SIGKILL of `harness up`, then the next start and its SIGTERM");
+    signal(next, Signal::TERM);
+    scene.wait_exit(next, "the next `harness up`");
+    scene.assert_none_left(&format!(
+        "SIGKILL of `harness up`, then the next start and its SIGTERM (HARNESS_CGROUP={mode})"
+    ));
 }
 
 #[test]
@@ -428,18 +449,15 @@ fn a_test_suite_removes_them_however_its_tests_end() {
             scene.assert_none_left(&what);
         }
         // Ended from outside while its tests run (nextest's timeout, `kill`).
-        let scene = Scene::new("suite-term");
-        let mut child = scene
-            .command(&suite, cgroups)
+        let mut scene = Scene::new("suite-term");
+        let mut command = scene.command(&suite, cgroups);
+        command
             .args(["--test-threads", "2"])
-            .env("HARNESS_ESCAPING_END", "hang")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .env("HARNESS_ESCAPING_END", "hang");
+        let suite_pid = scene.start(command);
         scene.wait_escaped();
-        signal(child.id(), Signal::TERM);
-        wait_exit(&mut child, "the suite after SIGTERM");
+        signal(suite_pid, Signal::TERM);
+        scene.wait_exit(suite_pid, "the suite after SIGTERM");
         scene.assert_none_left(&format!("SIGTERM of the suite (HARNESS_CGROUP={cgroups})"));
     }
 }
