@@ -484,3 +484,39 @@ fn a_shared_supervisor_under_nextest_removes_them() {
         );
     }
 }
+
+#[test]
+fn orphans_that_exit_during_a_run_are_reaped_as_they_do() {
+    // Every 20 ms the service leaves an orphan that exits at once: each is a zombie of
+    // `harness up`, its subreaper, until it reaps it.
+    let mut scene = Scene::new("zombies");
+    let file = scene.dir.path().join("zombies.yaml");
+    std::fs::write(
+        &file,
+        "services:\n  leaver:\n    target:\n      process:\n        binary: sh\n        args: \
+         [\"-c\", \"while :; do (sh -c 'exit 0' &); sleep 0.02; done\"]\n",
+    )
+    .unwrap();
+    let up = scene.start(scene.harness(&["up", file.to_str().unwrap()], "none"));
+    std::thread::sleep(Duration::from_secs(2));
+    let zombies = zombie_children(up);
+    signal(up, Signal::TERM);
+    let status = scene.wait_exit(up, "`harness up`");
+    assert!(status.success(), "{status}");
+    // Some may have exited in the instant before we looked.
+    assert!(
+        zombies.len() < 10,
+        "zombies of `harness up` pile up: {zombies:?}"
+    );
+}
+
+/// The children of `parent` that are zombies.
+fn zombie_children(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| local::stat(pid) == Some(('Z', parent)))
+        .collect()
+}

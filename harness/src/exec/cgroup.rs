@@ -44,17 +44,21 @@ const PREFIX: &str = "harness-";
 struct RunCgroup {
     path: PathBuf,
     next: AtomicU64,
+    /// The cgroup's directory, with a shared `flock` held for as long as we live: a harness in
+    /// another pid namespace, to whom our pid means nothing, still sees that we are alive.
+    _alive: File,
 }
 
 /// This process's cgroup, made on first use; `None` where cgroups are not available to us.
 fn run() -> Option<&'static RunCgroup> {
     static RUN: OnceLock<Option<RunCgroup>> = OnceLock::new();
     RUN.get_or_init(|| match create_run() {
-        Ok(path) => {
+        Ok((path, alive)) => {
             tracing::debug!(cgroup = %path.display(), "services get a cgroup each");
             Some(RunCgroup {
                 path,
                 next: AtomicU64::new(0),
+                _alive: alive,
             })
         }
         Err(e) => {
@@ -68,7 +72,7 @@ fn run() -> Option<&'static RunCgroup> {
     .as_ref()
 }
 
-fn create_run() -> io::Result<PathBuf> {
+fn create_run() -> io::Result<(PathBuf, File)> {
     let choice = std::env::var(CGROUP_ENV).unwrap_or_default();
     let hierarchies: &[Hierarchy] = match choice.as_str() {
         "none" => return Err(io::Error::other(format!("{CGROUP_ENV}=none"))),
@@ -86,7 +90,7 @@ fn create_run() -> io::Result<PathBuf> {
     Err(io::Error::other(failures.join("; ")))
 }
 
-fn create_in(hierarchy: Hierarchy) -> io::Result<PathBuf> {
+fn create_in(hierarchy: Hierarchy) -> io::Result<(PathBuf, File)> {
     let parent = current_cgroup(hierarchy)?;
     sweep_stale(&parent);
     let pid = std::process::id();
@@ -94,7 +98,20 @@ fn create_in(hierarchy: Hierarchy) -> io::Result<PathBuf> {
     let path = parent.join(format!("{PREFIX}{pid}-{start}"));
     fs::create_dir(&path)
         .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", path.display())))?;
-    Ok(path)
+    let alive = File::open(&path).and_then(|dir| {
+        rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockShared)?;
+        Ok(dir)
+    });
+    match alive {
+        Ok(alive) => Ok((path, alive)),
+        Err(e) => {
+            let _ = fs::remove_dir(&path);
+            Err(io::Error::new(
+                e.kind(),
+                format!("lock {}: {e}", path.display()),
+            ))
+        }
+    }
 }
 
 /// A cgroup hierarchy we can kill a whole cgroup in.
@@ -227,6 +244,13 @@ pub fn remove_stale_cgroup(path: &Path) -> bool {
         return false;
     };
     if start_time(pid) == Some(start) || !path.is_dir() {
+        return false;
+    }
+    // The pid may be one of another pid namespace's: the owner's lock tells for sure.
+    let Ok(dir) = File::open(path) else {
+        return false;
+    };
+    if rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
         return false;
     }
     let found = kill_and_remove(path);

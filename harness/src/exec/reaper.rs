@@ -9,6 +9,11 @@
 //! What remains is an orphan we adopted, and only those are killed and reaped, each by its pid
 //! (no `waitpid(-1)`, which would steal the exit status of a child someone else waits for). A
 //! child's pid cannot be reused before its parent reaps it, so killing it by pid is safe.
+//!
+//! Adopted orphans that exit while the run goes on are reaped as they do (on `SIGCHLD`, by a
+//! thread of ours), so that a service that keeps leaving short-lived orphans does not fill the
+//! process table with our zombies. A child is recorded under the same lock as the scan for
+//! orphans, from before it is started until it is recorded, so no scan can take it for one.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,15 +41,49 @@ fn known() -> MutexGuard<'static, BTreeSet<i32>> {
 /// test runner.
 pub fn become_subreaper() -> std::io::Result<()> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
-    SUBREAPER.store(true, Ordering::Release);
+    if !SUBREAPER.swap(true, Ordering::AcqRel) {
+        reap_on_sigchld();
+    }
     Ok(())
 }
 
-/// Records `pid` as a child started on purpose: teardown leaves it alone.
-pub(crate) fn keep(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        known().insert(pid);
+/// Reaps the adopted orphans that exit from now on, on a thread of its own.
+fn reap_on_sigchld() {
+    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGCHLD]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::debug!(
+                "failed to handle SIGCHLD; adopted orphans are reaped at teardown: {e}"
+            );
+            return;
+        }
+    };
+    let started = std::thread::Builder::new()
+        .name("harness-reaper".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                reap_adopted_zombies();
+            }
+        });
+    if let Err(e) = started {
+        tracing::debug!(
+            "failed to start the reaper thread; adopted orphans are reaped at teardown: {e}"
+        );
     }
+}
+
+/// Runs `spawn`, which starts a child on purpose, and records the child `pid_of` names, under
+/// the lock every scan for orphans holds: no scan can see the child before it is recorded.
+pub(crate) fn spawn_known<T>(
+    spawn: impl FnOnce() -> T,
+    pid_of: impl FnOnce(&T) -> Option<u32>,
+) -> T {
+    let mut known = known();
+    let spawned = spawn();
+    if let Some(pid) = pid_of(&spawned).and_then(|p| i32::try_from(p).ok()) {
+        known.insert(pid);
+    }
+    spawned
 }
 
 /// Forgets `pid` once it has been reaped (its pid may be reused from now on).
@@ -68,8 +107,10 @@ pub(crate) fn reap_adopted_zombies() {
     if !SUBREAPER.load(Ordering::Acquire) {
         return;
     }
-    for child in adopted() {
+    let known = known();
+    for child in adopted(&known) {
         if child.zombie {
+            // A zombie: the wait returns at once.
             reap(child.pid);
         }
     }
@@ -82,14 +123,18 @@ fn kill_adopted() -> usize {
     }
     let mut found = 0;
     for _ in 0..ROUNDS {
-        let children = adopted();
+        let children = {
+            let known = known();
+            let children = adopted(&known);
+            for child in &children {
+                if !child.zombie {
+                    let _ = rustix::process::kill_process(child.pid, Signal::KILL);
+                }
+            }
+            children
+        };
         if children.is_empty() {
             break;
-        }
-        for child in &children {
-            if !child.zombie {
-                let _ = rustix::process::kill_process(child.pid, Signal::KILL);
-            }
         }
         for child in &children {
             reap(child.pid);
@@ -121,11 +166,10 @@ struct Adopted {
     zombie: bool,
 }
 
-/// Our children (from `/proc/*/stat`) that are neither known nor in our process group.
-fn adopted() -> Vec<Adopted> {
+/// Our children (from `/proc/*/stat`) that are neither `known` nor in our process group.
+fn adopted(known: &BTreeSet<i32>) -> Vec<Adopted> {
     let me = rustix::process::getpid();
     let our_group = rustix::process::getpgrp();
-    let known = known().clone();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

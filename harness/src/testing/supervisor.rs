@@ -337,12 +337,13 @@ fn spawn(shared: &Shared, key: &str, dir: &Path) -> Result<(), String> {
     if let Some(parent) = parent_identity() {
         command.env(WATCH_ENV, parent);
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("start the supervisor {}: {e}", exe.display()))?;
     // It outlives this test on purpose: this process's teardown must not take it for an
     // orphan of a service.
-    crate::exec::reaper::keep(child.id());
+    let mut child = crate::exec::reaper::spawn_known(
+        || command.spawn(),
+        |spawned| spawned.as_ref().ok().map(std::process::Child::id),
+    )
+    .map_err(|e| format!("start the supervisor {}: {e}", exe.display()))?;
     let deadline = Instant::now() + SPAWN_WAIT;
     loop {
         if UnixStream::connect(&sock).is_ok() {
