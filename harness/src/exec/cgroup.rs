@@ -49,12 +49,18 @@ struct RunCgroup {
     _alive: File,
 }
 
+/// This process's cgroup, once made; `None` inside where cgroups are not available to us.
+static RUN: OnceLock<Option<RunCgroup>> = OnceLock::new();
+
 /// This process's cgroup, made on first use; `None` where cgroups are not available to us.
 fn run() -> Option<&'static RunCgroup> {
-    static RUN: OnceLock<Option<RunCgroup>> = OnceLock::new();
     RUN.get_or_init(|| match create_run() {
         Ok((path, alive)) => {
             tracing::debug!(cgroup = %path.display(), "services get a cgroup each");
+            // A program that never calls `remove_descendants` (one that drives the orchestrator
+            // itself) still leaves no empty cgroup when it exits normally.
+            // SAFETY: registers a plain function; it runs at `exit`, after `main` returns.
+            unsafe { libc::atexit(remove_empty_at_exit) };
             Some(RunCgroup {
                 path,
                 next: AtomicU64::new(0),
@@ -256,6 +262,16 @@ pub fn remove_stale_cgroup(path: &Path) -> bool {
     let found = kill_and_remove(path);
     tracing::debug!(cgroup = %path.display(), found, "removed the cgroup of a dead harness");
     true
+}
+
+/// Removes this process's cgroups that are empty, at exit. One that still holds a process
+/// (a detached service) stays, for the next harness to remove once we are gone.
+extern "C" fn remove_empty_at_exit() {
+    if let Some(Some(run)) = RUN.get() {
+        for dir in tree(&run.path) {
+            let _ = fs::remove_dir(dir);
+        }
+    }
 }
 
 /// The path of this process's own cgroup, created if need be; `None` where cgroups are not

@@ -24,6 +24,8 @@
 //!   process that called [`become_subreaper`] finds them, in [`remove_descendants`]. Neither
 //!   helps after SIGKILL of the owner, except that its cgroup is removed later
 //!   ([`remove_stale_cgroup`], and by the next harness process started in the same cgroup).
+//!   A program that drives the orchestrator itself should call [`become_subreaper`] at start
+//!   and [`remove_descendants`] after its last stop, as `harness up` and the test runner do.
 //! - Remote launchers need a POSIX `sh`, `setsid` and `kill` at the far end. A remote process
 //!   killed by a signal is reported as exit code 128 + the signal number, as the shell sees it.
 //! - Systemd targets generate `systemctl`/`portablectl`/`journalctl` command lines; they are
