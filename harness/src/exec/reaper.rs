@@ -29,6 +29,10 @@ const ROUNDS: usize = 50;
 /// Whether this process is a child subreaper.
 static SUBREAPER: AtomicBool = AtomicBool::new(false);
 
+/// Set (under the lock of the known children) once the process is ending on a signal: nothing
+/// starts any more, so nothing starts after its children's groups were killed.
+static CLOSED: AtomicBool = AtomicBool::new(false);
+
 /// The children we started on purpose and that someone waits for.
 fn known() -> MutexGuard<'static, BTreeSet<i32>> {
     static KNOWN: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
@@ -74,11 +78,16 @@ fn reap_on_sigchld() {
 
 /// Runs `spawn`, which starts a child on purpose, and records the child `pid_of` names, under
 /// the lock every scan for orphans holds: no scan can see the child before it is recorded.
+/// Once the process is ending on a signal, returns `closed()` instead.
 pub(crate) fn spawn_known<T>(
     spawn: impl FnOnce() -> T,
     pid_of: impl FnOnce(&T) -> Option<u32>,
+    closed: impl FnOnce() -> T,
 ) -> T {
     let mut known = known();
+    if CLOSED.load(Ordering::Acquire) {
+        return closed();
+    }
     let spawned = spawn();
     if let Some(pid) = pid_of(&spawned).and_then(|p| i32::try_from(p).ok()) {
         known.insert(pid);
@@ -99,6 +108,38 @@ pub fn remove_descendants() -> usize {
     let mut found = crate::exec::cgroup::remove_run_cgroup();
     found += kill_adopted();
     found
+}
+
+/// For a process about to end on a signal, whose services have not been stopped: kills the
+/// process group of every child it started (the death signal would take only the children
+/// themselves, later, and what their groups still hold would be orphaned to init once we are
+/// gone), waits a moment for them to die, then does what [`remove_descendants`] does.
+pub(crate) fn remove_everything_now() -> usize {
+    let children: Vec<i32> = {
+        let known = known();
+        CLOSED.store(true, Ordering::Release);
+        known.iter().copied().collect()
+    };
+    for &pid in &children {
+        if let Some(pid) = Pid::from_raw(pid) {
+            // Our unreaped child, so its pid, which is also its group's id, is still ours.
+            let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while children.iter().any(|&pid| running(pid)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    remove_descendants()
+}
+
+/// Whether `pid` runs (exists and is no zombie).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 /// Reaps the adopted orphans that have exited already, without killing anything: a cgroup

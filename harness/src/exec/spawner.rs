@@ -33,6 +33,12 @@ fn spawner() -> &'static mpsc::Sender<Request> {
                                 let child = spawned.as_ref().ok()?;
                                 Some(child.pid.as_raw_nonzero().get() as u32)
                             },
+                            || {
+                                Err(SpawnError {
+                                    step: Step::Prepare,
+                                    error: std::io::Error::other("the harness is ending"),
+                                })
+                            },
                         ),
                         Err(e) => Err(SpawnError {
                             step: Step::Prepare,

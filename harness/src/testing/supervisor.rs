@@ -342,6 +342,7 @@ fn spawn(shared: &Shared, key: &str, dir: &Path) -> Result<(), String> {
     let mut child = crate::exec::reaper::spawn_known(
         || command.spawn(),
         |spawned| spawned.as_ref().ok().map(std::process::Child::id),
+        || Err(std::io::Error::other("this process is ending")),
     )
     .map_err(|e| format!("start the supervisor {}: {e}", exe.display()))?;
     let deadline = Instant::now() + SPAWN_WAIT;
