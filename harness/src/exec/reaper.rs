@@ -15,7 +15,7 @@
 //! process table with our zombies. A child is recorded under the same lock as the scan for
 //! orphans, from before it is started until it is recorded, so no scan can take it for one.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -34,8 +34,9 @@ static SUBREAPER: AtomicBool = AtomicBool::new(false);
 static CLOSED: AtomicBool = AtomicBool::new(false);
 
 /// The children we started on purpose and that someone waits for.
-fn known() -> MutexGuard<'static, BTreeSet<i32>> {
-    static KNOWN: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+/// Each is mapped to whether it is meant to outlive this process (a supervisor for nextest).
+fn known() -> MutexGuard<'static, BTreeMap<i32, bool>> {
+    static KNOWN: Mutex<BTreeMap<i32, bool>> = Mutex::new(BTreeMap::new());
     KNOWN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -78,8 +79,10 @@ fn reap_on_sigchld() {
 
 /// Runs `spawn`, which starts a child on purpose, and records the child `pid_of` names, under
 /// the lock every scan for orphans holds: no scan can see the child before it is recorded.
-/// Once the process is ending on a signal, returns `closed()` instead.
+/// Once the process is ending on a signal, returns `closed()` instead. A child that `outlives`
+/// this process on purpose is left running when it ends on a signal.
 pub(crate) fn spawn_known<T>(
+    outlives: bool,
     spawn: impl FnOnce() -> T,
     pid_of: impl FnOnce(&T) -> Option<u32>,
     closed: impl FnOnce() -> T,
@@ -90,7 +93,7 @@ pub(crate) fn spawn_known<T>(
     }
     let spawned = spawn();
     if let Some(pid) = pid_of(&spawned).and_then(|p| i32::try_from(p).ok()) {
-        known.insert(pid);
+        known.insert(pid, outlives);
     }
     spawned
 }
@@ -118,7 +121,11 @@ pub(crate) fn remove_everything_now() -> usize {
     let children: Vec<i32> = {
         let known = known();
         CLOSED.store(true, Ordering::Release);
-        known.iter().copied().collect()
+        known
+            .iter()
+            .filter(|&(_, &outlives)| !outlives)
+            .map(|(&pid, _)| pid)
+            .collect()
     };
     for &pid in &children {
         if let Some(pid) = Pid::from_raw(pid) {
@@ -208,7 +215,7 @@ struct Adopted {
 }
 
 /// Our children (from `/proc/*/stat`) that are neither `known` nor in our process group.
-fn adopted(known: &BTreeSet<i32>) -> Vec<Adopted> {
+fn adopted(known: &BTreeMap<i32, bool>) -> Vec<Adopted> {
     let me = rustix::process::getpid();
     let our_group = rustix::process::getpgrp();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -217,7 +224,7 @@ fn adopted(known: &BTreeSet<i32>) -> Vec<Adopted> {
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| !known.contains(pid))
+        .filter(|pid| !known.contains_key(pid))
         .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             // The command name (field 2) may hold spaces and parentheses: the fields are

@@ -28,6 +28,7 @@ fn spawner() -> &'static mpsc::Sender<Request> {
                         // Recorded before anyone can see it, so that no scan for orphans takes it
                         // for one (it is ours, and its watcher reaps it).
                         Ok(stack) => crate::exec::reaper::spawn_known(
+                            false,
                             || crate::exec::spawn::spawn(&plan, stack),
                             |spawned| {
                                 let child = spawned.as_ref().ok()?;

@@ -340,6 +340,7 @@ fn spawn(shared: &Shared, key: &str, dir: &Path) -> Result<(), String> {
     // It outlives this test on purpose: this process's teardown must not take it for an
     // orphan of a service.
     let mut child = crate::exec::reaper::spawn_known(
+        true,
         || command.spawn(),
         |spawned| spawned.as_ref().ok().map(std::process::Child::id),
         || Err(std::io::Error::other("this process is ending")),
