@@ -9,10 +9,14 @@
 //! healthy, or exits because the start failed.
 //!
 //! The supervisor owns the [`ServiceManager`], keeps the registry in `registry.json`, serves
-//! `--api`, and on SIGTERM or SIGINT stops everything and removes the state directory. When
-//! the registry cannot be saved (a full disk), it says so in its log, once per distinct
+//! `--api`, and on SIGTERM, SIGINT or SIGHUP stops everything and removes the state directory.
+//! When the registry cannot be saved (a full disk), it says so in its log, once per distinct
 //! failure, and leaves a record for `harness status` ([`crate::save_failure`]); it sets space
 //! aside at its start for both, since a full disk would refuse them too.
+//! It is a child subreaper, so the orphans its services leave are removed at teardown too, and
+//! it records its cgroup (where it has one) in `cgroup`: killed with SIGKILL, it leaves what
+//! escaped its services' process groups in that cgroup, and whichever harness command next
+//! finds the run stale kills it ([`remove_stale_cgroup`]).
 
 use std::fs::{self, File};
 use std::io::Read as _;
@@ -107,9 +111,14 @@ fn detach_inner(args: &UpArgs, topology: &TopologyConfig) -> Result<ExitCode, St
              its services died with it)",
             run.describe()
         );
+        remove_stale_cgroup(&dir);
         clear_except_lock(&dir).map_err(|e| format!("clean {}: {e}", dir.display()))?;
     }
     let result = spawn_and_relay(args, &dir, &lock);
+    if !matches!(result, Ok(Relayed::Ready)) {
+        // The supervisor is gone: what escaped its services must go too.
+        remove_stale_cgroup(&dir);
+    }
     if matches!(result, Ok(Relayed::Exited(_)) | Err(_)) {
         // The supervisor is gone (or never started): nothing may be left. It removes its
         // directory itself; this covers a supervisor that died before it could.
@@ -261,10 +270,24 @@ fn read_lines(file: &mut File, pending: &mut Vec<u8>, all: bool) -> Vec<String> 
 pub fn supervise(args: &UpArgs, dir: &Path) -> ExitCode {
     // Out of the caller's session: the terminal's Ctrl-C and hangup no longer reach us.
     let _ = rustix::process::setsid();
+    // Orphans the services leave come to us, to be removed at teardown.
+    if let Err(e) = harness::exec::become_subreaper() {
+        tracing::debug!("failed to become a child subreaper: {e}");
+    }
+    if let Some(cgroup) = harness::exec::run_cgroup() {
+        let path = dir.join(CGROUP_FILE);
+        if let Err(e) = fs::write(&path, cgroup.as_os_str().as_encoded_bytes()) {
+            errln!(
+                "harness up: warning: failed to write {}: {e}",
+                path.display()
+            );
+        }
+    }
     let code = supervise_inner(args, dir).unwrap_or_else(|e| {
         errln!("harness up: failed to {e}");
         ExitCode::from(EXIT_HARNESS_FAILED)
     });
+    harness::exec::remove_descendants();
     if let Err(e) = fs::remove_dir_all(dir)
         && e.kind() != std::io::ErrorKind::NotFound
     {
@@ -375,6 +398,17 @@ fn report_saves(dir: &Path) -> impl FnMut(SaveReport) + Send + 'static {
             save_failure::clear(&dir);
         }
         _ => {}
+    }
+}
+
+/// The file of a run's directory that names the supervisor's cgroup.
+const CGROUP_FILE: &str = "cgroup";
+
+/// Kills what a dead supervisor left in its cgroup (the descendants of its services that
+/// escaped their process groups, which its death signal does not reach) and removes the cgroup.
+pub(crate) fn remove_stale_cgroup(dir: &Path) {
+    if let Ok(cgroup) = fs::read_to_string(dir.join(CGROUP_FILE)) {
+        harness::exec::remove_stale_cgroup(Path::new(cgroup.trim_end()));
     }
 }
 

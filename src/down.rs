@@ -86,6 +86,7 @@ fn stop(run: &Run) -> Result<(), String> {
     }
     // The supervisor removes the directory as its last step; this covers one that was killed.
     if run.dir.exists() {
+        crate::daemon::remove_stale_cgroup(&run.dir);
         std::fs::remove_dir_all(&run.dir)
             .map_err(|e| format!("remove {}: {e}", run.dir.display()))?;
     }

@@ -342,6 +342,7 @@ pub fn clean_stale(run: &Run, command: &str) {
         .info
         .as_ref()
         .map_or_else(|| "?".to_string(), |i| i.pid.to_string());
+    crate::daemon::remove_stale_cgroup(&run.dir);
     match fs::remove_dir_all(&run.dir) {
         Ok(()) => outln!(
             "harness {command}: removed the stale run of {} (its supervisor, pid {pid}, is gone, \

@@ -15,7 +15,7 @@ use harness::api::{ServerHandle, WsServer};
 use harness::orchestrator::{OrchestratorError, Progress, ServiceManager, ServiceStatus};
 use harness::registry::{Registry, ServiceState};
 use harness::topology::{TopologyConfig, parse_duration};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
 
 use crate::daemon;
@@ -95,6 +95,10 @@ pub fn up(args: UpArgs) -> ExitCode {
             return ExitCode::from(EXIT_HARNESS_FAILED);
         }
     };
+    // Orphans the services leave come to us, to be removed at teardown.
+    if let Err(e) = harness::exec::become_subreaper() {
+        tracing::debug!("failed to become a child subreaper: {e}");
+    }
     // Installed before anything starts, so that Ctrl-C during the start stops it cleanly
     // instead of killing harness with its services half started.
     let stop = match StopSignals::install() {
@@ -118,10 +122,12 @@ pub fn up(args: UpArgs) -> ExitCode {
     let code = smol::block_on(run(&manager, &stop.receiver));
     stop_api(api);
     stop.close();
+    harness::exec::remove_descendants();
     code
 }
 
-/// SIGINT and SIGTERM, turned into a message on a channel by a thread of their own.
+/// SIGINT, SIGTERM and SIGHUP (the terminal closed), turned into a message on a channel by a
+/// thread of their own.
 pub(crate) struct StopSignals {
     /// Receives the name of the first signal.
     pub(crate) receiver: smol::channel::Receiver<&'static str>,
@@ -130,21 +136,21 @@ pub(crate) struct StopSignals {
 }
 
 impl StopSignals {
-    /// From now on SIGINT and SIGTERM no longer kill the process: the first one is sent to
-    /// [`StopSignals::receiver`].
+    /// From now on SIGINT, SIGTERM and SIGHUP no longer kill the process: the first one is
+    /// sent to [`StopSignals::receiver`].
     pub(crate) fn install() -> Result<StopSignals, String> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])
-            .map_err(|e| format!("install handlers for SIGINT and SIGTERM: {e}"))?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .map_err(|e| format!("install handlers for SIGINT, SIGTERM and SIGHUP: {e}"))?;
         let (stop_tx, receiver) = smol::channel::bounded::<&'static str>(1);
         let handle = signals.handle();
         let watcher = std::thread::Builder::new()
             .name("harness-signals".into())
             .spawn(move || {
                 if let Some(signal) = signals.forever().next() {
-                    let _ = stop_tx.try_send(if signal == SIGINT {
-                        "SIGINT"
-                    } else {
-                        "SIGTERM"
+                    let _ = stop_tx.try_send(match signal {
+                        SIGINT => "SIGINT",
+                        SIGHUP => "SIGHUP",
+                        _ => "SIGTERM",
                     });
                 }
             })

@@ -44,6 +44,9 @@ pub struct Command {
     pub(crate) announce_exit: bool,
     /// How many batches of events may wait to be read; `None` for no bound.
     pub(crate) event_capacity: Option<usize>,
+    /// Run in a cgroup of its own, named after this label (a service), where cgroups are
+    /// available: `LocalLauncher` kills the whole cgroup with the process. Local only.
+    pub(crate) cgroup: Option<String>,
 }
 
 impl Command {
@@ -180,7 +183,16 @@ impl Command {
             announce_start: self.announce_start,
             announce_exit: self.announce_exit,
             event_capacity: self.event_capacity,
+            // The wrapper runs here, the command elsewhere.
+            cgroup: None,
         }
+    }
+
+    /// Runs a local child in a cgroup of its own (see `cgroup.rs`), so that everything it
+    /// starts, also what leaves its process group, is killed with it.
+    pub(crate) fn own_cgroup(mut self, label: impl Into<String>) -> Self {
+        self.cgroup = Some(label.into());
+        self
     }
 
     /// The program and arguments as one line, for messages.

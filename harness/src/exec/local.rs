@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use rustix::process::Pid;
 
+use crate::exec::cgroup::ServiceCgroup;
 use crate::exec::command::Command;
 use crate::exec::error::LaunchError;
 use crate::exec::event::{EventStream, ExitStatus, OutputStream, ProcessEvent};
@@ -58,7 +59,7 @@ async fn spawn_local(cmd: &Command) -> Result<LocalProcess, LaunchError> {
         dir: cmd.current_dir.clone().unwrap_or_default(),
         host: None,
     };
-    let plan = SpawnPlan::new(
+    let mut plan = SpawnPlan::new(
         &cmd.program,
         &cmd.args,
         &cmd.env,
@@ -67,23 +68,42 @@ async fn spawn_local(cmd: &Command) -> Result<LocalProcess, LaunchError> {
         cmd.stdin,
     )
     .map_err(|e| LaunchError::io(format!("spawn `{}`", cmd.program), e))?;
-    let child = spawner::spawn(plan)
-        .await
-        .map_err(|e| match (e.step, e.error.kind()) {
-            (Step::Exec, io::ErrorKind::NotFound) => LaunchError::NotFound {
-                program: cmd.program.clone(),
-                host: None,
-            },
-            (Step::Exec, io::ErrorKind::PermissionDenied) => LaunchError::PermissionDenied {
-                program: cmd.program.clone(),
-            },
-            // The child's chdir tells a missing directory apart from a missing program (std could
-            // not: both were ENOENT from its spawn).
-            (Step::Chdir, io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => missing_dir(),
-            _ => LaunchError::io(format!("spawn `{}`", cmd.program), e.error),
-        })?;
+    let mut cgroup = cmd.cgroup.as_deref().and_then(ServiceCgroup::create);
+    if let Some(group) = &cgroup {
+        match group.procs().try_clone() {
+            Ok(procs) => plan = plan.with_cgroup(procs),
+            Err(e) => {
+                tracing::debug!("failed to share a cgroup with the child: {e}");
+                cgroup.take().map(ServiceCgroup::remove);
+            }
+        }
+    }
+    let spawned = spawner::spawn(plan).await;
+    if spawned.is_err() {
+        cgroup.take().map(ServiceCgroup::remove);
+    }
+    let child = spawned.map_err(|e| match (e.step, e.error.kind()) {
+        (Step::Exec, io::ErrorKind::NotFound) => LaunchError::NotFound {
+            program: cmd.program.clone(),
+            host: None,
+        },
+        (Step::Exec, io::ErrorKind::PermissionDenied) => LaunchError::PermissionDenied {
+            program: cmd.program.clone(),
+        },
+        // The child's chdir tells a missing directory apart from a missing program (std could
+        // not: both were ENOENT from its spawn).
+        (Step::Chdir, io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => missing_dir(),
+        _ => LaunchError::io(format!("spawn `{}`", cmd.program), e.error),
+    })?;
     let pid = child.pid.as_raw_nonzero().get() as u32;
     tracing::debug!(pid, command = %cmd.display(), "spawned");
+    if let Some(e) = &child.cgroup_error {
+        tracing::debug!(
+            pid,
+            "the child could not join its cgroup, and runs outside it: {e}"
+        );
+        cgroup.take().map(ServiceCgroup::remove);
+    }
 
     let (sink, events) = match &cmd.sink {
         Some(sink) => (sink.clone(), None),
@@ -135,6 +155,7 @@ async fn spawn_local(cmd: &Command) -> Result<LocalProcess, LaunchError> {
         // Nobody would ever reap it: take it down now.
         let _ = rustix::process::kill_process_group(child.pid, rustix::process::Signal::KILL);
         watch::wait_exit(child.pid, true);
+        cgroup.take().map(ServiceCgroup::remove);
         return Err(LaunchError::io("start a thread to watch the process", e));
     }
 
@@ -144,6 +165,7 @@ async fn spawn_local(cmd: &Command) -> Result<LocalProcess, LaunchError> {
         stdin,
         stdout,
         kill_on_drop: true,
+        cgroup,
     })
 }
 
@@ -202,6 +224,8 @@ pub struct LocalProcess {
     stdin: Option<ChildInput>,
     stdout: Option<ChildOutput>,
     kill_on_drop: bool,
+    /// The cgroup the process runs in, if it has one of its own.
+    cgroup: Option<ServiceCgroup>,
 }
 
 impl LocalProcess {
@@ -214,6 +238,22 @@ impl LocalProcess {
     /// left in its process group). It still dies with the harness process (`PR_SET_PDEATHSIG`).
     pub fn detach(mut self) {
         self.kill_on_drop = false;
+    }
+
+    /// Kills everything left in the process's cgroup (what its process group signals missed:
+    /// descendants that called `setsid` or double forked) and removes the cgroup. Done when
+    /// the handle is dropped too; nothing without a cgroup of its own.
+    pub(crate) fn remove_cgroup(&mut self) {
+        if let Some(cgroup) = self.cgroup.take() {
+            let found = cgroup.remove();
+            if found > 0 {
+                tracing::debug!(
+                    pid = self.shared.pid,
+                    found,
+                    "killed what was left in its cgroup"
+                );
+            }
+        }
     }
 
     fn signal_now(&self, signal: Signal) -> Result<(), LaunchError> {
@@ -292,6 +332,10 @@ impl Drop for LocalProcess {
         if std::mem::take(&mut state.zombie) {
             let pid = Pid::from_raw(self.shared.pid as i32).expect("a child pid is positive");
             watch::wait_exit(pid, true);
+        }
+        drop(state);
+        if self.kill_on_drop {
+            self.remove_cgroup();
         }
     }
 }

@@ -19,12 +19,20 @@
 //! # Known limits
 //!
 //! - Unix only (Linux for `PR_SET_PDEATHSIG`).
+//! - A local service's descendants that leave its process group are killed with it only when it
+//!   has a cgroup of its own (cgroup v2, writable here; see [`run_cgroup`]); otherwise only a
+//!   process that called [`become_subreaper`] finds them, in [`remove_descendants`]. Neither
+//!   helps after SIGKILL of the owner, except that its cgroup is removed later
+//!   ([`remove_stale_cgroup`], and by the next harness process started in the same cgroup).
+//!   A program that drives the orchestrator itself should call [`become_subreaper`] at start
+//!   and [`remove_descendants`] after its last stop, as `harness up` and the test runner do.
 //! - Remote launchers need a POSIX `sh`, `setsid` and `kill` at the far end. A remote process
 //!   killed by a signal is reported as exit code 128 + the signal number, as the shell sees it.
 //! - Systemd targets generate `systemctl`/`portablectl`/`journalctl` command lines; they are
 //!   unit-tested, but not run against a live systemd in CI, which has none.
 
 mod attach;
+mod cgroup;
 mod command;
 mod compose;
 pub(crate) mod docker;
@@ -37,6 +45,7 @@ mod local;
 mod managed;
 mod pipe;
 pub mod quote;
+pub(crate) mod reaper;
 mod remote;
 mod signal;
 mod spawn;
@@ -48,6 +57,7 @@ mod target;
 mod watch;
 
 pub use attach::{AttachedService, Attacher, LocalAttacher, ManagedService, ServiceAttacher};
+pub use cgroup::{CGROUP_ENV, remove_stale_cgroup, run_cgroup};
 pub use command::Command;
 pub use compose::{ComposeCli, ComposeHandle, ComposeService};
 pub use docker::{
@@ -63,6 +73,7 @@ pub use local::{LocalLauncher, LocalProcess};
 pub use managed::{ManagedHandle, ManagedProcess, RestartPolicy};
 pub use pipe::{ChildInput, ChildOutput};
 pub use quote::quote;
+pub use reaper::{become_subreaper, remove_descendants};
 pub use remote::{RemoteProcess, Transport};
 pub use signal::Signal;
 pub use ssh::{HostKeys, SshBuilder, SshLauncher};

@@ -59,6 +59,8 @@ pub(crate) struct SpawnPlan {
     envp: Vec<CString>,
     cwd: Option<CString>,
     stdin_piped: bool,
+    /// A cgroup's `cgroup.procs`, open for writing: the child joins that cgroup before exec.
+    cgroup_procs: Option<OwnedFd>,
 }
 
 impl SpawnPlan {
@@ -124,7 +126,14 @@ impl SpawnPlan {
             envp,
             cwd: cwd.map(|d| cstring(d.as_bytes())).transpose()?,
             stdin_piped,
+            cgroup_procs: None,
         })
+    }
+
+    /// Makes the child join the cgroup whose `cgroup.procs` this is, before it execs.
+    pub(crate) fn with_cgroup(mut self, procs: OwnedFd) -> SpawnPlan {
+        self.cgroup_procs = Some(procs);
+        self
     }
 }
 
@@ -156,6 +165,8 @@ pub(crate) struct Spawned {
     pub(crate) stdin: Option<OwnedFd>,
     pub(crate) stdout: OwnedFd,
     pub(crate) stderr: OwnedFd,
+    /// Why the child could not join the planned cgroup (it runs outside it).
+    pub(crate) cgroup_error: Option<io::Error>,
 }
 
 /// The step of starting a child that failed.
@@ -285,6 +296,10 @@ struct ChildContext {
     /// The fds to move onto 0, 1 and 2.
     stdio: [RawFd; 3],
     parent: libc::pid_t,
+    /// `cgroup.procs` of the cgroup to join, or -1.
+    cgroup_procs: RawFd,
+    /// The errno of a failed join, 0 if it worked (or there was none to make).
+    cgroup_errno: AtomicI32,
     /// The highest signal number, read here rather than in the child.
     max_signal: c_int,
     /// `Step::code` of the failed step, 0 if the child never wrote it (it exec'd).
@@ -323,6 +338,8 @@ pub(crate) fn spawn(plan: &SpawnPlan, stack: &mut ChildStack) -> Result<Spawned,
             stderr_child.as_raw_fd(),
         ],
         parent: rustix::process::getpid().as_raw_nonzero().get(),
+        cgroup_procs: plan.cgroup_procs.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        cgroup_errno: AtomicI32::new(0),
         max_signal: libc::SIGRTMAX(),
         failed_step: AtomicI32::new(0),
         errno: AtomicI32::new(0),
@@ -349,12 +366,17 @@ pub(crate) fn spawn(plan: &SpawnPlan, stack: &mut ChildStack) -> Result<Spawned,
         };
         return Err(SpawnError { step, error });
     }
+    let cgroup_error = match ctx.cgroup_errno.load(Ordering::Acquire) {
+        0 => None,
+        errno => Some(io::Error::from_raw_os_error(errno)),
+    };
     Ok(Spawned {
         pid: rustix::process::Pid::from_raw(pid).expect("clone returns a positive pid"),
         pidfd,
         stdin: stdin_ours,
         stdout: stdout_ours,
         stderr: stderr_ours,
+        cgroup_error,
     })
 }
 
@@ -479,6 +501,11 @@ unsafe fn exec_child(ctx: &ChildContext) -> (Step, i32) {
         }
         if libc::setpgid(0, 0) != 0 {
             return (Step::ProcessGroup, errno());
+        }
+        // Joined before anything else runs, so nothing the program starts is outside. A
+        // failure is no reason not to run: the child says why, and runs where it is.
+        if ctx.cgroup_procs >= 0 && libc::write(ctx.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
+            ctx.cgroup_errno.store(errno().max(1), Ordering::Release);
         }
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,

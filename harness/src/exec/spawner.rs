@@ -25,7 +25,22 @@ fn spawner() -> &'static mpsc::Sender<Request> {
                 let mut stack = ChildStack::new();
                 for (plan, reply) in rx {
                     let spawned = match &mut stack {
-                        Ok(stack) => crate::exec::spawn::spawn(&plan, stack),
+                        // Recorded before anyone can see it, so that no scan for orphans takes it
+                        // for one (it is ours, and its watcher reaps it).
+                        Ok(stack) => crate::exec::reaper::spawn_known(
+                            false,
+                            || crate::exec::spawn::spawn(&plan, stack),
+                            |spawned| {
+                                let child = spawned.as_ref().ok()?;
+                                Some(child.pid.as_raw_nonzero().get() as u32)
+                            },
+                            || {
+                                Err(SpawnError {
+                                    step: Step::Prepare,
+                                    error: std::io::Error::other("the harness is ending"),
+                                })
+                            },
+                        ),
                         Err(e) => Err(SpawnError {
                             step: Step::Prepare,
                             error: std::io::Error::new(e.kind(), e.to_string()),

@@ -227,6 +227,9 @@ pub(crate) fn wait_exit(pid: Pid, reap: bool) -> Option<ExitStatus> {
         match rustix::process::waitid(WaitId::Pid(pid), options) {
             Err(rustix::io::Errno::INTR) => continue,
             Ok(Some(st)) => {
+                if reap {
+                    crate::exec::reaper::reaped(pid);
+                }
                 return st
                     .exit_status()
                     .map(ExitStatus::from_code)

@@ -47,7 +47,8 @@ impl ServiceExecutor for ProcessExecutor {
                 .args(&target.args)
                 .envs(spec.env())
                 .current_dir(dir.to_string_lossy())
-                .bounded_output(OUTPUT_BATCHES);
+                .bounded_output(OUTPUT_BATCHES)
+                .own_cgroup(&spec.service.name);
             let mut process = LocalLauncher
                 .spawn(&command)
                 .await
@@ -209,7 +210,13 @@ impl RunningService for LocalService {
     }
 
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
-        Box::pin(stop_gracefully(&mut self.process, grace))
+        Box::pin(async move {
+            let status = stop_gracefully(&mut self.process, grace).await;
+            // What left the process group (a daemon that double forked) is still in the
+            // service's cgroup.
+            self.process.remove_cgroup();
+            status
+        })
     }
 }
 

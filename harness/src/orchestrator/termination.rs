@@ -29,6 +29,10 @@ pub(crate) fn remove_on_termination() {
                 if let Some(signal) = signals.forever().next() {
                     temp_dir::remove_live();
                     async_io::block_on(docker::remove_own_runs());
+                    // Last, as nothing starts after it. The services would die with the
+                    // process (their death signal), but not what left their process groups,
+                    // nor what is still in them.
+                    crate::exec::reaper::remove_everything_now();
                     let _ = signal_hook::low_level::emulate_default_handler(signal);
                     // Not reached for SIGTERM and SIGINT, whose default action ends the process.
                     std::process::exit(128 + signal);

@@ -50,7 +50,12 @@
 //! - A test that stops or restarts services in a shared copy affects the other tests of that
 //!   copy; make it `isolated`.
 //! - A process that is killed (SIGKILL) or aborts (`panic = "abort"`) runs no destructors: its
-//!   services are stopped only by the death signal the orchestrator gives them.
+//!   services are stopped only by the death signal the orchestrator gives them. What escaped
+//!   their process groups stays in their cgroups until the next run started in the same cgroup
+//!   removes them; without cgroups, nothing finds it again.
+//! - The runner is a child subreaper and handles `SIGCHLD` (it reaps the orphans services leave
+//!   as they exit), so a blocking system call in a test body that `SA_RESTART` does not restart
+//!   (`poll`, `nanosleep` called directly) may return `EINTR`; std and the async runtimes retry.
 
 mod case;
 mod report;

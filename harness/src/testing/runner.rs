@@ -57,10 +57,16 @@ pub fn run_with_args(args: Arguments) -> ExitCode {
         );
     }
     let run_id = supervisor::nextest_run_id(&args);
+    // Orphans the services leave come to us, to be removed once the tests are done.
+    if let Err(e) = crate::exec::become_subreaper() {
+        tracing::debug!("failed to become a child subreaper: {e}");
+    }
     // A test ended by nextest's timeout (SIGTERM) or by Ctrl-C leaves no state directory and
     // no container.
     crate::orchestrator::remove_on_termination();
-    run_cases(&args, cases, run_id).exit_code()
+    let conclusion = run_cases(&args, cases, run_id);
+    crate::exec::remove_descendants();
+    conclusion.exit_code()
 }
 
 /// Raises the soft open-files limit to the hard one, so that a topology of hundreds of services

@@ -34,7 +34,9 @@
 //!   seconds (10 by default), the supervisor takes the lock, removes its socket, stops the
 //!   services and removes its directory.
 //! - A supervisor killed with SIGKILL takes its services with it: they get the orchestrator's
-//!   death signal (`PR_SET_PDEATHSIG`) from the supervisor's spawner thread.
+//!   death signal (`PR_SET_PDEATHSIG`) from the supervisor's spawner thread. What escaped their
+//!   process groups stays in their cgroups until the next supervisor or runner started in the
+//!   same cgroup removes them.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
@@ -319,9 +321,15 @@ fn spawn(shared: &Shared, key: &str, dir: &Path) -> Result<(), String> {
     if let Some(parent) = parent_identity() {
         command.env(WATCH_ENV, parent);
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("start the supervisor {}: {e}", exe.display()))?;
+    // It outlives this test on purpose: this process's teardown must not take it for an
+    // orphan of a service.
+    let mut child = crate::exec::reaper::spawn_known(
+        true,
+        || command.spawn(),
+        |spawned| spawned.as_ref().ok().map(std::process::Child::id),
+        || Err(std::io::Error::other("this process is ending")),
+    )
+    .map_err(|e| format!("start the supervisor {}: {e}", exe.display()))?;
     let deadline = Instant::now() + SPAWN_WAIT;
     loop {
         if UnixStream::connect(&sock).is_ok() {
@@ -381,9 +389,12 @@ fn supervise(shared: &Shared, dir: &Path) -> ExitCode {
         ));
     }
     // Out of the test's session and process group: nextest's signals to the test do not reach
-    // us. Orphaned services' descendants come to us rather than to init.
+    // us. Orphaned services' descendants come to us rather than to init, to be removed at
+    // teardown.
     let _ = rustix::process::setsid();
-    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+    if let Err(e) = crate::exec::become_subreaper() {
+        log(&format!("failed to become a child subreaper: {e}"));
+    }
     let sock = dir.join("sock");
     let listener = match UnixListener::bind(&sock) {
         Ok(listener) => listener,
@@ -441,6 +452,12 @@ fn supervise(shared: &Shared, dir: &Path) -> ExitCode {
     {
         log(&format!("stop topology {}: {e}", shared.label()));
         code = ExitCode::FAILURE;
+    }
+    let left = crate::exec::remove_descendants();
+    if left > 0 {
+        log(&format!(
+            "killed {left} processes that had left their services"
+        ));
     }
     for name in ["supervisor.pid", "supervisor.log"] {
         let _ = fs::remove_file(dir.join(name));
