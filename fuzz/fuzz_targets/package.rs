@@ -7,18 +7,25 @@
 #![no_main]
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use harness::package::{FileKind, Manifest, Verifier};
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
 
-/// One archive file per fuzzing process, rewritten for each input.
+/// One archive file per fuzzing process, rewritten for each input: in memory (`/dev/shm`)
+/// where there is one, so that a full disk cannot fail a run.
 fn archive_path() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        std::env::temp_dir().join(format!(
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        dir.join(format!(
             "harness-fuzz-package-{}.tar.gz",
             std::process::id()
         ))
