@@ -538,29 +538,9 @@ pub fn parse_incoming(text: &str) -> Incoming {
             };
         }
     };
-    let mut raw_id = None;
-    let mut object = Map::new();
-    for (key, raw) in fields {
-        if key == "id" {
-            raw_id = Some(raw);
-            continue;
-        }
-        match serde_json::from_str::<Value>(raw.get()) {
-            Ok(value) => {
-                object.insert(key, value);
-            }
-            // A number beyond what a double holds (`1e400`) outside the id.
-            Err(e) => {
-                return bad(
-                    None,
-                    String::new(),
-                    ErrorCode::ParseError,
-                    format!("parse message: field `{key}`: {e}"),
-                );
-            }
-        }
-    }
-    let id = match raw_id.map(|raw| raw.to_owned()) {
+    // The id is read first, so that an error about any other field still carries it.
+    let raw_id = fields.iter().rev().find(|(key, _)| key == "id");
+    let id = match raw_id.map(|(_, raw)| (*raw).to_owned()) {
         None => None,
         Some(raw) if raw.get() == "null" => None,
         Some(raw) => match RequestId::from_raw(raw) {
@@ -575,6 +555,26 @@ pub fn parse_incoming(text: &str) -> Incoming {
             }
         },
     };
+    let mut object = Map::new();
+    for (key, raw) in fields {
+        if key == "id" {
+            continue;
+        }
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(value) => {
+                object.insert(key, value);
+            }
+            // A number beyond what a double holds (`1e400`) outside the id.
+            Err(e) => {
+                return bad(
+                    id,
+                    String::new(),
+                    ErrorCode::ParseError,
+                    format!("parse message: field `{key}`: {e}"),
+                );
+            }
+        }
+    }
     let action = match object.remove("action") {
         Some(Value::String(s)) => s,
         None | Some(Value::Null) => {
@@ -900,6 +900,30 @@ mod tests {
             serde_json::from_str::<Value>(&request.to_json()).unwrap(),
             json!({"id": "1", "type": "request", "action": "hello", "params": {}})
         );
+    }
+
+    /// Found by the property tests: a number beyond a double's range in another field, before
+    /// or after the id, lost the id of the answer.
+    #[test]
+    fn the_id_is_kept_when_another_field_is_out_of_range() {
+        for (text, id) in [
+            (
+                r#"{"id": 5, "action": "hello", "params": {"x": 1e400}}"#,
+                "5",
+            ),
+            (
+                r#"{"9": [1e400], "id": "a\/\u00e9", "action": "hello"}"#,
+                r#""a/é""#,
+            ),
+            (r#"{"id": 1e400, "extra": -1e400}"#, "1e400"),
+        ] {
+            let incoming = parse_incoming(text);
+            let sent = serde_json::to_string(&incoming.id).unwrap();
+            assert_eq!(sent, id, "{text}");
+            let error = incoming.request.unwrap_err();
+            assert_eq!(error.code, ErrorCode::ParseError, "{text}");
+            assert!(error.message.contains("number out of range"), "{error}");
+        }
     }
 
     #[test]
