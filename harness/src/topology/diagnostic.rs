@@ -73,6 +73,31 @@ pub(crate) struct Span {
     pub len: u32,
 }
 
+/// The lines of a text as YAML counts them, for the parser's line numbers: a line break is
+/// `\r\n`, `\r` or `\n` (YAML 1.2, section 5.4), so a file with old Mac line ends is not one
+/// long line.
+fn yaml_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = (!text.is_empty()).then_some(text);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match text.find(['\r', '\n']) {
+            None => {
+                rest = None;
+                Some(text)
+            }
+            Some(end) => {
+                let next = if text[end..].starts_with("\r\n") {
+                    end + 2
+                } else {
+                    end + 1
+                };
+                rest = (next < text.len()).then(|| &text[next..]);
+                Some(&text[..end])
+            }
+        }
+    })
+}
+
 impl Sources {
     pub fn add(&mut self, path: &Path, text: &str) -> usize {
         self.files.push((Arc::from(path), Arc::from(text)));
@@ -96,13 +121,9 @@ impl Sources {
     }
 
     fn snippet(&self, span: Span) -> Option<Snippet> {
-        let text = self
-            .files
-            .get(span.file)?
-            .1
-            .lines()
-            .nth(span.line as usize - 1)?;
-        let text = text.trim_end_matches('\r').replace('\t', " ");
+        let text =
+            yaml_lines(&self.files.get(span.file)?.1).nth((span.line as usize).checked_sub(1)?)?;
+        let text = text.replace('\t', " ");
         let start = (span.column as usize).saturating_sub(1);
         let width = text.chars().count();
         let len = (span.len as usize).clamp(1, width.saturating_sub(start).max(1));
@@ -223,4 +244,30 @@ fn write_snippet(f: &mut fmt::Formatter<'_>, gutter: usize, line: u32, s: &Snipp
         "^".repeat(s.len),
         start = s.start
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::topology::TopologyConfig;
+
+    /// Found by the `topology`, `overlay` and `manifest` fuzz targets: the parser counts a lone
+    /// `\r` as a line break, as YAML does, but the snippet was taken from `\n`-separated
+    /// lines, so it quoted another line or none.
+    #[test]
+    fn lone_carriage_returns_end_lines_for_the_snippet_too() {
+        let error = TopologyConfig::from_yaml("cr.yaml", "services:\r  a:\r    targte: {}\r")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("cr.yaml:3:5: unknown field `targte`, did you mean `target`?"),
+            "{error}"
+        );
+        assert!(
+            error.contains("3 |     targte: {}\n  |     ^^^^^^"),
+            "{error}"
+        );
+        let lines: Vec<&str> = super::yaml_lines("a\r\nb\rc\n\nd\n").collect();
+        assert_eq!(lines, ["a", "b", "c", "", "d"]);
+        assert_eq!(super::yaml_lines("").count(), 0);
+    }
 }
