@@ -925,3 +925,119 @@ fn status_says_dead_when_a_service_s_pid_is_gone_or_another_process_s() {
     assert_eq!(down.code, Some(0), "{down:?}");
     env.assert_state_empty();
 }
+
+/// A topology of one service that writes numbered lines (`line N` and 70 more characters) as
+/// fast as it can, its log capped at 2 files of 1 MiB.
+fn chatty(env: &Env) -> std::path::PathBuf {
+    let file = env.project.path().join("chatty.yaml");
+    let text = "services:\n  chatty:\n    target:\n      process:\n        binary: sh\n        \
+        args: [\"-c\", \"exec awk 'BEGIN { for (i = 0; ; i++) printf \\\"line %d %s\\\\n\\\", i, \
+        \\\"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqr\\\" }'\"]\n    \
+        logs: { max_size: 1M, max_files: 2 }\n";
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// The number of a chatty service's line (`line N ...`).
+fn line_number(line: &str) -> Option<u64> {
+    line.strip_prefix("line ")?.split(' ').next()?.parse().ok()
+}
+
+/// The numbers of the first and last whole lines of a log file, if it has any.
+fn first_and_last(path: &Path) -> Option<(u64, u64)> {
+    let text = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let mut numbers = text.lines().filter_map(line_number);
+    let first = numbers.next()?;
+    Some((first, numbers.next_back().unwrap_or(first)))
+}
+
+/// A process's high-water mark of resident memory, in KiB (`VmHWM` in /proc/PID/status).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"))
+}
+
+/// A service that writes as fast as it can, under a detached supervisor: the supervisor's
+/// memory stays bounded (the service waits on its pipe for the log writer), the log files keep
+/// to their cap of 2 x 1 MiB and hold the newest lines in order, and `logs -n 5` and `logs -f`
+/// show the latest lines after the file has rotated.
+#[test]
+fn a_chatty_service_keeps_the_supervisor_small_and_its_log_within_its_cap() {
+    let env = Env::new();
+    let (_, supervisor) = env.up(&chatty(&env), &[]);
+    let services = run_dir(&env).join("services");
+    let live = services.join("chatty.log");
+    let older = services.join("chatty.log.1");
+    // Rotated more than once: the older file no longer starts with the first line.
+    wait_until("the log was not rotated twice", || {
+        first_and_last(&older).is_some_and(|(first, _)| first > 0)
+    });
+    // Some more rotations, while the service goes on writing as fast as it can.
+    let (_, seen) = first_and_last(&older).unwrap();
+    wait_until("the log was not rotated again", || {
+        first_and_last(&older).is_some_and(|(first, _)| first > seen)
+    });
+
+    let peak = peak_rss_kib(supervisor);
+    assert!(
+        peak < 150 << 10,
+        "the supervisor's resident memory peaked at {peak} KiB"
+    );
+    let mut total = 0;
+    for entry in std::fs::read_dir(&services).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("chatty.log") {
+            assert!(
+                name == "chatty.log" || name == "chatty.log.1",
+                "{name}: more files than max_files"
+            );
+            let len = entry.metadata().unwrap().len();
+            assert!(len <= 1 << 20, "{name} holds {len} bytes");
+            total += len;
+        }
+    }
+    assert!(total <= 2 << 20, "the log files hold {total} bytes");
+
+    // The files hold consecutive lines: the older file ends where the live one begins.
+    let (_, before) = first_and_last(&older).unwrap();
+    let logs = env.run(&["logs", "chatty", "-n", "5"]);
+    assert_eq!(logs.code, Some(0), "{logs:?}");
+    let numbers: Vec<u64> = logs.stdout.lines().filter_map(line_number).collect();
+    assert_eq!(numbers.len(), 5, "{logs:?}");
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "not consecutive: {numbers:?}"
+    );
+    assert!(
+        numbers[0] > before,
+        "`logs -n 5` showed {numbers:?}, older than line {before} of {}",
+        older.display()
+    );
+
+    // A follower sees lines newer than any written before it started, across rotations.
+    let (_, newest) = first_and_last(&live).unwrap_or((0, 0));
+    let follow = Follow::spawn(env.command(&["logs", "chatty", "-f", "-n", "0"]));
+    let target = newest + 200_000;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = follow
+            .lines
+            .recv_timeout(left)
+            .expect("`logs -f` stopped printing lines");
+        if line_number(&line).is_some_and(|n| n > target) {
+            break;
+        }
+    }
+    drop(follow);
+
+    let down = env.run(&["down"]);
+    assert_eq!(down.code, Some(0), "{down:?}");
+    env.assert_state_empty();
+}
