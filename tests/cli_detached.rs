@@ -10,6 +10,9 @@
 #[path = "support/fixtures.rs"]
 mod fixtures;
 
+#[path = "support/memory.rs"]
+mod memory;
+
 mod api_support;
 
 use std::collections::HashMap;
@@ -25,6 +28,7 @@ use rustix::process::{Pid, Signal};
 use serde_json::json;
 
 use fixtures::{project_dir, topology_file};
+use memory::peak_rss_kib;
 
 /// How long we wait for a line before failing: generous, for a loaded 2-core CI runner.
 const WAIT: Duration = Duration::from_secs(60);
@@ -950,16 +954,6 @@ fn first_and_last(path: &Path) -> Option<(u64, u64)> {
     let mut numbers = text.lines().filter_map(line_number);
     let first = numbers.next()?;
     Some((first, numbers.next_back().unwrap_or(first)))
-}
-
-/// A process's high-water mark of resident memory, in KiB (`VmHWM` in /proc/PID/status).
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmHWM in {status}"))
 }
 
 /// A service that writes as fast as it can, under a detached supervisor: the supervisor's
