@@ -223,6 +223,21 @@ impl Follow {
         Follow { child, lines }
     }
 
+    /// Reads stdout until a line of the chatty service's numbered beyond `number`.
+    fn until_line_beyond(&self, number: u64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line beyond {number} was printed"));
+            if line_number(&line).is_some_and(|n| n > number) {
+                return;
+            }
+        }
+    }
+
     /// Reads stdout until a line containing `what`, and returns that line.
     fn until(&self, what: &str) -> String {
         let deadline = Instant::now() + WAIT;
@@ -234,6 +249,19 @@ impl Follow {
                 Err(_) => panic!("`harness logs -f` printed no line with {what:?}"),
             }
         }
+    }
+}
+
+/// Sends SIGTERM to a foreground `harness up` and waits for it to exit.
+fn terminate(up: &mut Follow) -> std::process::ExitStatus {
+    rustix::process::kill_process(Pid::from_child(&up.child), Signal::TERM).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = up.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "harness up did not exit");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -554,16 +582,7 @@ fn a_foreground_up_serves_events_and_service_actions_over_the_api() {
         client.close().await;
     });
 
-    rustix::process::kill_process(Pid::from_child(&up.child), Signal::TERM).unwrap();
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = up.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "harness up did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(terminate(&mut up).code(), Some(0));
     env.assert_state_empty();
 }
 
@@ -942,9 +961,9 @@ fn chatty(env: &Env) -> std::path::PathBuf {
     file
 }
 
-/// The number of a chatty service's line (`line N ...`).
+/// The number of a chatty service's line (`line N ...`, after a prefix if any).
 fn line_number(line: &str) -> Option<u64> {
-    line.strip_prefix("line ")?.split(' ').next()?.parse().ok()
+    line.split("line ").nth(1)?.split(' ').next()?.parse().ok()
 }
 
 /// The numbers of the first and last whole lines of a log file, if it has any.
@@ -1017,21 +1036,30 @@ fn a_chatty_service_keeps_the_supervisor_small_and_its_log_within_its_cap() {
     // A follower sees lines newer than any written before it started, across rotations.
     let (_, newest) = first_and_last(&live).unwrap_or((0, 0));
     let follow = Follow::spawn(env.command(&["logs", "chatty", "-f", "-n", "0"]));
-    let target = newest + 200_000;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = follow
-            .lines
-            .recv_timeout(left)
-            .expect("`logs -f` stopped printing lines");
-        if line_number(&line).is_some_and(|n| n > target) {
-            break;
-        }
-    }
+    follow.until_line_beyond(newest + 200_000);
     drop(follow);
 
     let down = env.run(&["down"]);
     assert_eq!(down.code, Some(0), "{down:?}");
+    env.assert_state_empty();
+}
+
+/// A foreground `harness up` of a service that writes as fast as it can, its output followed on
+/// our stdout pipe: the `harness up` process stays small while the service's lines flow through
+/// it and its log, and SIGTERM still tears everything down.
+#[test]
+fn a_foreground_up_of_a_chatty_service_stays_small() {
+    let env = Env::new();
+    let file = chatty(&env);
+    let mut command = env.command(&["up", file.to_str().unwrap()]);
+    command.env("TMPDIR", env.state.path());
+    let mut up = Follow::spawn(command);
+    // Lines far beyond what 2 files of 1 MiB hold have been printed.
+    up.until_line_beyond(300_000);
+    let pid = up.child.id();
+    let peak = peak_rss_kib(pid);
+    assert!(peak < 150 << 10, "`harness up` peaked at {peak} KiB");
+
+    assert_eq!(terminate(&mut up).code(), Some(0));
     env.assert_state_empty();
 }
