@@ -88,33 +88,61 @@ fn logs_inner(args: &LogsArgs) -> Result<ExitCode, String> {
         Err(e) => return Err(format!("failed to open {}: {e}", path.display())),
     };
     let mut out = std::io::stdout().lock();
-    let offset = match args.lines {
+    let read_error = |e: std::io::Error| format!("failed to read {}: {e}", path.display());
+    let (offset, open) = match args.lines {
         Some(n) => {
             // The live file is open already: its length is where following goes on from, and
             // the tail read after this may hold a few lines more, never fewer.
             let offset = file.metadata().map(|m| m.len()).unwrap_or(0);
-            let text = read_log_tail(&path, n)
-                .map_err(|e| format!("failed to read {}: {e}", path.display()))?;
-            let _ = out.write_all(&text);
-            offset
+            let text = read_log_tail(&path, n).map_err(read_error)?;
+            (offset, out.write_all(&text).is_ok())
         }
         None => {
             // Rotated files first, oldest first, then the live file as far as it goes now.
+            let mut open = true;
             for older in log_files(&path).iter().filter(|p| **p != path) {
-                if let Ok(mut older) = File::open(older) {
-                    let _ = std::io::copy(&mut older, &mut out);
+                if open && let Ok(mut older) = File::open(older) {
+                    // A rotated file that cannot be read is skipped; the live one must be.
+                    open = copy(&mut older, &mut out).is_ok_and(|(_, open)| open);
                 }
             }
-            std::io::copy(&mut file, &mut out)
-                .map_err(|e| format!("failed to read {}: {e}", path.display()))?
+            match open {
+                true => copy(&mut file, &mut out).map_err(read_error)?,
+                false => (0, false),
+            }
         }
     };
-    let _ = out.flush();
+    // Nobody reads any more (`harness logs web | head -3`): that is not a failure.
+    if !open || out.flush().is_err() {
+        return Ok(ExitCode::SUCCESS);
+    }
     drop(out);
     if args.follow {
         follow(run, &path, file, offset);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copies `from` to `out`, returning the bytes read and whether `out` still takes bytes: a
+/// read error is an error, a write error (a closed pipe) only ends the copy.
+fn copy(
+    from: &mut impl std::io::Read,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<(u64, bool)> {
+    let mut buf = vec![0; 64 << 10];
+    let mut total = 0;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok((total, true)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        total += n as u64;
+        if out.write_all(&buf[..n]).is_err() {
+            return Ok((total, false));
+        }
+    }
 }
 
 /// Prints what is appended to the log from `offset` on, until the run is gone (Ctrl-C ends

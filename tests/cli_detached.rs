@@ -10,6 +10,9 @@
 #[path = "support/fixtures.rs"]
 mod fixtures;
 
+#[path = "support/memory.rs"]
+mod memory;
+
 mod api_support;
 
 use std::collections::HashMap;
@@ -25,6 +28,7 @@ use rustix::process::{Pid, Signal};
 use serde_json::json;
 
 use fixtures::{project_dir, topology_file};
+use memory::peak_rss_kib;
 
 /// How long we wait for a line before failing: generous, for a loaded 2-core CI runner.
 const WAIT: Duration = Duration::from_secs(60);
@@ -219,6 +223,21 @@ impl Follow {
         Follow { child, lines }
     }
 
+    /// Reads stdout until a line of the chatty service's numbered beyond `number`.
+    fn until_line_beyond(&self, number: u64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line beyond {number} was printed"));
+            if line_number(&line).is_some_and(|n| n > number) {
+                return;
+            }
+        }
+    }
+
     /// Reads stdout until a line containing `what`, and returns that line.
     fn until(&self, what: &str) -> String {
         let deadline = Instant::now() + WAIT;
@@ -230,6 +249,19 @@ impl Follow {
                 Err(_) => panic!("`harness logs -f` printed no line with {what:?}"),
             }
         }
+    }
+}
+
+/// Sends SIGTERM to a foreground `harness up` and waits for it to exit.
+fn terminate(up: &mut Follow) -> std::process::ExitStatus {
+    rustix::process::kill_process(Pid::from_child(&up.child), Signal::TERM).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = up.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "harness up did not exit");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -550,16 +582,7 @@ fn a_foreground_up_serves_events_and_service_actions_over_the_api() {
         client.close().await;
     });
 
-    rustix::process::kill_process(Pid::from_child(&up.child), Signal::TERM).unwrap();
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = up.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "harness up did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(terminate(&mut up).code(), Some(0));
     env.assert_state_empty();
 }
 
@@ -926,92 +949,117 @@ fn status_says_dead_when_a_service_s_pid_is_gone_or_another_process_s() {
     env.assert_state_empty();
 }
 
-/// The first line number in a log file of the chatty service's, if it has a line yet.
-fn first_number(path: &Path) -> Option<u64> {
-    let text = std::fs::read(path).ok()?;
-    let first = text.split(|&b| b == b'\n').next()?;
-    std::str::from_utf8(first)
-        .ok()?
-        .split(' ')
-        .nth(1)?
-        .parse()
-        .ok()
+/// A topology of one service that writes numbered lines (`line N` and 70 more characters) as
+/// fast as it can, its log capped at 2 files of 1 MiB.
+fn chatty(env: &Env) -> std::path::PathBuf {
+    let file = env.project.path().join("chatty.yaml");
+    let text = "services:\n  chatty:\n    target:\n      process:\n        binary: sh\n        \
+        args: [\"-c\", \"exec awk 'BEGIN { for (i = 0; ; i++) printf \\\"line %d %s\\\\n\\\", i, \
+        \\\"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqr\\\" }'\"]\n    \
+        logs: { max_size: 1M, max_files: 2 }\n";
+    std::fs::write(&file, text).unwrap();
+    file
 }
 
-/// A service that writes numbered lines as fast as it can, with a log cap of 2 files of
-/// 1 MiB: the supervisor's memory stays bounded, the files stay within their cap and keep
-/// the newest lines, and `logs -n` shows the latest of them in order.
+/// The number of a chatty service's line (`line N ...`, after a prefix if any).
+fn line_number(line: &str) -> Option<u64> {
+    line.split("line ").nth(1)?.split(' ').next()?.parse().ok()
+}
+
+/// The numbers of the first and last whole lines of a log file, if it has any.
+fn first_and_last(path: &Path) -> Option<(u64, u64)> {
+    let text = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let mut numbers = text.lines().filter_map(line_number);
+    let first = numbers.next()?;
+    Some((first, numbers.next_back().unwrap_or(first)))
+}
+
+/// A service that writes as fast as it can, under a detached supervisor: the supervisor's
+/// memory stays bounded (the service waits on its pipe for the log writer), the log files keep
+/// to their cap of 2 x 1 MiB and hold the newest lines in order, and `logs -n 5` and `logs -f`
+/// show the latest lines after the file has rotated.
 #[test]
 fn a_chatty_service_keeps_the_supervisor_small_and_its_log_within_its_cap() {
     let env = Env::new();
-    let script = env.project.path().join("chatty.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nexec awk 'BEGIN { for (i = 0; ; i++) printf \"line %d %s\\n\", i, \
-         \"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqr\" }'\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let file = env.project.path().join("chatty.yaml");
-    std::fs::write(
-        &file,
-        "services:\n  chatty:\n    target:\n      process:\n        binary: ./chatty.sh\n    \
-         logs: { max_size: 1M, max_files: 2 }\n",
-    )
-    .unwrap();
-    let (_, supervisor) = env.up(&file, &[]);
+    let (_, supervisor) = env.up(&chatty(&env), &[]);
     let services = run_dir(&env).join("services");
     let live = services.join("chatty.log");
-    let rotated = services.join("chatty.log.1");
-    // Rotated more than once: the oldest file kept no longer starts at the first line.
+    let older = services.join("chatty.log.1");
+    // Rotated more than once: the older file no longer starts with the first line.
     wait_until("the log was not rotated twice", || {
-        first_number(&rotated).is_some_and(|n| n > 0)
+        first_and_last(&older).is_some_and(|(first, _)| first > 0)
     });
-    let oldest_seen = first_number(&rotated).unwrap();
-    // A few seconds more of writing as fast as the log takes it.
-    std::thread::sleep(Duration::from_secs(3));
-    let status = std::fs::read_to_string(format!("/proc/{supervisor}/status")).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    assert!(
-        peak_kib < 100 * 1024,
-        "the supervisor's peak RSS is {peak_kib} KiB"
-    );
-    let files: Vec<String> = std::fs::read_dir(&services)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("chatty.log"))
-        .collect();
-    assert!(files.len() <= 2, "{files:?}");
-    for path in [&live, &rotated] {
-        let size = std::fs::metadata(path).unwrap().len();
-        assert!(size <= 1 << 20, "{} holds {size} bytes", path.display());
-    }
-    assert!(
-        first_number(&rotated).unwrap() > oldest_seen,
-        "the log keeps moving"
-    );
+    // Some more rotations, while the service goes on writing as fast as it can.
+    let (_, seen) = first_and_last(&older).unwrap();
+    wait_until("the log was not rotated again", || {
+        first_and_last(&older).is_some_and(|(first, _)| first > seen)
+    });
 
+    let peak = peak_rss_kib(supervisor);
+    assert!(
+        peak < 150 << 10,
+        "the supervisor's resident memory peaked at {peak} KiB"
+    );
+    let mut total = 0;
+    for entry in std::fs::read_dir(&services).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("chatty.log") {
+            assert!(
+                name == "chatty.log" || name == "chatty.log.1",
+                "{name}: more files than max_files"
+            );
+            let len = entry.metadata().unwrap().len();
+            assert!(len <= 1 << 20, "{name} holds {len} bytes");
+            total += len;
+        }
+    }
+    assert!(total <= 2 << 20, "the log files hold {total} bytes");
+
+    // The files hold consecutive lines: the older file ends where the live one begins.
+    let (_, before) = first_and_last(&older).unwrap();
     let logs = env.run(&["logs", "chatty", "-n", "5"]);
     assert_eq!(logs.code, Some(0), "{logs:?}");
-    let numbers: Vec<u64> = logs
-        .stdout
-        .lines()
-        .map(|l| l.split(' ').nth(1).and_then(|n| n.parse().ok()).unwrap())
-        .collect();
+    let numbers: Vec<u64> = logs.stdout.lines().filter_map(line_number).collect();
     assert_eq!(numbers.len(), 5, "{logs:?}");
     assert!(
         numbers.windows(2).all(|w| w[1] == w[0] + 1),
-        "the last lines in order: {numbers:?}"
+        "not consecutive: {numbers:?}"
     );
-    assert!(numbers[0] > oldest_seen, "{numbers:?}");
+    assert!(
+        numbers[0] > before,
+        "`logs -n 5` showed {numbers:?}, older than line {before} of {}",
+        older.display()
+    );
 
-    let down = env.run(&["down", file.to_str().unwrap()]);
+    // A follower sees lines newer than any written before it started, across rotations.
+    let (_, newest) = first_and_last(&live).unwrap_or((0, 0));
+    let follow = Follow::spawn(env.command(&["logs", "chatty", "-f", "-n", "0"]));
+    follow.until_line_beyond(newest + 200_000);
+    drop(follow);
+
+    let down = env.run(&["down"]);
     assert_eq!(down.code, Some(0), "{down:?}");
-    assert_gone_within(&[supervisor], WAIT);
+    env.assert_state_empty();
+}
+
+/// A foreground `harness up` of a service that writes as fast as it can, its output followed on
+/// our stdout pipe: the `harness up` process stays small while the service's lines flow through
+/// it and its log, and SIGTERM still tears everything down.
+#[test]
+fn a_foreground_up_of_a_chatty_service_stays_small() {
+    let env = Env::new();
+    let file = chatty(&env);
+    let mut command = env.command(&["up", file.to_str().unwrap()]);
+    command.env("TMPDIR", env.state.path());
+    let mut up = Follow::spawn(command);
+    // Lines far beyond what 2 files of 1 MiB hold have been printed.
+    up.until_line_beyond(300_000);
+    let pid = up.child.id();
+    let peak = peak_rss_kib(pid);
+    assert!(peak < 150 << 10, "`harness up` peaked at {peak} KiB");
+
+    assert_eq!(terminate(&mut up).code(), Some(0));
     env.assert_state_empty();
 }

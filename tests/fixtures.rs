@@ -1218,6 +1218,7 @@ fn topologies_load_and_name_programs_that_exist() {
             "demo-docker-store.yaml",
             "demo-docker.yaml",
             "demo.yaml",
+            "escaping.yaml",
             "failing.yaml",
             "hybrid-lab.yaml",
             "hybrid.yaml",
@@ -1265,9 +1266,17 @@ fn topologies_load_and_name_programs_that_exist() {
                 ServiceTarget::RemoteLan(remote) => remote.binary.clone(),
                 ServiceTarget::Wireguard(wireguard) => wireguard.package.clone(),
             };
-            // Our programs by their cargo path; anything else relative to the workspace root.
+            // Our programs by their cargo path, a bare name on PATH, anything else relative to
+            // the workspace root.
+            let on_path = |name: &str| {
+                std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                    .map(|dir| dir.join(name))
+                    .find(|p| p.is_file())
+                    .unwrap_or_else(|| PathBuf::from(name))
+            };
             let program = match path.strip_prefix("./target/debug/") {
                 Some(name) => bin(name),
+                None if !path.contains('/') => on_path(&path),
                 None => root.join(&path),
             };
             assert!(
@@ -1291,6 +1300,7 @@ fn topologies_load_and_name_programs_that_exist() {
             ("echo".to_owned(), vec![]),
             ("web".to_owned(), strings(&["KV_API_ADDR", "ECHO_ADDR"])),
         ],
+        vec![("escaper".to_owned(), vec![])],
         vec![
             ("healthy".to_owned(), vec![]),
             ("broken".to_owned(), strings(&["HEALTHY_ADDR"])),

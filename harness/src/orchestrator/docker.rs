@@ -194,6 +194,7 @@ impl DockerExecutor {
             .with_label(RUN_LABEL, &self.run)
             .with_label(SERVICE_LABEL, name)
             .with_pull(Pull::Never)
+            .with_bounded_output(super::process::OUTPUT_BATCHES)
             .with_docker_arg(format!("--add-host={HOST_GATEWAY}:host-gateway"));
         for (key, value) in spec.env() {
             c = c.with_env(key, value);

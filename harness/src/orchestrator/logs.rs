@@ -18,6 +18,10 @@ use crate::topology::{LogLimits, LogPattern, parse_size};
 /// How many lines of each service's output are kept in memory.
 pub const DEFAULT_LOG_TAIL: usize = 1000;
 
+/// How many bytes of lines the in-memory tail holds at most, whatever its count of lines: a
+/// service that writes long lines (up to 64 KiB each, where they are cut) keeps fewer.
+pub const MAX_TAIL_BYTES: usize = 4 << 20;
+
 /// How many lines wait for a follower before it misses some.
 pub const FOLLOWER_CAPACITY: usize = 4096;
 
@@ -180,6 +184,35 @@ impl LogFile {
         Ok(())
     }
 
+    /// Moves the live file to `path.1` and puts an empty one at `path`, so that `path` never
+    /// goes missing: a reader (`harness logs`) opening it mid-rotation finds one file or the
+    /// other. The old file is linked as `path.1`, and a new one renamed over `path`; where
+    /// links cannot be made, the file is renamed and `path` is missing for a moment.
+    fn replace_with_empty(&self) -> std::io::Result<File> {
+        let older = rotated(&self.path, 1);
+        // Kept in two files, the older one is replaced.
+        match std::fs::remove_file(&older) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        if std::fs::hard_link(&self.path, &older).is_err() {
+            std::fs::rename(&self.path, &older)?;
+            return File::options().create(true).append(true).open(&self.path);
+        }
+        // A hidden name beside the log, which no reader takes for one of its files.
+        let mut name = std::ffi::OsString::from(".");
+        name.push(self.path.file_name().unwrap_or_default());
+        name.push(".new");
+        let new = self.path.with_file_name(name);
+        let file = File::options()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&new)?;
+        std::fs::rename(&new, &self.path)?;
+        Ok(file)
+    }
+
     /// `path.N-1` becomes `path.N` (the oldest is replaced), ..., `path` becomes `path.1`, and
     /// a new `path` begins; with one file, the file starts again empty.
     fn rotate(&mut self) -> std::io::Result<()> {
@@ -196,8 +229,7 @@ impl LogFile {
                     _ => {}
                 }
             }
-            std::fs::rename(&self.path, rotated(&self.path, 1))?;
-            File::options().create(true).append(true).open(&self.path)?
+            self.replace_with_empty()?
         };
         self.writer = BufWriter::with_capacity(64 << 10, file);
         self.written = 0;
@@ -271,6 +303,8 @@ struct Inner {
     service: String,
     capacity: usize,
     tail: VecDeque<LogLine>,
+    /// The bytes of text in `tail`, kept at most [`MAX_TAIL_BYTES`].
+    tail_bytes: usize,
     file: Option<LogFile>,
     followers: Vec<Follower>,
     /// The `log:` health check's pattern, and whether a line since the last start matched it.
@@ -284,6 +318,7 @@ impl LogBuffer {
                 service: service.to_string(),
                 capacity,
                 tail: VecDeque::new(),
+                tail_bytes: 0,
                 file: None,
                 followers: Vec::new(),
                 watch: None,
@@ -366,10 +401,14 @@ impl LogBuffer {
             text,
         };
         inner.followers.retain_mut(|f| f.send(&line));
-        if inner.tail.len() == inner.capacity {
-            inner.tail.pop_front();
-        }
+        inner.tail_bytes += line.text.len();
         inner.tail.push_back(line);
+        while inner.tail.len() > inner.capacity.max(1)
+            || (inner.tail_bytes > MAX_TAIL_BYTES && inner.tail.len() > 1)
+        {
+            let old = inner.tail.pop_front().expect("more than one line");
+            inner.tail_bytes -= old.text.len();
+        }
     }
 
     /// The last `n` lines kept, oldest first.
@@ -427,6 +466,21 @@ mod tests {
         assert_eq!(tail, ["line 3", "line 4", "ready now"]);
         assert_eq!(log.tail(1)[0].text, "ready now");
         assert_eq!(rx.len(), 6);
+    }
+
+    #[test]
+    fn the_tail_is_bounded_in_bytes_as_well_as_in_lines() {
+        let log = LogBuffer::new("svc", 1000);
+        let long = "y".repeat(64 << 10);
+        for i in 0..200 {
+            log.push(OutputStream::Stdout, format!("{i} {long}"));
+        }
+        let tail = log.tail(1000);
+        let bytes: usize = tail.iter().map(|l| l.text.len()).sum();
+        assert!(bytes <= MAX_TAIL_BYTES, "{bytes} bytes in the tail");
+        assert!(tail.len() >= FAILURE_TAIL, "{} lines", tail.len());
+        assert!(tail.last().unwrap().text.starts_with("199 "));
+        assert_eq!(log.lock().tail_bytes, bytes);
     }
 
     #[test]

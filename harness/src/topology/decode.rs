@@ -591,12 +591,13 @@ impl<'a> Decoder<'a> {
         };
         if let Some((k, n)) = fields.present("max_size") {
             self.record("logs.max_size", k.span);
-            limits.max_size = self.size(n, "`max_size`", LogLimits::MIN_SIZE);
+            let name = format!("`max_size` of service `{service}`");
+            limits.max_size = self.size(n, &name, LogLimits::MIN_SIZE);
         }
         if let Some((k, n)) = fields.present("max_files") {
             self.record("logs.max_files", k.span);
             let what = format!(
-                "a count of files (1 to {}) for `max_files`",
+                "a count of files (1 to {}) for `max_files` of service `{service}`",
                 LogLimits::MAX_FILES
             );
             limits.max_files = self

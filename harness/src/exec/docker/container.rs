@@ -76,6 +76,8 @@ pub struct DockerContainer {
     pull: Pull,
     filter: Option<Arc<dyn LogFilter>>,
     start_timeout: Duration,
+    /// What `Command::bounded_output` is for the attached client and its forwarded events.
+    output_batches: Option<usize>,
 }
 
 impl DockerContainer {
@@ -101,6 +103,7 @@ impl DockerContainer {
             pull: Pull::default(),
             filter: None,
             start_timeout: Duration::from_secs(30),
+            output_batches: None,
         }
     }
 
@@ -227,6 +230,18 @@ impl DockerContainer {
         self
     }
 
+    /// Bounds the container's output waiting to be read to `batches` batches of lines, as
+    /// [`Command::bounded_output`] does for a process: once that many wait, the attached
+    /// `docker` client is not read until the events are, so a container that writes faster
+    /// than its events are read blocks on its output instead of filling memory. Without it the
+    /// events buffer without bound.
+    ///
+    /// [`Command::bounded_output`]: crate::exec::Command::bounded_output
+    pub fn with_bounded_output(mut self, batches: usize) -> Self {
+        self.output_batches = Some(batches.max(1));
+        self
+    }
+
     /// How long the container may take to reach the running state; 30 seconds unless set.
     pub fn with_start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
@@ -344,6 +359,9 @@ impl DockerContainer {
         }
         start = start.arg(id.clone());
         start.filter = self.filter.clone();
+        if let Some(batches) = self.output_batches {
+            start = start.bounded_output(batches);
+        }
         let mut client = launcher.spawn(&start).await?;
         let client_events = client.take_events().expect("a fresh handle has its events");
 
@@ -405,7 +423,7 @@ impl DockerContainer {
         tracing::debug!(container = %name, status = %state.status, pid = state.pid, "container started");
 
         let pid = (state.pid > 0).then_some(state.pid);
-        let (sink, events) = EventStream::channel();
+        let (sink, events) = EventStream::channel_with(self.output_batches);
         let started = ProcessEvent::Started {
             pid: pid.or(client.id()).unwrap_or(0),
         };
