@@ -248,6 +248,12 @@ impl Follower {
     /// follower is gone.
     fn send(&mut self, line: &LogLine) -> bool {
         use async_channel::TrySendError;
+        if self.tx.is_full() {
+            // Counted without building the line or the note: a follower that does not read
+            // costs the writer next to nothing.
+            self.dropped += 1;
+            return !self.tx.is_closed();
+        }
         if self.dropped > 0 {
             let note = LogLine {
                 service: line.service.clone(),
