@@ -9,6 +9,9 @@
 //!
 //! Run: `cargo bench --bench logs`. `LOGS_BENCH_SECS` sets the seconds (default 5).
 
+#[path = "../tests/support/memory.rs"]
+mod memory;
+
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -117,15 +120,7 @@ fn under_harness(topology: &Path, state: &Path, duration: Duration) -> (u64, u64
     let elapsed = started.elapsed();
     let cpu =
         (cpu_ticks(supervisor) - cpu_before) as f64 / ticks_per_second() / elapsed.as_secs_f64();
-    let peak_kib = std::fs::read_to_string(format!("/proc/{supervisor}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .expect("the supervisor's VmHWM");
+    let peak_kib = memory::peak_rss_kib(supervisor);
     let down = harness(state, &["down", file]);
     assert!(down.status.success(), "harness down failed");
     let written: u64 = sizes

@@ -5,6 +5,9 @@
 //! It runs its tests only when `HARNESS_BENCH_SUITE=1`; otherwise it selects none, so the normal
 //! test commands pass over it.
 
+#[path = "support/gated.rs"]
+mod gated;
+
 use std::process::ExitCode;
 
 use harness::{Service, harness_test};
@@ -53,12 +56,5 @@ tests!(
 );
 
 fn main() -> ExitCode {
-    let mut args = harness::testing::Arguments::from_args();
-    if std::env::var_os(ENABLE).is_none_or(|v| v != "1") {
-        // A filter no test matches: lists and runs nothing, but still speaks libtest's
-        // protocol to cargo and nextest.
-        args.filter = Some(format!("(set {ENABLE}=1 to run this suite)"));
-        args.exact = true;
-    }
-    harness::testing::run_with_args(args)
+    gated::run_when_enabled(ENABLE)
 }

@@ -7,6 +7,9 @@
 //! `HARNESS_ESCAPING_END=panic`, or hangs (for its runner to be killed) when it is `hang`. It runs its tests only when `HARNESS_ESCAPING_SUITE=1`;
 //! otherwise it selects none, so the normal test commands pass over it.
 
+#[path = "support/gated.rs"]
+mod gated;
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -63,12 +66,5 @@ async fn leaves_descendants_behind_in_a_private_copy(topo: &Topology) {
 }
 
 fn main() -> ExitCode {
-    let mut args = harness::testing::Arguments::from_args();
-    if std::env::var_os(ENABLE).is_none_or(|v| v != "1") {
-        // A filter no test matches: lists and runs nothing, but still speaks libtest's
-        // protocol to cargo and nextest.
-        args.filter = Some(format!("(set {ENABLE}=1 to run this suite)"));
-        args.exact = true;
-    }
-    harness::testing::run_with_args(args)
+    gated::run_when_enabled(ENABLE)
 }

@@ -11,6 +11,9 @@
 //! normal test commands (`cargo test`, `cargo nextest run`) pass over it.
 
 use std::net::TcpStream;
+#[path = "support/gated.rs"]
+mod gated;
+
 use std::process::ExitCode;
 
 use harness::{Service, Topology, harness_test};
@@ -61,12 +64,5 @@ mod docker {
 }
 
 fn main() -> ExitCode {
-    let mut args = harness::testing::Arguments::from_args();
-    if std::env::var_os(ENABLE).is_none_or(|v| v != "1") {
-        // A filter no test matches: lists and runs nothing, but still speaks libtest's
-        // protocol to cargo and nextest.
-        args.filter = Some(format!("(set {ENABLE}=1 to run this suite)"));
-        args.exact = true;
-    }
-    harness::testing::run_with_args(args)
+    gated::run_when_enabled(ENABLE)
 }

@@ -82,17 +82,7 @@ fn frame(rng: &mut fastrand::Rng) -> (String, Option<String>) {
         1 => string(rng),
         _ => format!(
             "\"{}\"",
-            rng.choice([
-                "hello",
-                "list_services",
-                "get_service",
-                "service_action",
-                "list_endpoints",
-                "deploy_package",
-                "subscribe",
-                "unsubscribe"
-            ])
-            .unwrap()
+            rng.choice(harness::api::protocol::ACTIONS).unwrap()
         ),
     };
     if rng.u8(..5) != 0 {
