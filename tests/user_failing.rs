@@ -1,6 +1,7 @@
 //! A suite that fails on purpose, run by `tests/user_runner.rs` to check what a failing run
 //! reports and that it leaves no process and no state directory behind: a panic, an `Err`, a
-//! timeout, a panic and a timeout in an isolated copy, and a topology that cannot start.
+//! timeout, a panic and a timeout in an isolated copy, a tokio client without tokio, and a
+//! topology that cannot start.
 //!
 //! It runs its tests only when `HARNESS_FAILING_SUITE=1`; otherwise it selects none, so the
 //! normal test commands (`cargo test`, `cargo nextest run`) pass over it.
@@ -45,6 +46,11 @@ async fn panics_in_a_private_copy(topo: &Topology) {
 #[harness_test(topology = "fixtures/topologies/demo.yaml", isolated, timeout = "1s")]
 async fn times_out_in_a_private_copy(_topo: &Topology) {
     std::future::pending::<()>().await;
+}
+
+#[harness_test(topology = "fixtures/topologies/demo.yaml")]
+async fn uses_tokio_without_its_runtime(echo: Service) {
+    tokio::net::TcpStream::connect(echo.addr()).await.unwrap();
 }
 
 mod cannot_start {

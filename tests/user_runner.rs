@@ -254,7 +254,7 @@ fn a_failing_run_reports_each_failure_and_leaves_nothing() {
     let stdout = run.stdout();
     assert_eq!(run.output.status.code(), Some(101), "{}", run.both());
     assert!(
-        stdout.contains("test result: FAILED. 1 passed; 7 failed; 0 ignored"),
+        stdout.contains("test result: FAILED. 1 passed; 8 failed; 0 ignored"),
         "{}",
         run.both()
     );
@@ -299,6 +299,15 @@ fn a_failing_run_reports_each_failure_and_leaves_nothing() {
     assert!(
         isolated.contains("deliberate panic in a private copy"),
         "{isolated}"
+    );
+
+    // A tokio client's panic outside tokio says what to write.
+    let tokio = failure_of(&stdout, "uses_tokio_without_its_runtime");
+    assert!(
+        tokio.contains("there is no reactor running")
+            && tokio.contains("runtime = \"tokio\"")
+            && tokio.contains("the `tokio` feature of harness"),
+        "{tokio}"
     );
 
     // The topology that cannot start fails both its tests with the same error, started once.

@@ -21,10 +21,57 @@ pub(crate) struct Args {
     pub(crate) ignore: Option<Option<LitStr>>,
     /// The test gets a private copy of the topology.
     pub(crate) isolated: bool,
+    /// `runtime = "tokio"`: the runtime the body runs on, when not the suite's.
+    pub(crate) runtime: Option<Runtime>,
+}
+
+/// A runtime `runtime = "..."` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Runtime {
+    None,
+    Tokio,
+    TokioMultiThread,
+}
+
+/// The runtimes, as written.
+pub(crate) const RUNTIMES: &str = "\"none\", \"tokio\" and \"tokio-multi-thread\"";
+
+impl Runtime {
+    /// Reads `runtime = "..."`'s value.
+    pub(crate) fn parse(lit: &LitStr) -> syn::Result<Runtime> {
+        match lit.value().as_str() {
+            "none" => Ok(Runtime::None),
+            "tokio" => Ok(Runtime::Tokio),
+            "tokio-multi-thread" | "tokio_multi_thread" => Ok(Runtime::TokioMultiThread),
+            other => Err(syn::Error::new(
+                lit.span(),
+                format!("{other:?} is not a runtime; the runtimes are {RUNTIMES}"),
+            )),
+        }
+    }
+
+    /// The `harness::testing::__private::Runtime` it is, and for tokio the check that the
+    /// `tokio` feature is on.
+    pub(crate) fn tokens(self) -> (proc_macro2::TokenStream, proc_macro2::TokenStream) {
+        let private = quote::quote!(::harness::testing::__private);
+        let variant = match self {
+            Runtime::None => quote::quote!(None),
+            Runtime::Tokio => quote::quote!(Tokio),
+            Runtime::TokioMultiThread => quote::quote!(TokioMultiThread),
+        };
+        let check = match self {
+            Runtime::None => proc_macro2::TokenStream::new(),
+            Runtime::Tokio | Runtime::TokioMultiThread => quote::quote! {
+                const _: () = #private::require_tokio_feature::<()>();
+            },
+        };
+        (quote::quote!(#private::Runtime::#variant), check)
+    }
 }
 
 const KNOWN: &str = "`topology = \"file.yaml\"`, `overlays = [\"overlay.yaml\", ...]`, \
-                     `timeout = \"30s\"`, `ignore`, `ignore = \"reason\"` and `isolated`";
+                     `timeout = \"30s\"`, `ignore`, `ignore = \"reason\"`, `isolated` and \
+                     `runtime = \"tokio\"`";
 
 /// Parses the attribute's arguments, recording every mistake in `errors`.
 pub(crate) fn parse_args(tokens: TokenStream, errors: &mut Errors) -> Args {
@@ -77,6 +124,9 @@ fn one_arg(args: &mut Args, meta: &ParseNestedMeta) -> syn::Result<()> {
         args.ignore = Some(reason);
     } else if path.is_ident("isolated") {
         args.isolated = true;
+    } else if path.is_ident("runtime") {
+        let lit: LitStr = meta.value()?.parse()?;
+        args.runtime = Some(Runtime::parse(&lit)?);
     } else {
         // Skip its value, so that the options after it are still read.
         if meta.input.peek(syn::Token![=]) {
@@ -135,7 +185,8 @@ mod tests {
                 overlays = ["a.yaml", "b.yaml"],
                 timeout = "2m",
                 ignore = "slow",
-                isolated
+                isolated,
+                runtime = "tokio"
             ),
             &mut errors,
         );
@@ -146,17 +197,22 @@ mod tests {
         assert_eq!(args.timeout_ms, Some(120_000));
         assert_eq!(args.ignore.unwrap().unwrap().value(), "slow");
         assert!(args.isolated);
+        assert_eq!(args.runtime, Some(Runtime::Tokio));
     }
 
     #[test]
     fn collects_every_mistake() {
         let mut errors = Errors::default();
-        parse_args(quote!(timeout = "soon", retries = 3), &mut errors);
+        parse_args(
+            quote!(timeout = "soon", retries = 3, runtime = "async-std"),
+            &mut errors,
+        );
         let messages = errors.messages();
-        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert_eq!(messages.len(), 4, "{messages:?}");
         assert!(messages[0].contains("cannot read \"soon\" as a duration"));
         assert!(messages[1].contains("`retries` is not an option"));
-        assert!(messages[2].contains("needs a topology file"));
+        assert!(messages[2].contains("\"async-std\" is not a runtime; the runtimes are"));
+        assert!(messages[3].contains("needs a topology file"));
     }
 
     #[test]

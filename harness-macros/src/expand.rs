@@ -76,6 +76,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream, manifest_dir: PathBuf
             timeout_ms: args.timeout_ms,
             ignore: args.ignore.map(|reason| reason.map(|lit| lit.value())),
             isolated: args.isolated,
+            runtime: args.runtime,
             injections: &injections,
         },
     )

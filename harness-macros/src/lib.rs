@@ -31,7 +31,9 @@ use proc_macro::TokenStream;
 ///   file, or another type, is a compile error.
 /// - The function is an `async fn` returning `()` or `Result<(), E>` with `E: Debug`.
 /// - Options: `timeout = "30s"`, `ignore` or `ignore = "why"`, `isolated` (a private copy of
-///   the topology, for tests that stop or restart services), `overlays = ["a.yaml", ...]`.
+///   the topology, for tests that stop or restart services), `overlays = ["a.yaml", ...]`,
+///   `runtime = "tokio"` (the body runs in a tokio runtime; also `"tokio-multi-thread"`, and
+///   `"none"` for the default; the tokio ones need the `tokio` feature of harness).
 ///
 /// Tests that name the same file and overlays share one running copy within a process. The
 /// walkthrough is `docs/testing.md` in the harness repository.
@@ -46,9 +48,9 @@ pub fn harness_test(args: TokenStream, item: TokenStream) -> TokenStream {
 /// The test runner of a `harness = false` test target; use it as `harness::main!()`, whose
 /// documentation this is.
 ///
-/// It expands to `fn main`, which runs the target's `#[harness_test]`s
-/// (`harness::testing::run`), or with `setup = f` calls `f()` first unless the tests are only
-/// listed (`harness::testing::run_with_setup`).
+/// It expands to `fn main`, which runs the target's `#[harness_test]`s. Options, in any order:
+/// `setup = f` calls `f()` first unless the tests are only listed; `runtime = "tokio"` runs
+/// every body that names no runtime of its own in a tokio runtime (see `#[harness_test]`).
 ///
 /// Compile errors keep a suite from running less than it says:
 /// - in a target without `harness = false`, where libtest would run nothing;

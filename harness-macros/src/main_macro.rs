@@ -7,37 +7,53 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::parse::{Parse, ParseStream};
 
+use crate::args::Runtime;
 use crate::plain_tests::PlainTest;
 
-/// What `main!(...)` says: nothing, or `setup = f`.
+/// What `main!(...)` says: nothing, or `setup = f` and `runtime = "tokio"` in any order.
 pub(crate) struct MainArgs {
     setup: Option<syn::Expr>,
+    runtime: Option<Runtime>,
 }
+
+const OPTIONS: &str = "harness::main!() takes nothing, or `setup = function` and \
+                       `runtime = \"tokio\"`, separated by a comma";
 
 impl Parse for MainArgs {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        if input.is_empty() {
-            return Ok(MainArgs { setup: None });
+        let mut args = MainArgs {
+            setup: None,
+            runtime: None,
+        };
+        while !input.is_empty() {
+            let key: syn::Ident = input
+                .parse()
+                .map_err(|e| syn::Error::new(e.span(), OPTIONS))?;
+            input
+                .parse::<syn::Token![=]>()
+                .map_err(|e| syn::Error::new(e.span(), OPTIONS))?;
+            let twice = || syn::Error::new(key.span(), format!("`{key}` is given twice"));
+            if key == "setup" {
+                if args.setup.is_some() {
+                    return Err(twice());
+                }
+                args.setup = Some(input.parse()?);
+            } else if key == "runtime" {
+                if args.runtime.is_some() {
+                    return Err(twice());
+                }
+                args.runtime = Some(Runtime::parse(&input.parse()?)?);
+            } else {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("`{key}` is not an option of harness::main!(): {OPTIONS}"),
+                ));
+            }
+            if !input.is_empty() {
+                input.parse::<syn::Token![,]>()?;
+            }
         }
-        let key: syn::Ident = input.parse().map_err(|e| {
-            syn::Error::new(
-                e.span(),
-                "harness::main!() takes nothing, or `setup = function`",
-            )
-        })?;
-        if key != "setup" {
-            return Err(syn::Error::new(
-                key.span(),
-                format!(
-                    "`{key}` is not an option of harness::main!(): write harness::main!() or \
-                     harness::main!(setup = function)"
-                ),
-            ));
-        }
-        input.parse::<syn::Token![=]>()?;
-        let setup = input.parse()?;
-        input.parse::<Option<syn::Token![,]>>()?;
-        Ok(MainArgs { setup: Some(setup) })
+        Ok(args)
     }
 }
 
@@ -48,10 +64,12 @@ pub(crate) fn expand(input: TokenStream, root: Option<PathBuf>) -> TokenStream {
         Ok(args) => args,
         Err(e) => return e.to_compile_error(),
     };
-    let run = match &args.setup {
-        None => quote!(::harness::testing::run()),
-        Some(setup) => quote!(::harness::testing::run_with_setup(#setup)),
+    let (runtime, runtime_check) = args.runtime.unwrap_or(Runtime::None).tokens();
+    let setup = match &args.setup {
+        None => quote!(|| {}),
+        Some(setup) => quote!(#setup),
     };
+    let run = quote!(::harness::testing::__private::main(#runtime, #setup));
     let plain = root
         .map(|root| crate::plain_tests::find(&root))
         .unwrap_or_default();
@@ -79,6 +97,8 @@ pub(crate) fn expand(input: TokenStream, root: Option<PathBuf>) -> TokenStream {
 
         #shadow
         #(#errors)*
+
+        #runtime_check
 
         fn main() -> ::std::process::ExitCode {
             #run
@@ -170,7 +190,7 @@ mod tests {
         let out = expand(quote!(setup = build), Some(root.clone())).to_string();
         let file = root.display();
         for expected in [
-            "fn main () -> :: std :: process :: ExitCode { :: harness :: testing :: run_with_setup (build) }"
+            "fn main () -> :: std :: process :: ExitCode { :: harness :: testing :: __private :: main (:: harness :: testing :: __private :: Runtime :: None , build) }"
                 .to_string(),
             format!(":: core :: compile_error ! {{ \"{file}:2: #[test] fn a::t would never run"),
             format!(
@@ -183,7 +203,18 @@ mod tests {
         assert!(!out.contains("__private :: test"), "{out}");
 
         let none = expand(TokenStream::new(), None).to_string();
-        assert!(none.contains(":: harness :: testing :: run ()"), "{none}");
+        assert!(
+            none.contains("__private :: main (:: harness :: testing :: __private :: Runtime :: None , | | { })"),
+            "{none}"
+        );
+        let tokio = expand(quote!(runtime = "tokio", setup = build), None).to_string();
+        assert!(
+            tokio.contains(
+                "__private :: main (:: harness :: testing :: __private :: Runtime :: Tokio , build)"
+            ),
+            "{tokio}"
+        );
+        assert!(tokio.contains("require_tokio_feature"), "{tokio}");
         assert!(
             none.contains("use :: harness :: testing :: __private :: test ;"),
             "{none}"
@@ -193,10 +224,20 @@ mod tests {
 
     #[test]
     fn refuses_unknown_options() {
-        let out = expand(quote!(setpu = build), None).to_string();
-        assert!(
-            out.contains("`setpu` is not an option of harness::main!()"),
-            "{out}"
-        );
+        for (input, says) in [
+            (
+                quote!(setpu = build),
+                "`setpu` is not an option of harness::main!()",
+            ),
+            (quote!(runtime = "smol"), "\"smol\" is not a runtime"),
+            (quote!(setup = a, setup = b), "`setup` is given twice"),
+            (
+                quote!(build),
+                "harness::main!() takes nothing, or `setup = function`",
+            ),
+        ] {
+            let out = expand(input, None).to_string();
+            assert!(out.contains(says), "{says:?} not in {out}");
+        }
     }
 }

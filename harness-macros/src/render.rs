@@ -18,6 +18,8 @@ pub(crate) struct Entry<'a> {
     /// `None` unless the test is ignored; then the reason, if `ignore = "reason"` gave one.
     pub(crate) ignore: Option<Option<String>>,
     pub(crate) isolated: bool,
+    /// `runtime = "..."`, when the test names one.
+    pub(crate) runtime: Option<crate::args::Runtime>,
     pub(crate) injections: &'a [Injection],
 }
 
@@ -41,6 +43,13 @@ pub(crate) fn render(func: &ItemFn, entry: &Entry) -> TokenStream {
     let ignore_reason = match entry.ignore.as_ref().and_then(Option::as_deref) {
         Some(reason) => quote!(::core::option::Option::Some(#reason)),
         None => quote!(::core::option::Option::None),
+    };
+    let (runtime, runtime_check) = match entry.runtime {
+        Some(runtime) => {
+            let (variant, check) = runtime.tokens();
+            (quote!(::core::option::Option::Some(#variant)), check)
+        }
+        None => (quote!(::core::option::Option::None), TokenStream::new()),
     };
     let args: Vec<_> = (0..entry.injections.len())
         .map(|i| format_ident!("__harness_arg{i}"))
@@ -82,8 +91,10 @@ pub(crate) fn render(func: &ItemFn, entry: &Entry) -> TokenStream {
                 ignored: #ignored,
                 ignore_reason: #ignore_reason,
                 isolated: #isolated,
+                runtime: #runtime,
                 run: __harness_run,
             };
+            #runtime_check
 
             fn __harness_run(
                 __harness_topology: &::harness::Topology,
@@ -120,6 +131,7 @@ mod tests {
             timeout_ms: Some(500),
             ignore: Some(Some("needs a GPU".into())),
             isolated: true,
+            runtime: Some(crate::args::Runtime::Tokio),
             injections: &injections,
         };
         let out = render(&func, &entry).to_string();
@@ -129,7 +141,8 @@ mod tests {
             "text : :: core :: include_str ! (\"/p/t.yaml\")",
             "overlays : & [:: harness :: testing :: __private :: Source { path : \"/p/o.yaml\"",
             "timeout_ms : :: core :: option :: Option :: Some (500u64)",
-            "isolated : true",
+            "isolated : true , runtime : :: core :: option :: Option :: Some (:: harness :: testing :: __private :: Runtime :: Tokio)",
+            "const _ : () = :: harness :: testing :: __private :: require_tokio_feature :: < () > () ;",
             "ignored : true , ignore_reason : :: core :: option :: Option :: Some (\"needs a GPU\")",
             "let __harness_arg0 = :: harness :: testing :: __private :: service (__harness_topology , \"api-server\") ? ;",
             "let __harness_arg1 = __harness_topology ;",

@@ -4,13 +4,22 @@ use std::net::SocketAddr;
 
 pub use linkme;
 
-pub use super::case::{IntoTestResult, Source, TestCase, TestFuture};
+pub use super::case::{IntoTestResult, Runtime, Source, TestCase, TestFuture, TokioFeature};
 use super::service::Service;
 use super::topology::Topology;
 
 /// Every `#[harness_test]` of the binary.
 #[linkme::distributed_slice]
 pub static TESTS: [TestCase];
+
+/// What `harness::main!()` calls: the suite's default runtime for bodies, then `setup` unless
+/// the tests are only listed.
+pub fn main(runtime: Runtime, setup: impl FnOnce()) -> std::process::ExitCode {
+    super::runner::run_suite(runtime, setup)
+}
+
+/// Compiles only when `()` is [`TokioFeature`], that is with the `tokio` feature.
+pub const fn require_tokio_feature<T: TokioFeature>() {}
 
 /// The service a parameter receives.
 pub fn service(topology: &Topology, name: &str) -> Result<Service, String> {

@@ -40,6 +40,8 @@ pub struct TestCase {
     pub ignore_reason: Option<&'static str>,
     /// Whether the test gets a private copy of its topology.
     pub isolated: bool,
+    /// The runtime the body runs on: `None` for the suite's (`harness::main!(runtime = ...)`).
+    pub runtime: Option<Runtime>,
     /// Injects the parameters and runs the body.
     pub run: for<'a> fn(&'a Topology) -> TestFuture<'a>,
 }
@@ -71,6 +73,61 @@ impl TestCase {
         }
     }
 }
+
+/// The runtime a test body runs on, chosen by `runtime = "..."` on the attribute or on
+/// `harness::main!()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Runtime {
+    /// `"none"`, the default: the body is polled on the test thread (`async_io::block_on`), so it
+    /// can await harness's futures, async-io timers and the smol family's I/O, but not tokio's.
+    #[default]
+    None,
+    /// `"tokio"`: a current-thread tokio runtime with its I/O and time drivers, as
+    /// `#[tokio::test]` gives; needs the `tokio` feature of harness.
+    Tokio,
+    /// `"tokio-multi-thread"`: a multi-thread tokio runtime (`block_in_place` works); needs the
+    /// `tokio` feature of harness.
+    TokioMultiThread,
+}
+
+impl Runtime {
+    /// Runs `future` to its end on this runtime, on the calling thread.
+    pub(crate) fn block_on<F: Future>(self, future: F) -> Result<F::Output, String> {
+        match self {
+            Runtime::None => Ok(async_io::block_on(future)),
+            #[cfg(feature = "tokio")]
+            Runtime::Tokio | Runtime::TokioMultiThread => {
+                let mut builder = match self {
+                    Runtime::Tokio => tokio::runtime::Builder::new_current_thread(),
+                    _ => tokio::runtime::Builder::new_multi_thread(),
+                };
+                let runtime = builder
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot build the test's tokio runtime: {e}"))?;
+                Ok(runtime.block_on(future))
+            }
+            // The attribute and main!() refuse these at compile time without the feature.
+            #[cfg(not(feature = "tokio"))]
+            Runtime::Tokio | Runtime::TokioMultiThread => {
+                Err("runtime = \"tokio\" needs the `tokio` feature of harness".to_string())
+            }
+        }
+    }
+}
+
+/// Implemented only when harness is built with its `tokio` feature: the code the attribute and
+/// `main!()` generate for `runtime = "tokio"` requires it, so a missing feature is one clear
+/// compile error.
+#[diagnostic::on_unimplemented(
+    message = "runtime = \"tokio\" needs the `tokio` feature of harness",
+    label = "enable it in Cargo.toml",
+    note = "[dev-dependencies] harness = {{ ..., features = [\"tokio\"] }}"
+)]
+pub trait TokioFeature {}
+
+#[cfg(feature = "tokio")]
+impl TokioFeature for () {}
 
 /// A topology file and its overlays: tests with equal keys share one running copy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -31,7 +31,9 @@
 //!   each of its tests with the same message; it is not started again. An `isolated` test gets
 //!   a private copy, stopped after it.
 //! - A test body runs on the calling test thread under `async_io::block_on`, so it can await
-//!   harness's futures and async-io timers without any runtime of the user's.
+//!   harness's futures and async-io timers without any runtime of the user's. With the `tokio`
+//!   feature, `runtime = "tokio"` (on the attribute, or on `harness::main!()` for every test)
+//!   runs it inside a tokio runtime instead, so tokio-based clients work ([`Runtime`]).
 //! - A failing test's message ends with the last lines of each service's output.
 //! - Relative binaries in topologies are resolved against the current directory (under cargo,
 //!   the package's directory), or against `HARNESS_BASE_DIR` ([`BASE_DIR_ENV`]).
@@ -68,6 +70,7 @@ mod topology;
 #[doc(hidden)]
 pub mod __private;
 
+pub use case::Runtime;
 pub use libtest_mimic::Arguments;
 pub use runner::{BASE_DIR_ENV, run, run_with_args, run_with_setup};
 pub use service::Service;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use libtest_mimic::{Arguments, Completion, Conclusion, Failed, Trial};
 
 use super::__private::TESTS;
-use super::case::{TestCase, TopologyKey};
+use super::case::{Runtime, TestCase, TopologyKey};
 use super::report::{panic_message, with_log_tails};
 use super::shared::Shared;
 use super::supervisor;
@@ -23,22 +23,13 @@ pub const BASE_DIR_ENV: &str = "HARNESS_BASE_DIR";
 /// Runs the binary's `#[harness_test]`s with the command line's libtest arguments, and returns
 /// the exit code for `main` (returned, not `exit`ed, so that destructors run).
 pub fn run() -> ExitCode {
-    run_with_args(Arguments::from_args())
+    run_suite(Runtime::None, || {})
 }
 
 /// Like [`run`], calling `setup` first unless the tests are only listed (what
 /// `harness::main!(setup = f)` expands to): for building the programs the topologies start.
 pub fn run_with_setup(setup: impl FnOnce()) -> ExitCode {
-    raise_open_files_limit();
-    // A supervisor parses no arguments and needs no setup: the test that started it did it.
-    if let Some(code) = run_supervisor() {
-        return code;
-    }
-    let args = Arguments::from_args();
-    if !args.list {
-        setup();
-    }
-    run_with_args(args)
+    run_suite(Runtime::None, setup)
 }
 
 /// Like [`run`], with the arguments given.
@@ -49,6 +40,25 @@ pub fn run_with_args(args: Arguments) -> ExitCode {
     if let Some(code) = run_supervisor() {
         return code;
     }
+    run_arguments(args, Runtime::None)
+}
+
+/// What `harness::main!()` runs: bodies on `runtime` unless a test names its own, `setup` first
+/// unless the tests are only listed.
+pub(crate) fn run_suite(runtime: Runtime, setup: impl FnOnce()) -> ExitCode {
+    raise_open_files_limit();
+    // A supervisor parses no arguments and needs no setup: the test that started it did it.
+    if let Some(code) = run_supervisor() {
+        return code;
+    }
+    let args = Arguments::from_args();
+    if !args.list {
+        setup();
+    }
+    run_arguments(args, runtime)
+}
+
+fn run_arguments(args: Arguments, runtime: Runtime) -> ExitCode {
     let cases: Vec<&'static TestCase> = TESTS.iter().collect();
     if cases.is_empty() && !args.list {
         eprintln!(
@@ -64,7 +74,7 @@ pub fn run_with_args(args: Arguments) -> ExitCode {
     // A test ended by nextest's timeout (SIGTERM) or by Ctrl-C leaves no state directory and
     // no container.
     crate::orchestrator::remove_on_termination();
-    let conclusion = run_cases(&args, cases, run_id);
+    let conclusion = run_cases(&args, cases, run_id, runtime);
     crate::exec::remove_descendants();
     conclusion.exit_code()
 }
@@ -102,6 +112,7 @@ fn run_cases(
     args: &Arguments,
     mut cases: Vec<&'static TestCase>,
     run_id: Option<String>,
+    runtime: Runtime,
 ) -> Conclusion {
     cases.sort_by_cached_key(|c| c.test_name());
     let base_dir = base_dir();
@@ -118,7 +129,7 @@ fn run_cases(
             let skip = skip_reason(case, args);
             Trial::ignorable_test(case.test_name(), move || match skip {
                 Some(reason) => Ok(Completion::ignored_with(reason)),
-                None => run_one(case, &topology).map(|()| Completion::Completed),
+                None => run_one(case, &topology, runtime).map(|()| Completion::Completed),
             })
             .with_ignored_flag(case.ignored && skip.is_none())
         })
@@ -165,7 +176,7 @@ impl Drop for Release<'_> {
     }
 }
 
-fn run_one(case: &TestCase, shared: &Shared) -> Result<(), Failed> {
+fn run_one(case: &TestCase, shared: &Shared, default_runtime: Runtime) -> Result<(), Failed> {
     let _release = (!case.isolated).then(|| Release(shared));
     let topology = if case.isolated {
         shared.start_private()
@@ -173,10 +184,11 @@ fn run_one(case: &TestCase, shared: &Shared) -> Result<(), Failed> {
         shared.acquire()
     }
     .map_err(Failed::from)?;
+    let runtime = case.runtime.unwrap_or(default_runtime);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        async_io::block_on(run_body(case, &topology))
+        runtime.block_on(run_body(case, &topology)).and_then(|r| r)
     }))
-    .unwrap_or_else(|payload| Err(format!("test panicked: {}", panic_message(&*payload))));
+    .unwrap_or_else(|payload| Err(panicked(&panic_message(&*payload), runtime)));
     let outcome = outcome.map_err(|message| with_log_tails(message, &topology));
     if case.isolated
         && let Err(e) = async_io::block_on(topology.shut_down())
@@ -187,6 +199,21 @@ fn run_one(case: &TestCase, shared: &Shared) -> Result<(), Failed> {
         );
     }
     outcome.map_err(Failed::from)
+}
+
+/// The failure of a body that panicked with `message`; a tokio client's "no reactor" panic under
+/// another runtime says what to write.
+fn panicked(message: &str, runtime: Runtime) -> String {
+    let mut out = format!("test panicked: {message}");
+    if runtime == Runtime::None && message.contains("must be called from the context of a Tokio") {
+        out.push_str(
+            "\n\nThe body uses tokio, and runs without a runtime: write \
+             #[harness_test(topology = \"...\", runtime = \"tokio\")] or \
+             harness::main!(runtime = \"tokio\"), with the `tokio` feature of harness \
+             (harness = { ..., features = [\"tokio\"] })",
+        );
+    }
+    out
 }
 
 /// The body, failed when it takes longer than the test's timeout.
@@ -246,6 +273,7 @@ mod tests {
             ignored: false,
             ignore_reason: None,
             isolated: false,
+            runtime: None,
             run,
         }))
     }
@@ -295,7 +323,7 @@ mod tests {
             ..Arguments::default()
         };
         // Under nextest too, these share in this process: no supervisor.
-        let conclusion = run_cases(&args, cases, None);
+        let conclusion = run_cases(&args, cases, None, Runtime::None);
         assert_eq!(
             (
                 conclusion.num_passed,
@@ -319,7 +347,7 @@ mod tests {
             vec![&*case]
         };
         // Skipped by itself, before its (broken) topology is started.
-        let conclusion = run_cases(&Arguments::default(), ignored(), None);
+        let conclusion = run_cases(&Arguments::default(), ignored(), None, Runtime::None);
         assert_eq!(
             (
                 conclusion.num_passed,
@@ -338,7 +366,7 @@ mod tests {
                 ..Arguments::default()
             },
         ] {
-            let conclusion = run_cases(&args, ignored(), None);
+            let conclusion = run_cases(&args, ignored(), None, Runtime::None);
             assert_eq!((conclusion.num_failed, conclusion.num_ignored), (1, 0));
         }
     }
@@ -354,7 +382,7 @@ mod tests {
             ..Arguments::default()
         };
         // Under nextest too, these share in this process: no supervisor.
-        let conclusion = run_cases(&args, cases, None);
+        let conclusion = run_cases(&args, cases, None, Runtime::None);
         assert_eq!((conclusion.num_passed, conclusion.num_failed), (0, 2));
     }
 }
