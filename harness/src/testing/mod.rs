@@ -58,6 +58,7 @@
 //!   (`poll`, `nanosleep` called directly) may return `EINTR`; std and the async runtimes retry.
 
 mod case;
+mod log;
 mod report;
 mod runner;
 mod service;
@@ -69,6 +70,7 @@ mod topology;
 pub mod __private;
 
 pub use libtest_mimic::Arguments;
+pub use log::{TRACING_ENV, init_tracing, tracing_directives};
 pub use runner::{BASE_DIR_ENV, run, run_with_args, run_with_setup};
 pub use service::Service;
 pub use supervisor::{IDLE_ENV, LOG_ENV, STATE_DIR_ENV};
