@@ -145,6 +145,8 @@
 
 mod decode;
 pub(crate) mod diagnostic;
+#[cfg(test)]
+mod docs_tests;
 mod duration;
 mod envfile;
 mod error;
