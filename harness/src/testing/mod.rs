@@ -35,6 +35,8 @@
 //! - A failing test's message ends with the last lines of each service's output.
 //! - Relative binaries in topologies are resolved against the current directory (under cargo,
 //!   the package's directory), or against `HARNESS_BASE_DIR` ([`BASE_DIR_ENV`]).
+//! - `HARNESS_LOG` ([`TRACING_ENV`]), else `RUST_LOG`, shows harness's own tracing on stderr
+//!   ([`init_tracing`]); stdout keeps only the runner's lines.
 //!
 //! # Known limits
 //!

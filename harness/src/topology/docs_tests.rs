@@ -43,7 +43,10 @@ fn blocks(page: &str) -> Vec<Block> {
             (None, None) => {}
         }
     }
-    assert!(open.is_none(), "docs/topology.md: a fenced block is not closed");
+    assert!(
+        open.is_none(),
+        "docs/topology.md: a fenced block is not closed"
+    );
     blocks
 }
 
@@ -185,7 +188,11 @@ fn every_yaml_block_of_the_reference_loads_as_marked() {
 #[test]
 fn the_reference_has_a_row_for_every_field_the_loader_accepts() {
     let failures = missing_fields(PAGE);
-    assert!(failures.is_empty(), "docs/topology.md:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "docs/topology.md:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -198,5 +205,8 @@ fn the_checks_notice_a_missing_row_and_a_block_that_does_not_load() {
     let broken = PAGE.replacen("\n    port: auto\n", "\n    port: otto\n", 1);
     let failures = load_all(&broken);
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert!(failures[0].contains("the block does not load"), "{failures:?}");
+    assert!(
+        failures[0].contains("the block does not load"),
+        "{failures:?}"
+    );
 }
