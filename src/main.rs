@@ -103,8 +103,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // HARNESS_LOG, else RUST_LOG, as the test runner reads them; errors only when neither is
+    // set.
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::ERROR.into())
+        .parse_lossy(harness::testing::tracing_directives().unwrap_or_default());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("HARNESS_LOG"))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     // A topology of a few hundred services needs more descriptors than the usual soft limit

@@ -37,6 +37,8 @@
 //! - A failing test's message ends with the last lines of each service's output.
 //! - Relative binaries in topologies are resolved against the current directory (under cargo,
 //!   the package's directory), or against `HARNESS_BASE_DIR` ([`BASE_DIR_ENV`]).
+//! - `HARNESS_LOG` ([`TRACING_ENV`]), else `RUST_LOG`, shows harness's own tracing on stderr
+//!   ([`init_tracing`]); stdout keeps only the runner's lines.
 //!
 //! # Known limits
 //!
@@ -60,6 +62,7 @@
 //!   (`poll`, `nanosleep` called directly) may return `EINTR`; std and the async runtimes retry.
 
 mod case;
+mod log;
 mod report;
 mod runner;
 mod service;
@@ -72,6 +75,7 @@ pub mod __private;
 
 pub use case::Runtime;
 pub use libtest_mimic::Arguments;
+pub use log::{TRACING_ENV, init_tracing, tracing_directives};
 pub use runner::{BASE_DIR_ENV, run, run_with_args, run_with_setup};
 pub use service::Service;
 pub use supervisor::{IDLE_ENV, LOG_ENV, STATE_DIR_ENV};

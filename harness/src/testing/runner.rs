@@ -34,6 +34,7 @@ pub fn run_with_setup(setup: impl FnOnce()) -> ExitCode {
 
 /// Like [`run`], with the arguments given.
 pub fn run_with_args(args: Arguments) -> ExitCode {
+    super::log::init_tracing();
     raise_open_files_limit();
     // Every entry point checks the role first, so a binary with a `main` of its own that calls
     // only this one still serves as its topologies' supervisor.

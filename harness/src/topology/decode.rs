@@ -66,6 +66,29 @@ const HEALTH_FIELDS: &[&str] = &[
     "start_period",
 ];
 const HTTP_FIELDS: &[&str] = &["path", "status"];
+/// `tcp: {}` takes no fields.
+const TCP_FIELDS: &[&str] = &[];
+
+/// Every table of field names above, by the section of docs/topology.md that documents it
+/// (named by its heading): the docs test checks that each field there has a row of its own.
+#[cfg(test)]
+pub(crate) const FIELD_TABLES: &[(&str, &[&str])] = &[
+    ("Top level", TOP_FIELDS),
+    ("network", NETWORK_FIELDS),
+    ("lab", LAB_FIELDS),
+    ("lab.hosts.HOST", LAB_HOST_FIELDS),
+    ("services.NAME", SERVICE_FIELDS),
+    ("logs", LOGS_FIELDS),
+    ("target", TARGET_KINDS),
+    ("target.process", PROCESS_FIELDS),
+    ("target.docker", DOCKER_FIELDS),
+    ("target.docker.build", BUILD_FIELDS),
+    ("target.remote_lan", REMOTE_LAN_FIELDS),
+    ("target.wireguard", WIREGUARD_FIELDS),
+    ("health_check", HEALTH_FIELDS),
+    ("health_check.tcp", TCP_FIELDS),
+    ("health_check.http", HTTP_FIELDS),
+];
 
 /// Names people bring from docker compose or habit, and the field they mean here.
 const ALIASES: &[(&str, &str)] = &[
@@ -705,7 +728,7 @@ impl<'a> Decoder<'a> {
         self.record(&path, key.span);
         match key.name.as_str() {
             "tcp" => {
-                self.fields(node, Some(key), "`tcp` probe", &[])?;
+                self.fields(node, Some(key), "`tcp` probe", TCP_FIELDS)?;
                 Some(Probe::Tcp)
             }
             "http" => {

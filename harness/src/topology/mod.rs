@@ -87,7 +87,8 @@
 //! placeholders (`${prot}`, with "did you mean `${port}`?", or the address of a service that
 //! is not a dependency).
 //!
-//! Fields and defaults:
+//! Fields and defaults, in short (`docs/topology.md` is the full reference, with an example of
+//! each):
 //!
 //! | field | meaning |
 //! |---|---|
@@ -145,6 +146,8 @@
 
 mod decode;
 pub(crate) mod diagnostic;
+#[cfg(test)]
+mod docs_tests;
 mod duration;
 mod envfile;
 mod error;
