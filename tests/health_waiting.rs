@@ -350,3 +350,62 @@ fn up_shows_a_never_healthy_services_own_lines_and_its_last_check() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "left in TMPDIR: {left:?}");
 }
+
+/// Runs `harness down` with the state root `state` when dropped, so that a failed test leaves
+/// no detached run behind.
+struct Down<'a> {
+    project: &'a Path,
+    state: &'a Path,
+}
+
+impl Down<'_> {
+    fn run(&self) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_harness"))
+            .arg("down")
+            .current_dir(self.project)
+            .env("HARNESS_STATE_DIR", self.state)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run harness down")
+    }
+}
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = self.run();
+    }
+}
+
+#[test]
+fn up_d_passes_the_reports_of_a_slow_service_on_before_it_returns() {
+    let project = project_dir();
+    let state = tempfile::tempdir().unwrap();
+    let down = Down {
+        project: project.path(),
+        state: state.path(),
+    };
+    let up = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .arg("up")
+        .arg("-d")
+        .arg(waiting_file("slow.yaml"))
+        .current_dir(project.path())
+        .env("HARNESS_STATE_DIR", state.path())
+        .env_remove("HARNESS_OVERLAY")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run harness up -d");
+    let both = fixtures::both(&up);
+    assert_eq!(up.status.code(), Some(0), "{both}");
+    assert_reports_slow_only(&String::from_utf8_lossy(&up.stderr));
+    assert!(
+        !String::from_utf8_lossy(&up.stdout).contains("harness: waiting for"),
+        "{both}"
+    );
+    let stopped = down.run();
+    assert_eq!(
+        stopped.status.code(),
+        Some(0),
+        "{}",
+        fixtures::both(&stopped)
+    );
+}
