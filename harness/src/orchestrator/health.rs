@@ -312,6 +312,55 @@ mod tests {
         assert_eq!(pause(3, Duration::from_millis(2)), Duration::from_millis(2));
     }
 
+    /// The failure of a `command` check of `script`, run by `sh -c`.
+    fn command_failure(script: &str) -> ProbeFailure {
+        let log = LogBuffer::new("svc", 10);
+        let context = ProbeContext {
+            addr: None,
+            direct: None,
+            log: &log,
+            env: &[],
+            base_dir: Path::new("/"),
+        };
+        let argv = ["sh", "-c", script].map(String::from).to_vec();
+        future::block_on(probe(
+            &Probe::Command(argv),
+            Duration::from_secs(30),
+            &context,
+        ))
+        .unwrap_err()
+    }
+
+    #[test]
+    fn a_failed_command_says_its_exit_and_last_line_and_keeps_only_its_last_lines() {
+        let script = "echo on stdout; i=0; while [ $i -lt 30 ]; do i=$((i+1)); echo \"err $i\" >&2; \
+                      done; exit 2";
+        let failure = command_failure(script);
+        assert_eq!(
+            failure.reason,
+            format!("`sh -c '{script}'` exited with code 2: err 30")
+        );
+        let expected: Vec<String> = (21..=30).map(|i| format!("err {i}")).collect();
+        assert_eq!(failure.output, expected);
+
+        // A check that says why on stdout only (as pg_isready does) is quoted too.
+        let failure = command_failure("echo '127.0.0.1:5432 - no response'; exit 2");
+        assert!(
+            failure
+                .reason
+                .ends_with("exited with code 2: 127.0.0.1:5432 - no response"),
+            "{failure:?}"
+        );
+        assert_eq!(failure.output, ["127.0.0.1:5432 - no response"]);
+
+        let long = command_failure("printf '%0300d\\n' 0 >&2; exit 1");
+        assert!(
+            long.reason
+                .ends_with(&format!(": {}...", "0".repeat(CHECK_LINE_CHARS))),
+            "{long:?}"
+        );
+    }
+
     #[test]
     fn reads_status_lines() {
         assert_eq!(parse_status_line("HTTP/1.1 200 OK"), Some(200));
