@@ -33,6 +33,10 @@
 //! - A test body runs on the calling test thread under `async_io::block_on`, so it can await
 //!   harness's futures and async-io timers without any runtime of the user's.
 //! - A failing test's message ends with the last lines of each service's output.
+//! - While a copy starts, a service that is not healthy after a second is reported on stderr
+//!   (`harness: waiting for NAME: CHECK, try N (S s), last: REASON`), then every five seconds;
+//!   stdout carries only the runner's results. Under nextest these lines go to the
+//!   supervisor's log.
 //! - Relative binaries in topologies are resolved against the current directory (under cargo,
 //!   the package's directory), or against `HARNESS_BASE_DIR` ([`BASE_DIR_ENV`]).
 //!
