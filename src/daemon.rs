@@ -215,11 +215,17 @@ fn spawn_and_relay(args: &UpArgs, dir: &Path, lock: &File) -> Result<Relayed, St
     let supervisor = rustix::process::Pid::from_child(&child);
 
     let mut pending = Vec::new();
+    let mut err_pending = Vec::new();
     loop {
         // Read before checking for the exit, so that nothing written before it is missed.
         let exited = child
             .try_wait()
             .map_err(|e| format!("wait for the supervisor: {e}"))?;
+        // Passed on as they come, so that a service the start waits for is reported while it
+        // is waited for (see `print_progress`), not only after a failed start.
+        for line in read_lines(&mut err_reader, &mut err_pending, exited.is_some()) {
+            errln!("{line}");
+        }
         for line in read_lines(&mut out_reader, &mut pending, exited.is_some()) {
             outln!("{line}");
             if line.starts_with(READY) {
@@ -227,9 +233,6 @@ fn spawn_and_relay(args: &UpArgs, dir: &Path, lock: &File) -> Result<Relayed, St
             }
         }
         if let Some(status) = exited {
-            let mut errors = String::new();
-            let _ = err_reader.read_to_string(&mut errors);
-            crate::output::stderr_bytes(errors.as_bytes());
             let code = match status.code() {
                 Some(code) if code == i32::from(EXIT_HARNESS_FAILED) => EXIT_HARNESS_FAILED,
                 Some(code) if code == i32::from(EXIT_START_FAILED) => EXIT_START_FAILED,

@@ -37,17 +37,6 @@ pub fn stderr_text(args: fmt::Arguments<'_>) {
     }
 }
 
-/// Writes raw bytes to stderr, unless an earlier write to it failed.
-pub fn stderr_bytes(bytes: &[u8]) {
-    if STDERR_GONE.load(Ordering::Relaxed) {
-        return;
-    }
-    let mut err = io::stderr().lock();
-    if err.write_all(bytes).and_then(|()| err.flush()).is_err() {
-        STDERR_GONE.store(true, Ordering::Relaxed);
-    }
-}
-
 fn write_line(out: &mut impl io::Write, gone: &AtomicBool, args: fmt::Arguments<'_>) {
     if gone.load(Ordering::Relaxed) {
         return;

@@ -336,6 +336,8 @@ pub(crate) fn print_progress(progress: &Progress) {
                 outln!("waiting for {service} ({})", about.join("; "));
             }
         }
+        // On stderr, as the test runner prints it: stdout is the table and the services' logs.
+        Progress::StillWaiting(waiting) => errln!("harness: {waiting}"),
         Progress::Healthy { service, after, .. } => {
             outln!("{service} healthy after {} ms", after.as_millis());
         }

@@ -17,8 +17,9 @@ pub enum OrchestratorError {
     /// A service did not start or did not become healthy. Everything the same call had started
     /// was stopped again.
     #[error(
-        "start service {service} ({location}): {reason}{}",
-        render_tail(log_tail)
+        "start service {service} ({location}): {reason}{}{}",
+        render_tail(log_tail),
+        render_check_output(reason)
     )]
     StartFailed {
         /// The service.
@@ -111,8 +112,12 @@ pub enum StartFailure {
     Unhealthy {
         /// How many times the check was tried.
         tries: u32,
-        /// What the last try said.
+        /// What the last try said, in one line.
         last_error: String,
+        /// The last lines the last try of a `command` check wrote (at most
+        /// [`CHECK_OUTPUT_LINES`](super::CHECK_OUTPUT_LINES)); empty for other checks. They
+        /// are kept apart from the service's log, and a start failure shows them after it.
+        check_output: Vec<String>,
     },
     /// A process target's binary is not there.
     MissingBinary(PathBuf),
@@ -149,11 +154,37 @@ pub enum StartFailure {
     },
 }
 
+/// What the last try of a failed `command` check wrote, under the service's own lines; nothing
+/// when it wrote no more than the one line its failure already quotes.
+fn render_check_output(reason: &StartFailure) -> String {
+    let StartFailure::Unhealthy {
+        last_error,
+        check_output,
+        ..
+    } = reason
+    else {
+        return String::new();
+    };
+    match check_output.as_slice() {
+        [] => return String::new(),
+        [only] if last_error.ends_with(only.trim()) => return String::new(),
+        _ => {}
+    }
+    let mut out = String::from("\nwhat the last health check wrote:");
+    for line in check_output {
+        out.push_str("\n  > ");
+        out.push_str(line);
+    }
+    out
+}
+
 impl fmt::Display for StartFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Exited(status) => write!(f, "it {status} before it was healthy"),
-            Self::Unhealthy { tries, last_error } => {
+            Self::Unhealthy {
+                tries, last_error, ..
+            } => {
                 write!(f, "health check failed after {tries} tries: {last_error}")
             }
             Self::MissingBinary(path) => write!(f, "binary {} does not exist", path.display()),

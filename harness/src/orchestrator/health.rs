@@ -16,6 +16,14 @@ use crate::topology::{HealthCheck, Probe};
 use super::error::StartFailure;
 use super::executor::RunningService;
 use super::logs::LogBuffer;
+use super::waiting::{ReportSchedule, WaitReport, describe_check};
+
+/// How many lines of what a `command` check wrote a failure report shows: the last ones, after
+/// the service's own output.
+pub const CHECK_OUTPUT_LINES: usize = 10;
+
+/// How many characters of one line of a check's output are kept; the rest is cut off.
+const CHECK_LINE_CHARS: usize = 200;
 
 /// What a probe needs to know about the service it checks.
 pub(crate) struct ProbeContext<'a> {
@@ -43,11 +51,32 @@ pub(crate) fn default_check(port: Option<u16>) -> Option<HealthCheck> {
     })
 }
 
+/// Why one try of a check failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProbeFailure {
+    /// One line: what went wrong, such as `GET http://127.0.0.1:4567/health answered 503,
+    /// expected 200`.
+    pub(crate) reason: String,
+    /// The last lines a `command` check wrote (at most [`CHECK_OUTPUT_LINES`]), standard output
+    /// then standard error; empty for the other checks.
+    pub(crate) output: Vec<String>,
+}
+
+impl From<String> for ProbeFailure {
+    fn from(reason: String) -> Self {
+        Self {
+            reason,
+            output: Vec::new(),
+        }
+    }
+}
+
 /// Tries `check` until it succeeds; returns how many tries it took.
 ///
 /// As in Docker, failures during the start period do not count, and the first success makes the
 /// service healthy at once; after the start period, `retries` consecutive failures fail it. A
-/// service that exits meanwhile fails at once. Every result goes to the registry.
+/// service that exits meanwhile fails at once. Every result goes to the registry, and while the
+/// service is not healthy, `report` hears about it now and then (see [`ReportSchedule`]).
 ///
 /// Most services are ready within milliseconds, so the first tries come sooner than
 /// `interval`: see [`pause`].
@@ -57,8 +86,10 @@ pub(crate) async fn wait_healthy(
     service: &dyn RunningService,
     context: &ProbeContext<'_>,
     registry: &Registry,
+    report: &mut (dyn FnMut(WaitReport) + Send),
 ) -> Result<u32, StartFailure> {
     let started = Instant::now();
+    let mut schedule = ReportSchedule::new();
     let mut tries = 0;
     let mut failures = 0;
     loop {
@@ -71,13 +102,13 @@ pub(crate) async fn wait_healthy(
         let latency = begun.elapsed();
         let result = match &outcome {
             Ok(detail) => HealthResult::new(true, detail.clone(), latency),
-            Err(error) => HealthResult::new(false, error.clone(), latency),
+            Err(failure) => HealthResult::new(false, failure.reason.clone(), latency),
         };
         // The registry may have dropped the service meanwhile; the check goes on regardless.
         let _ = registry.record_health(name, result).await;
         match outcome {
             Ok(_) => return Ok(tries),
-            Err(last_error) => {
+            Err(failure) => {
                 // A probe that failed because the service died says less than its exit does.
                 if let Some(status) = service.exit_status() {
                     return Err(StartFailure::Exited(status));
@@ -85,8 +116,22 @@ pub(crate) async fn wait_healthy(
                 if started.elapsed() >= check.start_period {
                     failures += 1;
                     if failures >= check.retries.max(1) {
-                        return Err(StartFailure::Unhealthy { tries, last_error });
+                        return Err(StartFailure::Unhealthy {
+                            tries,
+                            last_error: failure.reason,
+                            check_output: failure.output,
+                        });
                     }
+                }
+                let waited = started.elapsed();
+                if schedule.due(waited) {
+                    report(WaitReport {
+                        service: name.to_string(),
+                        check: describe_check(&check.probe, context),
+                        tries,
+                        waited,
+                        last_error: failure.reason,
+                    });
                 }
             }
         }
@@ -109,9 +154,9 @@ pub(crate) async fn probe(
     probe: &Probe,
     timeout: Duration,
     context: &ProbeContext<'_>,
-) -> Result<String, String> {
+) -> Result<String, ProbeFailure> {
     let attempt = async {
-        match probe {
+        let result = match probe {
             Probe::Tcp => {
                 // Docker's proxy accepts on a published port whether or not the container
                 // listens behind it, so a container is first tried where it listens itself.
@@ -137,7 +182,7 @@ pub(crate) async fn probe(
                     ))
                 }
             }
-            Probe::Command(argv) => run_command(argv, context).await,
+            Probe::Command(argv) => return run_command(argv, context).await,
             Probe::Log(pattern) => {
                 if context.log.matched() {
                     Ok(format!("a line matched `{}`", pattern.as_str()))
@@ -145,11 +190,12 @@ pub(crate) async fn probe(
                     Err(format!("no line matched `{}` yet", pattern.as_str()))
                 }
             }
-        }
+        };
+        result.map_err(ProbeFailure::from)
     };
     future::or(attempt, async {
         Timer::after(timeout).await;
-        Err(format!("no answer within {timeout:?}"))
+        Err(format!("no answer within {timeout:?}").into())
     })
     .await
 }
@@ -198,10 +244,14 @@ fn parse_status_line(line: &str) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
-async fn run_command(argv: &[String], context: &ProbeContext<'_>) -> Result<String, String> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| "the health check's command is empty".to_string())?;
+/// Runs a `command` check. Its output is kept apart from the service's log: a failure says the
+/// exit status and the last line the command wrote (standard error first), and carries its
+/// last [`CHECK_OUTPUT_LINES`] lines, so that a chatty check neither floods the failure
+/// report nor pushes the service's own lines out of it.
+async fn run_command(argv: &[String], context: &ProbeContext<'_>) -> Result<String, ProbeFailure> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err("the health check's command is empty".to_string().into());
+    };
     let command = Command::new(program.clone())
         .args(args)
         .envs(context.env.iter().cloned())
@@ -209,19 +259,43 @@ async fn run_command(argv: &[String], context: &ProbeContext<'_>) -> Result<Stri
     let output = LocalLauncher
         .output(&command)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ProbeFailure::from(e.to_string()))?;
     match output.status {
         Some(status) if status.success() => Ok(format!("`{}` exited with 0", command.display())),
         status => {
             let status = status.map_or("no status".to_string(), |s| s.to_string());
-            let stderr = output.stderr_text();
-            let stderr = stderr.trim();
-            Err(if stderr.is_empty() {
-                format!("`{}` {status}", command.display())
-            } else {
-                format!("`{}` {status}: {stderr}", command.display())
-            })
+            let last_line = |lines: &[String]| {
+                lines
+                    .iter()
+                    .rev()
+                    .map(|l| l.trim())
+                    .find(|l| !l.is_empty())
+                    .map(cut)
+            };
+            let reason = match last_line(&output.stderr).or_else(|| last_line(&output.stdout)) {
+                Some(line) => format!("`{}` {status}: {line}", command.display()),
+                None => format!("`{}` {status}", command.display()),
+            };
+            let lines: Vec<&String> = output
+                .stdout
+                .iter()
+                .chain(&output.stderr)
+                .filter(|l| !l.trim().is_empty())
+                .collect();
+            let output = lines[lines.len().saturating_sub(CHECK_OUTPUT_LINES)..]
+                .iter()
+                .map(|l| cut(l.trim_end()))
+                .collect();
+            Err(ProbeFailure { reason, output })
         }
+    }
+}
+
+/// `line`, cut to [`CHECK_LINE_CHARS`] characters.
+fn cut(line: &str) -> String {
+    match line.char_indices().nth(CHECK_LINE_CHARS) {
+        Some((end, _)) => format!("{}...", &line[..end]),
+        None => line.to_string(),
     }
 }
 
@@ -236,6 +310,55 @@ mod tests {
         assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 64, 100, 100]);
         assert_eq!(pause(1000, interval), interval);
         assert_eq!(pause(3, Duration::from_millis(2)), Duration::from_millis(2));
+    }
+
+    /// The failure of a `command` check of `script`, run by `sh -c`.
+    fn command_failure(script: &str) -> ProbeFailure {
+        let log = LogBuffer::new("svc", 10);
+        let context = ProbeContext {
+            addr: None,
+            direct: None,
+            log: &log,
+            env: &[],
+            base_dir: Path::new("/"),
+        };
+        let argv = ["sh", "-c", script].map(String::from).to_vec();
+        future::block_on(probe(
+            &Probe::Command(argv),
+            Duration::from_secs(30),
+            &context,
+        ))
+        .unwrap_err()
+    }
+
+    #[test]
+    fn a_failed_command_says_its_exit_and_last_line_and_keeps_only_its_last_lines() {
+        let script = "echo on stdout; i=0; while [ $i -lt 30 ]; do i=$((i+1)); echo \"err $i\" >&2; \
+                      done; exit 2";
+        let failure = command_failure(script);
+        assert_eq!(
+            failure.reason,
+            format!("`sh -c '{script}'` exited with code 2: err 30")
+        );
+        let expected: Vec<String> = (21..=30).map(|i| format!("err {i}")).collect();
+        assert_eq!(failure.output, expected);
+
+        // A check that says why on stdout only (as pg_isready does) is quoted too.
+        let failure = command_failure("echo '127.0.0.1:5432 - no response'; exit 2");
+        assert!(
+            failure
+                .reason
+                .ends_with("exited with code 2: 127.0.0.1:5432 - no response"),
+            "{failure:?}"
+        );
+        assert_eq!(failure.output, ["127.0.0.1:5432 - no response"]);
+
+        let long = command_failure("printf '%0300d\\n' 0 >&2; exit 1");
+        assert!(
+            long.reason
+                .ends_with(&format!(": {}...", "0".repeat(CHECK_LINE_CHARS))),
+            "{long:?}"
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ use super::ports::{LOCAL_HOST, assign_host_port, assign_port};
 use super::process::ProcessExecutor;
 use super::remote_lan::RemoteLanExecutor;
 use super::temp_dir;
+use super::waiting::WaitReport;
 
 /// How long a service may take to stop after SIGTERM before it is killed.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -52,6 +53,11 @@ pub enum Progress {
         /// The services it depends on (all healthy by now).
         dependencies: Vec<String>,
     },
+    /// The service is still not healthy: its check has failed so far. Reported once the
+    /// service has been waited for [`WAIT_REPORT_AFTER`](super::WAIT_REPORT_AFTER), then at
+    /// most every [`WAIT_REPORT_EVERY`](super::WAIT_REPORT_EVERY), until it is healthy or
+    /// fails; a service that is healthy sooner is never reported so.
+    StillWaiting(WaitReport),
     /// The service is healthy.
     Healthy {
         /// The service.
@@ -906,9 +912,17 @@ impl ServiceManager {
                     env: &env,
                     base_dir: &self.base_dir,
                 };
-                wait_healthy(name, check, running.as_ref(), &context, &self.registry)
-                    .await
-                    .map(drop)
+                let mut report = |waiting| self.report(Progress::StillWaiting(waiting));
+                wait_healthy(
+                    name,
+                    check,
+                    running.as_ref(),
+                    &context,
+                    &self.registry,
+                    &mut report,
+                )
+                .await
+                .map(drop)
             }
             None => match running.exit_status() {
                 Some(status) => Err(StartFailure::Exited(status)),

@@ -119,6 +119,13 @@
 //! without a health check is checked with `tcp` when it has a port, and otherwise counts as
 //! started once it runs.
 //!
+//! A service that is not healthy after [`WAIT_REPORT_AFTER`] (1 s) is reported as
+//! [`Progress::StillWaiting`], with what its check tries, how many tries so far and what the
+//! last one said; then again every [`WAIT_REPORT_EVERY`] (5 s) until it is healthy or fails.
+//! The test runner and `harness up` print these reports on stderr. A `command` check's output
+//! is not part of the service's log: a start that fails on it says the command's exit status
+//! and last line, and shows its last [`CHECK_OUTPUT_LINES`] lines after the service's own.
+//!
 //! # Known limits
 //!
 //! - Only `process:`, `docker:` and `remote_lan:` targets have an executor; `wireguard:`
@@ -150,11 +157,13 @@ mod remote_lan;
 mod state;
 mod temp_dir;
 mod termination;
+mod waiting;
 mod wireguard;
 
 pub use docker::{DockerExecutor, RUN_LABEL, SERVICE_LABEL};
 pub use error::{OrchestratorError, StartFailure};
 pub use executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec};
+pub use health::CHECK_OUTPUT_LINES;
 pub use logs::{
     DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE, DEFAULT_LOG_TAIL, FAILURE_TAIL, FOLLOWER_CAPACITY,
     LOG_MAX_FILES_ENV, LOG_MAX_SIZE_ENV, LogBuffer, LogLine, effective_log_limits, log_files,
@@ -165,3 +174,4 @@ pub use process::ProcessExecutor;
 pub use remote_lan::{KNOWN_HOSTS_FILE, RemoteLanExecutor};
 pub use state::{STATE_DIR_ENV, state_root};
 pub(crate) use termination::remove_on_termination;
+pub use waiting::{WAIT_REPORT_AFTER, WAIT_REPORT_EVERY, WaitReport};

@@ -35,6 +35,10 @@
 //!   feature, `runtime = "tokio"` (on the attribute, or on `harness::main!()` for every test)
 //!   runs it inside a tokio runtime instead, so tokio-based clients work ([`Runtime`]).
 //! - A failing test's message ends with the last lines of each service's output.
+//! - While a copy starts, a service that is not healthy after a second is reported on stderr
+//!   (`harness: waiting for NAME: CHECK, try N (S s), last: REASON`), then every five seconds;
+//!   stdout carries only the runner's results. Under nextest these lines go to the
+//!   supervisor's log.
 //! - Relative binaries in topologies are resolved against the current directory (under cargo,
 //!   the package's directory), or against `HARNESS_BASE_DIR` ([`BASE_DIR_ENV`]).
 //! - `HARNESS_LOG` ([`TRACING_ENV`]), else `RUST_LOG`, shows harness's own tracing on stderr

@@ -47,6 +47,7 @@ pub fn run_with_args(args: Arguments) -> ExitCode {
 /// What `harness::main!()` runs: bodies on `runtime` unless a test names its own, `setup` first
 /// unless the tests are only listed.
 pub(crate) fn run_suite(runtime: Runtime, setup: impl FnOnce()) -> ExitCode {
+    super::log::init_tracing();
     raise_open_files_limit();
     // A supervisor parses no arguments and needs no setup: the test that started it did it.
     if let Some(code) = run_supervisor() {

@@ -2,16 +2,28 @@
 //! it, stopped after the last selected one. Under nextest (a process per test) the copy is a
 //! lease on the one the run's supervisor owns (`supervisor.rs`).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use crate::orchestrator::ServiceManager;
+use crate::orchestrator::{Progress, ServiceManager};
 use crate::registry::Registry;
 use crate::topology::{OVERLAY_ENV, TopologyConfig, overlay_paths, read_topology_file};
 
 use super::case::{TestCase, TopologyKey};
 use super::supervisor;
 use super::topology::Topology;
+
+/// Says on stderr which service a start waits for, and why, when it takes a while: a test
+/// that names a slow topology would otherwise sit silent until the health check gives up.
+/// Never on stdout, which carries the runner's result lines (JSON under `--format json`).
+/// In a supervisor under nextest, stderr is its log file.
+fn report_waiting(progress: &Progress) {
+    if let Progress::StillWaiting(waiting) = progress {
+        // A closed stderr is no reason to fail the start.
+        let _ = writeln!(std::io::stderr().lock(), "harness: {waiting}");
+    }
+}
 
 /// One topology file (with its overlays) and the copy of it that its tests share.
 pub(crate) struct Shared {
@@ -124,8 +136,9 @@ impl Shared {
     }
 
     fn start_in(&self, state_dir: Option<&std::path::Path>) -> Result<Topology, String> {
-        let mut manager =
-            ServiceManager::new(self.config()?, Registry::new()).with_base_dir(&self.base_dir);
+        let mut manager = ServiceManager::new(self.config()?, Registry::new())
+            .with_base_dir(&self.base_dir)
+            .with_progress(report_waiting);
         if let Some(dir) = state_dir {
             manager = manager.with_state_dir(dir);
         }
