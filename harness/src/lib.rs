@@ -31,7 +31,8 @@ pub mod package;
 pub mod registry;
 pub mod sys;
 pub mod testing;
-pub mod topology;
+#[doc(inline)]
+pub use harness_topology as topology;
 
 pub use harness_macros::harness_test;
 pub use testing::{Service, Topology};

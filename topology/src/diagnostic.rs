@@ -48,7 +48,7 @@ impl Diagnostic {
         self.notes.iter().map(|n| n.message.as_str())
     }
 
-    pub(crate) fn sort_key(&self, files: &[Arc<Path>]) -> (usize, u32, u32) {
+    pub fn sort_key(&self, files: &[Arc<Path>]) -> (usize, u32, u32) {
         let file = files
             .iter()
             .position(|f| *f == self.location.file)
@@ -59,14 +59,14 @@ impl Diagnostic {
 
 /// The texts of the files being loaded, to quote their lines in diagnostics.
 #[derive(Debug, Default)]
-pub(crate) struct Sources {
+pub struct Sources {
     files: Vec<(Arc<Path>, Arc<str>)>,
 }
 
 /// A span in one of the [`Sources`]: file index, line and column (from 1, in characters), and
 /// how many characters to underline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Span {
+pub struct Span {
     pub file: usize,
     pub line: u32,
     pub column: u32,
@@ -190,13 +190,13 @@ impl Snippet {
 
 impl Diagnostic {
     /// Adds a note that points at another place.
-    pub(crate) fn with_note(mut self, note: Note) -> Self {
+    pub fn with_note(mut self, note: Note) -> Self {
         self.notes.push(note);
         self
     }
 
     /// Adds a hint with no place of its own.
-    pub(crate) fn with_help(mut self, message: impl Into<String>) -> Self {
+    pub fn with_help(mut self, message: impl Into<String>) -> Self {
         self.notes.push(Note {
             location: None,
             message: message.into(),
@@ -248,7 +248,7 @@ fn write_snippet(f: &mut fmt::Formatter<'_>, gutter: usize, line: u32, s: &Snipp
 
 #[cfg(test)]
 mod tests {
-    use crate::topology::TopologyConfig;
+    use crate::TopologyConfig;
 
     /// Found by the `topology`, `overlay` and `manifest` fuzz targets: the parser counts a lone
     /// `\r` as a line break, as YAML does, but the snippet was taken from `\n`-separated

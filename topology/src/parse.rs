@@ -13,13 +13,13 @@ use super::diagnostic::{Diagnostic, Sources, Span};
 
 /// A YAML node and where it was written.
 #[derive(Clone, Debug)]
-pub(crate) struct Node {
+pub struct Node {
     pub span: Span,
     pub value: Value,
 }
 
 #[derive(Clone, Debug)]
-pub(crate) enum Value {
+pub enum Value {
     Null,
     Scalar(Scalar),
     Seq(Vec<Node>),
@@ -29,7 +29,7 @@ pub(crate) enum Value {
 
 /// A mapping key: its text and where it was written.
 #[derive(Clone, Debug)]
-pub(crate) struct Key {
+pub struct Key {
     pub name: String,
     pub span: Span,
 }
@@ -38,13 +38,13 @@ pub(crate) struct Key {
 /// booleans it is the spelling in the file, so that `version: 1.10` stays `1.10` when used as a
 /// string.
 #[derive(Clone, Debug)]
-pub(crate) struct Scalar {
+pub struct Scalar {
     pub kind: ScalarKind,
     pub text: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum ScalarKind {
+pub enum ScalarKind {
     Str,
     Bool(bool),
     Int(i128),
@@ -69,7 +69,7 @@ impl Value {
 }
 
 /// Parses one YAML document of file `file` in `sources`.
-pub(crate) fn parse(sources: &Sources, file: usize) -> Result<Node, Diagnostic> {
+pub fn parse(sources: &Sources, file: usize) -> Result<Node, Diagnostic> {
     let text = sources.text(file);
     let options = serde_saphyr::options! {
         // YAML 1.2 booleans only: `no`, `on` and `y` stay strings (the "Norway problem").
@@ -85,7 +85,7 @@ pub(crate) fn parse(sources: &Sources, file: usize) -> Result<Node, Diagnostic> 
 /// How deep lists and mappings may nest. The deepest topology nests about eight levels; the
 /// parser's own default (64) lets a hostile file overflow the stack of a test thread, whose
 /// conversion into [`Node`]s recurses once per level.
-pub(crate) const MAX_NESTING: usize = 32;
+pub const MAX_NESTING: usize = 32;
 
 /// The parser's limits: its defaults (250 000 nodes, 50 000 aliases, ...), nesting
 /// [`MAX_NESTING`] deep.

@@ -145,7 +145,8 @@
 //! ([`TopologyConfig::load_with_env`]).
 
 mod decode;
-pub(crate) mod diagnostic;
+#[doc(hidden)]
+pub mod diagnostic;
 #[cfg(test)]
 mod docs_tests;
 mod duration;
@@ -155,10 +156,12 @@ mod graph;
 mod load;
 mod model;
 mod overlay;
-pub(crate) mod parse;
+#[doc(hidden)]
+pub mod parse;
 mod size;
 mod substitute;
-pub(crate) mod suggest;
+#[doc(hidden)]
+pub mod suggest;
 mod validate;
 
 pub use diagnostic::{Diagnostic, MAX_QUOTED_CHARS, Note};

@@ -1,7 +1,7 @@
 //! "did you mean ...?": the closest of a set of valid names.
 
 /// The candidate closest to `wrong`, when one is close enough to be a likely typo.
-pub(crate) fn closest<'a>(
+pub fn closest<'a>(
     wrong: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
@@ -22,7 +22,7 @@ pub(crate) fn closest<'a>(
 }
 
 /// Writes `a`, `a` or `b`, `a`, `b` or `c` with each name in backquotes.
-pub(crate) fn one_of(names: &[&str]) -> String {
+pub fn one_of(names: &[&str]) -> String {
     let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
     match quoted.as_slice() {
         [] => String::new(),
