@@ -27,7 +27,13 @@ fn cargo() -> Command {
 /// `cargo metadata --no-deps` of a manifest: its packages, without resolving a dependency.
 fn metadata(manifest: &Path) -> Value {
     let out = cargo()
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
         .arg("--manifest-path")
         .arg(manifest)
         .output()
@@ -58,7 +64,13 @@ fn package(names: &BTreeSet<String>, target: &Path) -> BTreeMap<String, PathBuf>
     let mut command = cargo();
     // --allow-dirty: the check is of the tree as it is, committed or not.
     command
-        .args(["package", "--no-verify", "--locked", "--allow-dirty", "--quiet"])
+        .args([
+            "package",
+            "--no-verify",
+            "--locked",
+            "--allow-dirty",
+            "--quiet",
+        ])
         .arg("--target-dir")
         .arg(target)
         .current_dir(workspace_dir());
@@ -105,7 +117,9 @@ fn unpack(file: &Path, into: &Path) -> BTreeMap<String, Vec<u8>> {
 /// The paths that `include_str!("...")` and `include_bytes!("...")` name in a source file,
 /// resolved against the file's directory; includes of a computed path are left out.
 fn included_paths(source_path: &str, text: &str) -> Vec<String> {
-    let dir = Path::new(source_path).parent().expect("a source's directory");
+    let dir = Path::new(source_path)
+        .parent()
+        .expect("a source's directory");
     let mut paths = Vec::new();
     for start in ["include_str!(\"", "include_bytes!(\""] {
         for (at, _) in text.match_indices(start) {
@@ -153,7 +167,13 @@ fn problems(name: &str, files: &BTreeMap<String, Vec<u8>>, manifest: &Value) -> 
             problems.push(format!("{name}: no {file}"));
         }
     }
-    for field in ["description", "license", "documentation", "homepage", "repository"] {
+    for field in [
+        "description",
+        "license",
+        "documentation",
+        "homepage",
+        "repository",
+    ] {
         if manifest[field].as_str().is_none_or(str::is_empty) {
             problems.push(format!("{name}: no {field}"));
         }
@@ -202,10 +222,18 @@ fn every_publishable_package_is_fit_for_crates_io() {
         let root = unpacked.join(format!("{name}-{}", env!("CARGO_PKG_VERSION")));
         let meta = metadata(&root.join("Cargo.toml"));
         let manifest = &meta["packages"][0];
-        assert_eq!(manifest["name"], name.as_str(), "the packaged manifest's name");
+        assert_eq!(
+            manifest["name"],
+            name.as_str(),
+            "the packaged manifest's name"
+        );
         found.extend(problems(name, &files, manifest));
     }
-    assert_eq!(found, Vec::<String>::new(), "what would fail or mislead on crates.io");
+    assert_eq!(
+        found,
+        Vec::<String>::new(),
+        "what would fail or mislead on crates.io"
+    );
 }
 
 #[test]
