@@ -142,7 +142,7 @@ fn suite_binary(cargo: &str, root: &Path) -> PathBuf {
             "test",
             "--quiet",
             "-p",
-            "harness-cli",
+            "topo-harness-cli",
             "--test",
             "bench_suite",
         ])
@@ -185,7 +185,7 @@ struct NextestRun {
 fn nextest_run(cargo: &str, root: &Path, filter: &str) -> NextestRun {
     let start = Instant::now();
     let out = Command::new(cargo)
-        .args(["nextest", "run", "--cargo-quiet", "-p", "harness-cli"])
+        .args(["nextest", "run", "--cargo-quiet", "-p", "topo-harness-cli"])
         .args(["--test", "bench_suite", "-E", filter, "--no-tests", "pass"])
         .args(["--status-level", "none", "--final-status-level", "none"])
         .current_dir(root)

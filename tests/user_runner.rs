@@ -25,7 +25,7 @@ fn suite_binaries() -> &'static HashMap<String, PathBuf> {
             .expect("the target directory")
             .to_path_buf();
         // --workspace, as `cargo nextest run --workspace` builds: features are unified over
-        // the packages built, so `-p harness-cli` would build every dependency once more.
+        // the packages built, so `-p topo-harness-cli` would build every dependency once more.
         let out = Command::new(cargo)
             .args(["test", "--workspace", "--no-run", "--message-format=json"])
             .args(["--test", "user_demo", "--test", "user_failing"])

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// trybuild builds the cases as a crate of its own in `TARGET/tests/trybuild/harness-macros/`,
+/// trybuild builds the cases as a crate of its own in `TARGET/tests/trybuild/PACKAGE/`,
 /// which is their `CARGO_MANIFEST_DIR`: the topology files they name must be there.
 fn place_topologies() {
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -14,7 +14,10 @@ fn place_topologies() {
         .nth(3)
         .expect("TARGET/PROFILE/deps/TEST")
         .to_path_buf();
-    let project = target.join("tests/trybuild/harness-macros/topologies");
+    let project = target
+        .join("tests/trybuild")
+        .join(env!("CARGO_PKG_NAME"))
+        .join("topologies");
     std::fs::create_dir_all(&project).expect("create the cases' topologies directory");
     let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/topologies");
     for entry in std::fs::read_dir(&ours).expect("tests/ui/topologies") {

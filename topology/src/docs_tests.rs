@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use super::TopologyConfig;
 use super::decode::FIELD_TABLES;
 
-const PAGE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/topology.md"));
+const PAGE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/topology.md"));
 
 /// A fenced block of the page: its info string, its text and the line its fence is on.
 struct Block {

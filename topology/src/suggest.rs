@@ -1,10 +1,7 @@
 //! "did you mean ...?": the closest of a set of valid names.
 
 /// The candidate closest to `wrong`, when one is close enough to be a likely typo.
-pub fn closest<'a>(
-    wrong: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn closest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let wrong_lower = wrong.to_ascii_lowercase();
     candidates
         .into_iter()

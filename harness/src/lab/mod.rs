@@ -37,5 +37,5 @@ pub use running::{Lab, LabHost, LabNetwork};
 
 /// The examples of `docs/lab.md`, compiled as doc tests.
 #[cfg(doctest)]
-#[doc = include_str!("../../../docs/lab.md")]
+#[doc = include_str!("../../docs/lab.md")]
 pub struct LabDocDoctests;

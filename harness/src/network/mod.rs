@@ -42,5 +42,5 @@ pub use subnet::{DEFAULT_SUBNET, MeshSubnet};
 
 /// The examples of `docs/mesh.md`, compiled as doc tests.
 #[cfg(doctest)]
-#[doc = include_str!("../../../docs/mesh.md")]
+#[doc = include_str!("../../docs/mesh.md")]
 pub struct MeshDocDoctests;
