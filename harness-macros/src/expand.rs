@@ -1,7 +1,9 @@
 //! `#[harness_test]` from start to end: parse, check against the topology file, render; on
 //! mistakes, every error at once beside the user's function as written.
 
-use std::path::PathBuf;
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -11,10 +13,22 @@ use crate::args::parse_args;
 use crate::errors::Errors;
 use crate::render::{Entry, render};
 use crate::signature::inspect;
-use crate::topology::read;
+use crate::topology::{check, read};
 
-/// Expands `#[harness_test(args)] item`, with paths relative to `manifest_dir`.
-pub(crate) fn expand(args: TokenStream, item: TokenStream, manifest_dir: PathBuf) -> TokenStream {
+/// Expands `#[harness_test(args)] item` written in `file` (when the compiler says), with paths
+/// relative to `manifest_dir`.
+pub(crate) fn expand(
+    args: TokenStream,
+    item: TokenStream,
+    manifest_dir: PathBuf,
+    file: Option<PathBuf>,
+) -> TokenStream {
+    let checks = crate::suite_root::runner_checks(file.as_deref(), &manifest_dir);
+    let expanded = expand_item(args, item, &manifest_dir);
+    quote!(#expanded #checks)
+}
+
+fn expand_item(args: TokenStream, item: TokenStream, manifest_dir: &Path) -> TokenStream {
     let mut errors = Errors::default();
     let mut func: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
@@ -25,34 +39,36 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream, manifest_dir: PathBuf
         }
     };
     let args = parse_args(args, &mut errors);
-    let mut services: Option<Vec<String>> = None;
-    let mut topology = String::new();
-    if let Some(lit) = &args.topology {
-        match read(lit, &manifest_dir) {
-            Ok(file) => {
-                topology = file.path.display().to_string();
-                services = Some(file.services);
+    // The file and its overlays, read; then checked together, as the runner loads them.
+    let mut files = Vec::new();
+    let mut unreadable = false;
+    for lit in args.topology.iter().chain(&args.overlays) {
+        match read(lit, manifest_dir) {
+            Ok(file) => files.push(file),
+            Err(e) => {
+                errors.push(e);
+                unreadable = true;
             }
-            Err(e) => errors.push(e),
         }
     }
-    let mut overlays = Vec::new();
-    for lit in &args.overlays {
-        match read(lit, &manifest_dir) {
-            // Overlays may add services.
-            Ok(file) => {
-                if let Some(services) = &mut services {
-                    for name in file.services {
-                        if !services.contains(&name) {
-                            services.push(name);
-                        }
-                    }
-                }
-                overlays.push(file.path.display().to_string());
+    // With a file missing, the others still name services, but their mistakes may be the
+    // missing file's to fix: only the readable files' service names are used then.
+    let services = match check(&files) {
+        _ if files.is_empty() => None,
+        Ok(names) => Some(names),
+        Err(_) if unreadable => None,
+        Err(e) => {
+            // Later tests that name the same files add nothing: the compilation fails at the
+            // first.
+            if first_report(&files) {
+                errors.push(e);
             }
-            Err(e) => errors.push(e),
+            None
         }
-    }
+    };
+    let mut paths = files.iter().map(|f| f.path.display().to_string());
+    let topology = paths.next().unwrap_or_default();
+    let overlays: Vec<String> = paths.collect();
     let label = args
         .topology
         .as_ref()
@@ -82,6 +98,16 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream, manifest_dir: PathBuf
     )
 }
 
+/// Whether this is the first attribute of the compilation to report the mistakes of `files`
+/// (where the compiler keeps macro state): a file named by many tests is one error.
+fn first_report(files: &[crate::topology::TopologyFile]) -> bool {
+    thread_local! {
+        static REPORTED: RefCell<HashSet<Vec<PathBuf>>> = RefCell::new(HashSet::new());
+    }
+    let key: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    REPORTED.with(|reported| reported.borrow_mut().insert(key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,18 +116,22 @@ mod tests {
     /// `cache`).
     fn manifest_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("base.yaml"), "services:\n  db: {}\n").unwrap();
-        std::fs::write(dir.path().join("extra.yaml"), "services:\n  cache: {}\n").unwrap();
+        let service = "{ target: { process: { binary: /bin/true } } }";
+        std::fs::write(
+            dir.path().join("base.yaml"),
+            format!("services:\n  db: {service}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("extra.yaml"),
+            format!("services:\n  cache: {service}\n"),
+        )
+        .unwrap();
         dir
     }
 
     fn expand_str(args: &str, item: &str, dir: &tempfile::TempDir) -> String {
-        expand(
-            args.parse().unwrap(),
-            item.parse().unwrap(),
-            dir.path().to_path_buf(),
-        )
-        .to_string()
+        expand_item(args.parse().unwrap(), item.parse().unwrap(), dir.path()).to_string()
     }
 
     #[test]

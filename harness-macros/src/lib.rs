@@ -11,6 +11,7 @@ mod main_macro;
 mod plain_tests;
 mod render;
 mod signature;
+mod suite_root;
 mod topology;
 
 use proc_macro::TokenStream;
@@ -24,7 +25,11 @@ use proc_macro::TokenStream;
 /// ```
 ///
 /// - `topology = "path.yaml"` (required): relative to the crate's manifest directory. The file
-///   must exist and is embedded in the test, so editing it rebuilds the test.
+///   is checked with its overlays by the runner's loader, so a mistake in it is a compile error
+///   with its file, line and column; it is embedded in the test, so editing it rebuilds the
+///   test.
+/// - In a target that libtest runs, or a `harness = false` target whose root file has no
+///   `harness::main!()`, the attribute is a compile error that says what to write.
 /// - Parameters are injected by name and type: `Service` or `SocketAddr` for the service the
 ///   parameter is named after (`api_server` for `api-server`) or that `#[service("name")]`
 ///   names, `&Topology` (any name) for the whole topology. A name that is not a service of the
@@ -42,7 +47,8 @@ pub fn harness_test(args: TokenStream, item: TokenStream) -> TokenStream {
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_default();
-    expand::expand(args.into(), item.into(), manifest_dir).into()
+    let file = main_macro::call_site_file();
+    expand::expand(args.into(), item.into(), manifest_dir, file).into()
 }
 
 /// The test runner of a `harness = false` test target; use it as `harness::main!()`, whose

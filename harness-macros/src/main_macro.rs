@@ -204,7 +204,9 @@ mod tests {
 
         let none = expand(TokenStream::new(), None).to_string();
         assert!(
-            none.contains("__private :: main (:: harness :: testing :: __private :: Runtime :: None , | | { })"),
+            none.contains(
+                "__private :: main (:: harness :: testing :: __private :: Runtime :: None , || { })"
+            ),
             "{none}"
         );
         let tokio = expand(quote!(runtime = "tokio", setup = build), None).to_string();
@@ -229,7 +231,10 @@ mod tests {
                 quote!(setpu = build),
                 "`setpu` is not an option of harness::main!()",
             ),
-            (quote!(runtime = "smol"), "\"smol\" is not a runtime"),
+            (
+                quote!(runtime = "smol"),
+                "is not a runtime; the runtimes are",
+            ),
             (quote!(setup = a, setup = b), "`setup` is given twice"),
             (
                 quote!(build),

@@ -3,9 +3,11 @@
 //! nothing of harness; a target that libtest runs would run none of the attribute's tests.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use proc_macro2::TokenStream;
+use quote::quote;
 use syn::Item;
 
 /// The message when the target's root file has no runner.
@@ -20,10 +22,39 @@ pub(crate) fn no_runner_message(root: &Path) -> String {
 
 /// The message of the test the attribute leaves for libtest, which fails to compile: only
 /// libtest's build (rustc --test) keeps `#[test]` items.
-pub(crate) const LIBTEST_TARGET: &str =
-    "#[harness_test] functions do not run in a test target that libtest runs: declare this \
+pub(crate) const LIBTEST_TARGET: &str = "#[harness_test] functions do not run in a test target that libtest runs: declare this \
      target in Cargo.toml as [[test]] name = \"...\" with harness = false, and end its root \
      file with harness::main!();";
+
+/// What the attribute adds so that its test cannot be dropped without a word: a `#[test]` that
+/// fails to compile in a target that libtest runs, and an error when the target's root file
+/// has no runner. Each comes once per compilation where the compiler keeps macro state.
+pub(crate) fn runner_checks(file: Option<&Path>, manifest_dir: &Path) -> TokenStream {
+    thread_local! {
+        static DONE: RefCell<HashSet<PathBuf>> = RefCell::new(HashSet::new());
+    }
+    let first = |key: PathBuf| DONE.with(|done| done.borrow_mut().insert(key));
+    let mut out = TokenStream::new();
+    if first(PathBuf::new()) {
+        out.extend(quote! {
+            const _: () = {
+                #[::core::prelude::v1::test]
+                fn harness_test_needs_harness_false() {
+                    ::core::compile_error!(#LIBTEST_TARGET);
+                }
+            };
+        });
+    }
+    if let Some(root) = file.and_then(|file| root_without_runner(file, manifest_dir))
+        && first(root.clone())
+    {
+        out.extend(
+            syn::Error::new(proc_macro2::Span::call_site(), no_runner_message(&root))
+                .to_compile_error(),
+        );
+    }
+    out
+}
 
 /// The root file of the test target the attribute written in `file` belongs to, when it can be
 /// told and has no runner: neither a `fn main` nor a macro call named `main` at its top level.
@@ -104,7 +135,10 @@ mod tests {
         for (text, expected) in [
             ("harness::main!();", true),
             ("harness::main!(runtime = \"tokio\");", true),
-            ("fn main() -> std::process::ExitCode { harness::testing::run() }", true),
+            (
+                "fn main() -> std::process::ExitCode { harness::testing::run() }",
+                true,
+            ),
             ("// harness::main!();\nfn helper() {}", false),
             ("mod inner { harness::main!(); }", false),
             ("fn not_main() {}", false),

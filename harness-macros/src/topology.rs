@@ -1,10 +1,10 @@
-//! Reading a topology file at compile time, only as far as its service names: the full checks
-//! run when the test starts, with file, line and column.
+//! The topology file the attribute names, read and checked at compile time by the loader the
+//! runner uses (`harness::topology`, the `topo-harness-topology` crate): a mistake in it is one
+//! compile error with its file, line and column, not the same failure of every test.
 
 use std::path::{Path, PathBuf};
 
-use indexmap::IndexMap;
-use serde::de::IgnoredAny;
+use harness_topology::{TopologyConfig, TopologyError, read_topology_file};
 use syn::LitStr;
 
 /// A topology file (or overlay) the attribute names.
@@ -12,87 +12,73 @@ use syn::LitStr;
 pub(crate) struct TopologyFile {
     /// Its absolute path, for `include_str!` and for the runner.
     pub(crate) path: PathBuf,
-    /// Its services, in the file's order.
-    pub(crate) services: Vec<String>,
+    /// Its text.
+    text: String,
+    /// The literal that names it, where its errors are reported.
+    lit: LitStr,
 }
 
-#[derive(serde::Deserialize)]
-struct Names {
-    #[serde(default)]
-    services: Option<IndexMap<String, IgnoredAny>>,
-}
-
-/// Reads the file `lit` names, relative to `manifest_dir`; an error spans the literal.
+/// Reads the file `lit` names, relative to `manifest_dir`, as the runner would (a regular
+/// UTF-8 file of bounded size); an error spans the literal.
 pub(crate) fn read(lit: &LitStr, manifest_dir: &Path) -> syn::Result<TopologyFile> {
     let relative = lit.value();
     let path = manifest_dir.join(&relative);
     // Messages name the path as written; the full path would be the manifest directory's.
-    let text = read_bounded(&path).map_err(|e| {
+    let text = read_topology_file(&path).map_err(|e| {
         syn::Error::new(
             lit.span(),
             format!(
-                "cannot read topology file {relative:?}: {e}; the path is relative to the \
-                 crate's manifest directory (CARGO_MANIFEST_DIR)"
+                "cannot read topology file {relative:?}: {}; the path is relative to the \
+                 crate's manifest directory (CARGO_MANIFEST_DIR)",
+                why_unreadable(&e)
             ),
         )
     })?;
-    let names: Names = serde_saphyr::from_str(&text).map_err(|e| {
-        let first = e.to_string();
-        let first = first.lines().next().unwrap_or_default().to_string();
-        syn::Error::new(
-            lit.span(),
-            format!("cannot read the services of topology file {relative:?}: {first}"),
-        )
-    })?;
-    let services = names
-        .services
-        .map(|s| s.into_keys().collect())
-        .unwrap_or_default();
-    Ok(TopologyFile { path, services })
+    Ok(TopologyFile {
+        path,
+        text,
+        lit: lit.clone(),
+    })
 }
 
-/// The largest topology file read at compile time: the runtime's limit
-/// (`harness::topology::MAX_TOPOLOGY_FILE_SIZE`), which this crate cannot name.
-const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
+/// Why a file could not be read, without the path the message already names.
+fn why_unreadable(error: &TopologyError) -> String {
+    match error {
+        TopologyError::Read { source, .. } => source.to_string(),
+        TopologyError::NotAFile { kind, .. } => format!("it is {kind}, not a regular file"),
+        TopologyError::TooLarge { size, limit, .. } => {
+            format!("it holds {size} bytes, more than the {limit} a topology file may")
+        }
+        other => other.to_string(),
+    }
+}
 
-/// Reads a regular file of at most [`MAX_FILE_SIZE`] bytes as UTF-8. A directory, a FIFO or a
-/// device is refused before it is opened, so a wrong path cannot hang or exhaust the compiler.
-fn read_bounded(path: &Path) -> std::io::Result<String> {
-    use std::io::{Error, ErrorKind, Read as _};
-    let metadata = std::fs::metadata(path)?;
-    if !metadata.is_file() {
-        let kind = if metadata.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file"
-        };
-        return Err(Error::new(ErrorKind::InvalidInput, format!("it is {kind}")));
+/// Checks the file and its overlays, merged in order, with every check the runner makes when
+/// it loads them; gives the services, in the file's order. The error, at the first file's
+/// literal, lists every mistake with its file, line and column, as the runner would.
+pub(crate) fn check(files: &[TopologyFile]) -> syn::Result<Vec<String>> {
+    let named: Vec<(PathBuf, String)> = files
+        .iter()
+        .map(|file| (shown(&file.path), file.text.clone()))
+        .collect();
+    match TopologyConfig::from_yaml_files(&named) {
+        Ok(config) => Ok(config.services.keys().cloned().collect()),
+        Err(e) => {
+            let span = files
+                .first()
+                .map_or_else(proc_macro2::Span::call_site, |f| f.lit.span());
+            Err(syn::Error::new(span, e.to_string()))
+        }
     }
-    let too_large = |size: u64| {
-        Error::new(
-            ErrorKind::InvalidData,
-            format!("it holds {size} bytes, more than the {MAX_FILE_SIZE} a topology file may"),
-        )
-    };
-    if metadata.len() > MAX_FILE_SIZE {
-        return Err(too_large(metadata.len()));
-    }
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_FILE_SIZE + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_SIZE {
-        return Err(too_large(bytes.len() as u64));
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidData,
-            format!(
-                "it is not UTF-8 text (byte {})",
-                e.utf8_error().valid_up_to()
-            ),
-        )
-    })
+}
+
+/// The path as the compiler's own messages show files: relative to the current directory
+/// (the workspace's root under cargo), so that a terminal can open `file:line:column`.
+fn shown(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|dir| path.strip_prefix(dir).ok())
+        .map_or_else(|| path.to_path_buf(), Path::to_path_buf)
 }
 
 /// The service a parameter named `param` means: `api_server` is `api-server`.
@@ -138,18 +124,45 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("t.yaml"),
-            "network: { lan_interface: eth0 }\nservices:\n  web: { target: { process: { binary: x } } }\n  db:\n    port: 5\n",
+            "network: { lan_interface: eth0 }\nservices:\n  web: { target: { process: { binary: x } } }\n  db:\n    target: { process: { binary: y } }\n    port: 5\n",
         )
         .unwrap();
         let file = read(&syn::parse_quote!("t.yaml"), &dir).unwrap();
-        assert_eq!(file.services, ["web", "db"]);
         assert_eq!(file.path, dir.join("t.yaml"));
+        assert_eq!(check(&[file]).unwrap(), ["web", "db"]);
         let missing = read(&syn::parse_quote!("none.yaml"), &dir).unwrap_err();
         assert!(
             missing.to_string().starts_with("cannot read topology file"),
             "{missing}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_mistake_of_the_file_and_its_overlays_is_one_error_with_their_places() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("base.yaml"),
+            "services:\n  web:\n    target: { process: { binary: x } }\n    dependencies: [db]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("over.yaml"),
+            "services:\n  web:\n    port: lots\n",
+        )
+        .unwrap();
+        let files = ["base.yaml", "over.yaml"]
+            .map(|name| read(&syn::parse_str(&format!("{name:?}")).unwrap(), dir.path()).unwrap());
+        let message = check(&files).unwrap_err().to_string();
+        let base = dir.path().join("base.yaml").display().to_string();
+        let over = dir.path().join("over.yaml").display().to_string();
+        assert!(message.contains("2 errors"), "{message}");
+        assert!(message.contains(&format!("{base}:4:20")), "{message}");
+        assert!(
+            message.contains("unknown service `db`") || message.contains("`db`"),
+            "{message}"
+        );
+        assert!(message.contains(&format!("{over}:3:11")), "{message}");
     }
 
     #[test]
@@ -164,14 +177,15 @@ mod tests {
             .unwrap();
         assert!(status.success());
         let big = std::fs::File::create(path.join("big.yaml")).unwrap();
-        big.set_len(MAX_FILE_SIZE + 1).unwrap();
+        big.set_len(harness_topology::MAX_TOPOLOGY_FILE_SIZE + 1)
+            .unwrap();
         std::fs::write(path.join("latin1.yaml"), b"services: {}\n# caf\xe9\n").unwrap();
         for (name, says) in [
-            ("a-dir.yaml", "it is a directory"),
-            ("fifo.yaml", "it is not a regular file"),
+            ("a-dir.yaml", "it is a directory, not a regular file"),
+            ("fifo.yaml", "it is a FIFO, not a regular file"),
             ("big.yaml", "more than the 4194304 a topology file may"),
-            ("latin1.yaml", "not UTF-8 text (byte 18)"),
-            ("/dev/zero", "it is not a regular file"),
+            ("latin1.yaml", "UTF-8"),
+            ("/dev/zero", "it is a character device, not a regular file"),
         ] {
             let lit: LitStr = syn::parse_str(&format!("{name:?}")).unwrap();
             let message = read(&lit, path).unwrap_err().to_string();

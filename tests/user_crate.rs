@@ -1,0 +1,202 @@
+//! A developer's own crate, outside this repository, built and run as its author would: its own
+//! Cargo.toml with harness as a path dependency (`tests/user_crate/`, copied to a temporary
+//! directory), and a target directory elsewhere (this workspace's, so that the dependencies
+//! already built are reused). Its suite uses tokio-based clients (redis's async client,
+//! `tokio::net`) against a real redis-server under `runtime = "tokio"`, with `cargo test` and
+//! with `cargo nextest run`; variants of it check that a suite cannot silently run nothing.
+
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A copy of `tests/user_crate/` in a temporary directory, with harness's path filled in and
+/// this workspace's lock file, so that it builds with the versions already built here.
+fn user_crate() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("harness-user-crate-")
+        .tempdir()
+        .expect("a temporary directory");
+    copy_tree(
+        &fixtures::workspace_dir().join("tests/user_crate"),
+        dir.path(),
+    );
+    let template = dir.path().join("Cargo.toml.template");
+    let manifest = std::fs::read_to_string(&template)
+        .expect("the template")
+        .replace(
+            "@HARNESS@",
+            &fixtures::workspace_dir()
+                .join("harness")
+                .display()
+                .to_string(),
+        );
+    std::fs::write(dir.path().join("Cargo.toml"), manifest).expect("write Cargo.toml");
+    std::fs::remove_file(template).expect("remove the template");
+    std::fs::copy(
+        fixtures::workspace_dir().join("Cargo.lock"),
+        dir.path().join("Cargo.lock"),
+    )
+    .expect("copy Cargo.lock");
+    dir
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read the template") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a file type").is_dir() {
+            std::fs::create_dir_all(&target).expect("create a directory");
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
+}
+
+/// `cargo ARGS` in the crate, as its author runs it: no variable of this run's test harness
+/// (nextest's, harness's) leaks in, the target directory is this workspace's.
+fn cargo(dir: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(fixtures::cargo());
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", fixtures::target_dir())
+        .env("CARGO_TERM_COLOR", "never");
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("NEXTEST") || name.starts_with("HARNESS_") {
+            command.env_remove(&*name);
+        }
+    }
+    command.output().expect("run cargo")
+}
+
+fn text(output: &Output) -> String {
+    fixtures::both(output)
+}
+
+#[test]
+fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
+    let dir = user_crate();
+    let run = cargo(dir.path(), &["test", "--offline", "--test", "store"]);
+    assert!(run.status.success(), "{}", text(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    // libtest-mimic pads the names: `test set_then_get       ... ok`.
+    let passed = |name: &str| {
+        stdout.lines().any(|line| {
+            line.strip_prefix("test ")
+                .and_then(|rest| rest.strip_prefix(name))
+                .is_some_and(|rest| rest.trim_start() == "... ok")
+        })
+    };
+    assert!(
+        passed("set_then_get")
+            && passed("tokio_net_connects")
+            && stdout.contains("test result: ok. 2 passed; 0 failed"),
+        "{}",
+        text(&run)
+    );
+
+    if Command::new(fixtures::cargo())
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let run = cargo(
+            dir.path(),
+            &["nextest", "run", "--offline", "--test", "store"],
+        );
+        assert!(run.status.success(), "{}", text(&run));
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(stderr.contains("2 tests run: 2 passed"), "{}", text(&run));
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cargo-nextest is not installed, and CI has it"
+        );
+    }
+}
+
+/// Replaces the crate's suite by `suite` in `tests/NAME.rs` and its `[[test]]` by `declared`.
+fn variant(name: &str, suite: &str, declared: &str) -> tempfile::TempDir {
+    let dir = user_crate();
+    std::fs::remove_file(dir.path().join("tests/store.rs")).expect("remove the suite");
+    std::fs::write(dir.path().join(format!("tests/{name}.rs")), suite).expect("write the suite");
+    let manifest = dir.path().join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).expect("Cargo.toml");
+    let text = text.replace("[[test]]\nname = \"store\"\nharness = false\n", declared);
+    std::fs::write(&manifest, text).expect("write Cargo.toml");
+    dir
+}
+
+const BODY: &str = "use harness::{harness_test, Service};\n\n\
+    #[harness_test(topology = \"topologies/redis.yaml\", runtime = \"tokio\")]\n\
+    async fn reaches_redis(redis: Service) {\n    \
+        tokio::net::TcpStream::connect(redis.addr()).await.unwrap();\n}\n";
+
+#[test]
+fn harness_tests_in_a_target_that_libtest_runs_fail_to_compile() {
+    // No [[test]] entry: cargo runs tests/plain.rs with libtest, which would run 0 tests.
+    let dir = variant("plain", BODY, "");
+    let run = cargo(dir.path(), &["test", "--offline", "--test", "plain"]);
+    let out = text(&run);
+    assert!(!run.status.success(), "{out}");
+    assert!(
+        out.contains("#[harness_test] functions do not run in a test target that libtest runs")
+            && out.contains("harness = false")
+            && out.contains("harness::main!()"),
+        "{out}"
+    );
+    assert!(!out.contains("0 passed"), "{out}");
+}
+
+#[test]
+fn a_harness_false_target_without_main_names_harness_main() {
+    let dir = variant(
+        "nomain",
+        BODY,
+        "[[test]]\nname = \"nomain\"\nharness = false\n",
+    );
+    let run = cargo(dir.path(), &["test", "--offline", "--test", "nomain"]);
+    let out = text(&run);
+    assert!(!run.status.success(), "{out}");
+    assert!(
+        out.contains("tests/nomain.rs has no harness::main!()")
+            && out.contains("End that file with `harness::main!();`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_mistake_in_the_topology_is_one_compile_error_with_its_place() {
+    let dir = user_crate();
+    let topology = dir.path().join("topologies/redis.yaml");
+    let text_before = std::fs::read_to_string(&topology).expect("the topology");
+    std::fs::write(
+        &topology,
+        text_before.replace("health_check:", "helth_check:"),
+    )
+    .expect("break the topology");
+    let run = cargo(
+        dir.path(),
+        &["test", "--offline", "--test", "store", "--no-run"],
+    );
+    let out = text(&run);
+    assert!(!run.status.success(), "{out}");
+    let place: PathBuf = Path::new("topologies/redis.yaml").to_path_buf();
+    assert!(
+        out.contains(&format!(
+            "{}:8:5: unknown field `helth_check`, did you mean `health_check`?",
+            place.display()
+        )),
+        "{out}"
+    );
+    // One error for the file, not one per test.
+    assert_eq!(
+        out.matches("unknown field `helth_check`").count(),
+        1,
+        "{out}"
+    );
+}
