@@ -2,8 +2,9 @@
 //! Cargo.toml with harness as a path dependency (`tests/user_crate/`, copied to a temporary
 //! directory), and a target directory elsewhere (this workspace's, so that the dependencies
 //! already built are reused). Its suite uses tokio-based clients (redis's async client,
-//! `tokio::net`) against a real redis-server under `runtime = "tokio"`, with `cargo test` and
-//! with `cargo nextest run`; variants of it check that a suite cannot silently run nothing.
+//! `tokio::net`) against a real redis-server under `runtime = "tokio"`, and starts the crate's
+//! own binary through `${cargo_bin:kvapp}`, with `cargo test` and with `cargo nextest run`;
+//! variants of it check that a suite cannot silently run nothing.
 
 #[path = "support/fixtures.rs"]
 mod fixtures;
@@ -66,7 +67,11 @@ fn cargo(dir: &Path, args: &[&str]) -> Output {
         .env("CARGO_TERM_COLOR", "never");
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        if name.starts_with("NEXTEST") || name.starts_with("HARNESS_") {
+        // What cargo set for this repository's test (CARGO_BIN_EXE_harness, CARGO_PKG_NAME)
+        // is not the user's; CARGO_HOME is.
+        let cargos =
+            name.starts_with("CARGO_") && name != "CARGO_HOME" && name != "CARGO_TARGET_DIR";
+        if cargos || name.starts_with("NEXTEST") || name.starts_with("HARNESS_") {
             command.env_remove(&*name);
         }
     }
@@ -94,7 +99,8 @@ fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
     assert!(
         passed("set_then_get")
             && passed("tokio_net_connects")
-            && stdout.contains("test result: ok. 2 passed; 0 failed"),
+            && passed("the_crates_own_binary_answers")
+            && stdout.contains("test result: ok. 3 passed; 0 failed"),
         "{}",
         text(&run)
     );
@@ -110,7 +116,7 @@ fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
         );
         assert!(run.status.success(), "{}", text(&run));
         let stderr = String::from_utf8_lossy(&run.stderr);
-        assert!(stderr.contains("2 tests run: 2 passed"), "{}", text(&run));
+        assert!(stderr.contains("3 tests run: 3 passed"), "{}", text(&run));
     } else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -197,6 +203,29 @@ fn a_mistake_in_the_topology_is_one_compile_error_with_its_place() {
     assert_eq!(
         out.matches("unknown field `helth_check`").count(),
         1,
+        "{out}"
+    );
+}
+
+#[test]
+fn a_cargo_bin_the_package_does_not_have_is_a_compile_error_naming_those_it_has() {
+    let dir = user_crate();
+    let topology = dir.path().join("topologies/app.yaml");
+    let text_before = std::fs::read_to_string(&topology).expect("the topology");
+    std::fs::write(
+        &topology,
+        text_before.replace("${cargo_bin:kvapp}", "${cargo_bin:kvap}"),
+    )
+    .expect("misname the binary");
+    let run = cargo(
+        dir.path(),
+        &["test", "--offline", "--test", "store", "--no-run"],
+    );
+    let out = text(&run);
+    assert!(!run.status.success(), "{out}");
+    assert!(
+        out.contains("`${cargo_bin:kvap}` of service `app` names no binary of this package")
+            && out.contains("here: kvapp."),
         "{out}"
     );
 }

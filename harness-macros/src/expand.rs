@@ -93,6 +93,7 @@ fn expand_item(args: TokenStream, item: TokenStream, manifest_dir: &Path) -> Tok
             ignore: args.ignore.map(|reason| reason.map(|lit| lit.value())),
             isolated: args.isolated,
             runtime: args.runtime,
+            cargo_bins: crate::topology::cargo_bins(),
             injections: &injections,
         },
     )

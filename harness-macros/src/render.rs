@@ -20,6 +20,8 @@ pub(crate) struct Entry<'a> {
     pub(crate) isolated: bool,
     /// `runtime = "..."`, when the test names one.
     pub(crate) runtime: Option<crate::args::Runtime>,
+    /// The package's binaries and their paths, for `${cargo_bin:NAME}`.
+    pub(crate) cargo_bins: Vec<(String, String)>,
     pub(crate) injections: &'a [Injection],
 }
 
@@ -51,6 +53,10 @@ pub(crate) fn render(func: &ItemFn, entry: &Entry) -> TokenStream {
         }
         None => (quote!(::core::option::Option::None), TokenStream::new()),
     };
+    let cargo_bins = entry
+        .cargo_bins
+        .iter()
+        .map(|(name, path)| quote!((#name, #path)));
     let args: Vec<_> = (0..entry.injections.len())
         .map(|i| format_ident!("__harness_arg{i}"))
         .collect();
@@ -92,6 +98,7 @@ pub(crate) fn render(func: &ItemFn, entry: &Entry) -> TokenStream {
                 ignore_reason: #ignore_reason,
                 isolated: #isolated,
                 runtime: #runtime,
+                cargo_bins: &[#(#cargo_bins),*],
                 run: __harness_run,
             };
             #runtime_check
@@ -132,6 +139,7 @@ mod tests {
             ignore: Some(Some("needs a GPU".into())),
             isolated: true,
             runtime: Some(crate::args::Runtime::Tokio),
+            cargo_bins: vec![("kv-server".into(), "/p/target/debug/kv-server".into())],
             injections: &injections,
         };
         let out = render(&func, &entry).to_string();
@@ -143,6 +151,7 @@ mod tests {
             "timeout_ms : :: core :: option :: Option :: Some (500u64)",
             "isolated : true , runtime : :: core :: option :: Option :: Some (:: harness :: testing :: __private :: Runtime :: Tokio)",
             "const _ : () = :: harness :: testing :: __private :: require_tokio_feature :: < () > () ;",
+            "cargo_bins : & [(\"kv-server\" , \"/p/target/debug/kv-server\")]",
             "ignored : true , ignore_reason : :: core :: option :: Option :: Some (\"needs a GPU\")",
             "let __harness_arg0 = :: harness :: testing :: __private :: service (__harness_topology , \"api-server\") ? ;",
             "let __harness_arg1 = __harness_topology ;",

@@ -61,15 +61,50 @@ pub(crate) fn check(files: &[TopologyFile]) -> syn::Result<Vec<String>> {
         .iter()
         .map(|file| (shown(&file.path), file.text.clone()))
         .collect();
-    match TopologyConfig::from_yaml_files(&named) {
-        Ok(config) => Ok(config.services.keys().cloned().collect()),
-        Err(e) => {
-            let span = files
-                .first()
-                .map_or_else(proc_macro2::Span::call_site, |f| f.lit.span());
-            Err(syn::Error::new(span, e.to_string()))
+    let span = files
+        .first()
+        .map_or_else(proc_macro2::Span::call_site, |f| f.lit.span());
+    let config = TopologyConfig::from_yaml_files(&named)
+        .map_err(|e| syn::Error::new(span, e.to_string()))?;
+    let available = cargo_bins();
+    let mut missing = Vec::new();
+    for service in config.services.values() {
+        for binary in service.cargo_bins() {
+            if !available.iter().any(|(name, _)| *name == binary) {
+                missing.push(format!(
+                    "`${{cargo_bin:{binary}}}` of service `{}`",
+                    service.name
+                ));
+            }
         }
     }
+    if !missing.is_empty() {
+        let offered: Vec<&str> = available.iter().map(|(name, _)| name.as_str()).collect();
+        let offered = match offered.is_empty() {
+            true => "none".to_string(),
+            false => offered.join(", "),
+        };
+        return Err(syn::Error::new(
+            span,
+            format!(
+                "{} names no binary of this package: cargo gives this test target the paths of \
+                 the package's own binaries ([[bin]] targets, src/main.rs, src/bin/), here: \
+                 {offered}. A binary of another package is named by its path",
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(config.services.keys().cloned().collect())
+}
+
+/// The binaries cargo built for the package whose test this is, by name, with their paths:
+/// cargo gives an integration test `CARGO_BIN_EXE_NAME` for each.
+pub(crate) fn cargo_bins() -> Vec<(String, String)> {
+    let mut bins: Vec<(String, String)> = std::env::vars()
+        .filter_map(|(key, value)| Some((key.strip_prefix("CARGO_BIN_EXE_")?.to_string(), value)))
+        .collect();
+    bins.sort();
+    bins
 }
 
 /// The path as the compiler's own messages show files: relative to the current directory

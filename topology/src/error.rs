@@ -124,6 +124,13 @@ pub enum PlaceholderError {
     /// `${name}` names no known value.
     #[error("unknown placeholder `${{{0}}}`")]
     Unknown(String),
+    /// `${cargo_bin:NAME}` names a binary that is not known where the topology runs.
+    #[error(
+        "`${{cargo_bin:{0}}}` names no binary known here: only a test of the package that has \
+         the binary `{0}` gets its path, from cargo (CARGO_BIN_EXE_{0}); elsewhere give the \
+         binary's path"
+    )]
+    UnknownCargoBin(String),
     /// `${` without its `}`.
     #[error("unterminated placeholder: `${{` at byte {0} has no closing `}}`")]
     Unterminated(usize),

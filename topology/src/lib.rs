@@ -177,5 +177,7 @@ pub use model::{
     WireguardTarget,
 };
 pub use size::parse_size;
-pub use substitute::{OWN_PLACEHOLDERS, addr_var, env_prefix, substitute};
+pub use substitute::{
+    CARGO_BIN, OWN_PLACEHOLDERS, addr_var, cargo_bin_name, env_prefix, substitute,
+};
 pub use validate::{MAX_SERVICE_NAME_LEN, validate_service_name};

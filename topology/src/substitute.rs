@@ -36,6 +36,28 @@ pub fn addr_var(service: &str) -> String {
 /// The placeholders every service may use: its own port, host and `host:port`.
 pub const OWN_PLACEHOLDERS: [&str; 3] = ["port", "host", "addr"];
 
+/// The namespace of `${cargo_bin:NAME}`: the path of the binary NAME that cargo built for the
+/// package whose tests run (`CARGO_BIN_EXE_NAME`).
+pub const CARGO_BIN: &str = "cargo_bin:";
+
+/// The binary a `${cargo_bin:NAME}` placeholder names (`NAME`), if `placeholder` is one.
+///
+/// ```
+/// assert_eq!(harness::topology::cargo_bin_name("cargo_bin:kv-server"), Some("kv-server"));
+/// assert_eq!(harness::topology::cargo_bin_name("port"), None);
+/// ```
+pub fn cargo_bin_name(placeholder: &str) -> Option<&str> {
+    placeholder.strip_prefix(CARGO_BIN)
+}
+
+/// Whether `name` can be a cargo binary's name: letters, digits, `-` and `_`.
+pub(crate) fn is_cargo_bin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// A piece of a string with placeholders.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Segment<'a> {
@@ -113,7 +135,10 @@ pub fn substitute(
             Segment::Text(t) => out.push_str(t),
             Segment::Placeholder { name, .. } => match values.get(name) {
                 Some(value) => out.push_str(value),
-                None => return Err(PlaceholderError::Unknown(name.to_string())),
+                None => match cargo_bin_name(name) {
+                    Some(binary) => return Err(PlaceholderError::UnknownCargoBin(binary.into())),
+                    None => return Err(PlaceholderError::Unknown(name.to_string())),
+                },
             },
         }
     }
@@ -131,14 +156,31 @@ impl ServiceConfig {
             .collect()
     }
 
+    /// The cargo binaries this service names with `${cargo_bin:NAME}`, in order, once each.
+    pub fn cargo_bins(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (_, text) in self.templates() {
+            for segment in segments(text).unwrap_or_default() {
+                if let Segment::Placeholder { name, .. } = segment
+                    && let Some(binary) = cargo_bin_name(name)
+                    && !out.iter().any(|b| b == binary)
+                {
+                    out.push(binary.to_string());
+                }
+            }
+        }
+        out
+    }
+
     /// Every string of this service that takes placeholders, with its path from the service:
-    /// args, env values, working directories, Docker commands and entrypoints, and the
-    /// health check's command.
+    /// a process's binary, args, env values, working directories, the binary a Docker image is
+    /// built from, Docker commands and entrypoints, and the health check's command.
     pub fn templates(&self) -> Vec<(String, &str)> {
         let mut out = Vec::new();
         let list = push_list;
         match &self.target {
             ServiceTarget::Process(t) => {
+                out.push(("target.process.binary".into(), t.binary.as_str()));
                 list("target.process.args", &t.args, &mut out);
                 push_env(&mut out, "target.process.env", &t.env);
                 if let Some(dir) = &t.working_dir {
@@ -146,6 +188,9 @@ impl ServiceConfig {
                 }
             }
             ServiceTarget::Docker(t) => {
+                if let Some(build) = &t.build {
+                    out.push(("target.docker.build.binary".into(), build.binary.as_str()));
+                }
                 push_env(&mut out, "target.docker.env", &t.env);
                 if let Some(command) = &t.command {
                     list("target.docker.command", command, &mut out);
@@ -204,11 +249,15 @@ impl ServiceConfig {
         let mut out: Vec<&mut String> = Vec::new();
         match &mut self.target {
             ServiceTarget::Process(t) => {
+                out.push(&mut t.binary);
                 out.extend(t.args.iter_mut());
                 out.extend(t.env.values_mut());
                 out.extend(t.working_dir.as_mut());
             }
             ServiceTarget::Docker(t) => {
+                if let Some(build) = &mut t.build {
+                    out.push(&mut build.binary);
+                }
                 out.extend(t.env.values_mut());
                 out.extend(t.command.iter_mut().flatten());
                 out.extend(t.entrypoint.iter_mut().flatten());
@@ -238,5 +287,53 @@ fn push_env<'a>(out: &mut Vec<(String, &'a str)>, path: &str, env: &'a super::En
 fn push_list<'a>(path: &str, items: &'a [String], out: &mut Vec<(String, &'a str)>) {
     for (i, item) in items.iter().enumerate() {
         out.push((format!("{path}[{i}]"), item.as_str()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TopologyConfig;
+
+    const APP: &str = "services:\n  app:\n    target:\n      process:\n        binary: ${cargo_bin:kvapp}\n        args: [\"--peer\", \"${cargo_bin:kv-peer}\"]\n";
+
+    #[test]
+    fn cargo_bins_are_placeholders_of_a_process_binary_and_its_args() {
+        let topology = TopologyConfig::from_yaml("app.yaml", APP).unwrap();
+        let app = &topology.services["app"];
+        assert_eq!(app.cargo_bins(), ["kvapp", "kv-peer"]);
+        let values = HashMap::from([
+            ("cargo_bin:kvapp".to_string(), "/t/debug/kvapp".to_string()),
+            (
+                "cargo_bin:kv-peer".to_string(),
+                "/t/debug/kv-peer".to_string(),
+            ),
+        ]);
+        let ServiceTarget::Process(process) = app.substituted(&values).unwrap().target else {
+            unreachable!("app is a process");
+        };
+        assert_eq!(process.binary, "/t/debug/kvapp");
+        assert_eq!(process.args, ["--peer", "/t/debug/kv-peer"]);
+        // Where no binary is known (harness up), the start says what the placeholder needs.
+        let error = app.substituted(&HashMap::new()).unwrap_err().to_string();
+        assert!(
+            error.contains("`${cargo_bin:kvapp}` names no binary known here")
+                && error.contains("CARGO_BIN_EXE_kvapp"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_cargo_bin_without_a_valid_name_is_refused_when_loaded() {
+        for written in ["${cargo_bin:}", "${cargo_bin:a b}", "${cargo_bin:../x}"] {
+            let yaml = APP.replace("${cargo_bin:kvapp}", written);
+            let error = TopologyConfig::from_yaml("app.yaml", &yaml)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("unknown placeholder `{written}`")),
+                "{written}: {error}"
+            );
+        }
     }
 }

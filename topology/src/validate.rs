@@ -6,7 +6,9 @@ use super::decode::Decoded;
 use super::diagnostic::{Diagnostic, Sources, Span};
 use super::error::PlaceholderError;
 use super::graph::cycles;
-use super::substitute::{Segment, addr_var, env_prefix, segments};
+use super::substitute::{
+    Segment, addr_var, cargo_bin_name, env_prefix, is_cargo_bin_name, segments,
+};
 use super::suggest::closest;
 
 /// The longest service name: a DNS label's limit.
@@ -218,7 +220,9 @@ fn check_placeholders(decoded: &Decoded, sources: &Sources, errors: &mut Vec<Dia
                             (start, "unterminated placeholder")
                         }
                         PlaceholderError::Empty(start) => (start, "empty placeholder"),
-                        PlaceholderError::Unknown(_) => (0, "bad placeholder"),
+                        PlaceholderError::Unknown(_) | PlaceholderError::UnknownCargoBin(_) => {
+                            (0, "bad placeholder")
+                        }
                     };
                     let written = &text[start..];
                     let written = &written[..written.find('}').map_or(written.len(), |i| i + 1)];
@@ -240,7 +244,9 @@ fn check_placeholders(decoded: &Decoded, sources: &Sources, errors: &mut Vec<Dia
                 let Segment::Placeholder { name, start } = segment else {
                     continue;
                 };
-                if valid.iter().any(|v| v == name) {
+                if valid.iter().any(|v| v == name)
+                    || cargo_bin_name(name).is_some_and(is_cargo_bin_name)
+                {
                     continue;
                 }
                 let at = placeholder_span(sources, at, text, start, &format!("${{{name}}}"));

@@ -162,6 +162,8 @@ pub struct ServiceManager {
     log_lines: usize,
     executors: HashMap<&'static str, Arc<dyn ServiceExecutor>>,
     progress: Option<ProgressFn>,
+    /// `${cargo_bin:NAME}` values, by placeholder name (`cargo_bin:NAME`).
+    cargo_bins: Arc<HashMap<String, String>>,
     /// Where the run's state directory goes when [`ServiceManager::with_state_dir`] names one;
     /// a fresh temporary directory otherwise.
     fixed_state_dir: Option<PathBuf>,
@@ -253,6 +255,7 @@ impl ServiceManager {
             log_lines: DEFAULT_LOG_TAIL,
             executors,
             progress: None,
+            cargo_bins: Arc::default(),
             fixed_state_dir: None,
             lab: Arc::new(async_lock::Mutex::new(None)),
             mesh,
@@ -268,6 +271,21 @@ impl ServiceManager {
     /// current directory.
     pub fn with_base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.base_dir = dir.into();
+        self
+    }
+
+    /// The paths `${cargo_bin:NAME}` stands for, by binary name (a test passes cargo's
+    /// `CARGO_BIN_EXE_NAME` values). A placeholder naming another binary fails that service's
+    /// start with an error that says so.
+    pub fn with_cargo_bins<N: Into<String>, P: Into<String>>(
+        mut self,
+        bins: impl IntoIterator<Item = (N, P)>,
+    ) -> Self {
+        let bins = bins.into_iter().map(|(name, path)| {
+            let placeholder = format!("{}{}", crate::topology::CARGO_BIN, name.into());
+            (placeholder, path.into())
+        });
+        self.cargo_bins = Arc::new(bins.collect());
         self
     }
 
@@ -814,7 +832,12 @@ impl ServiceManager {
             self.registry.set_endpoint(name, endpoint).await?;
         }
 
-        let values = placeholder_values(&placement, port, &dependencies);
+        let mut values = placeholder_values(&placement, port, &dependencies);
+        values.extend(
+            self.cargo_bins
+                .iter()
+                .map(|(name, path)| (name.clone(), path.clone())),
+        );
         let service = match config.substituted(&values) {
             Ok(service) => service,
             Err(e) => return Err(fail(StartFailure::Substitution(e)).await),

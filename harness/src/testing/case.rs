@@ -42,6 +42,9 @@ pub struct TestCase {
     pub isolated: bool,
     /// The runtime the body runs on: `None` for the suite's (`harness::main!(runtime = ...)`).
     pub runtime: Option<Runtime>,
+    /// The binaries cargo built for the test's package, by name (`CARGO_BIN_EXE_NAME` when
+    /// the test was compiled): what `${cargo_bin:NAME}` stands for.
+    pub cargo_bins: &'static [(&'static str, &'static str)],
     /// Injects the parameters and runs the body.
     pub run: for<'a> fn(&'a Topology) -> TestFuture<'a>,
 }

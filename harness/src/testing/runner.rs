@@ -276,6 +276,7 @@ mod tests {
             ignore_reason: None,
             isolated: false,
             runtime: None,
+            cargo_bins: &[],
             run,
         }))
     }

@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     /// The embedded texts: the file, then its overlays.
     sources: Vec<(PathBuf, String)>,
     base_dir: PathBuf,
+    /// What `${cargo_bin:NAME}` stands for: the package's binaries, by name.
+    cargo_bins: &'static [(&'static str, &'static str)],
     /// The nextest run whose supervisor owns the shared copy; `None` to start it here.
     run_id: Option<String>,
     config: OnceLock<Result<TopologyConfig, String>>,
@@ -62,6 +64,7 @@ impl Shared {
             key: case.topology_key(),
             sources,
             base_dir,
+            cargo_bins: case.cargo_bins,
             run_id,
             config: OnceLock::new(),
             remaining: Mutex::new(0),
@@ -93,6 +96,10 @@ impl Shared {
         for (path, text) in &self.sources {
             parts.push(path.as_os_str().as_encoded_bytes());
             parts.push(text.as_bytes());
+        }
+        for (name, path) in self.cargo_bins {
+            parts.push(name.as_bytes());
+            parts.push(path.as_bytes());
         }
         supervisor::fnv(&parts)
     }
@@ -138,6 +145,7 @@ impl Shared {
     fn start_in(&self, state_dir: Option<&std::path::Path>) -> Result<Topology, String> {
         let mut manager = ServiceManager::new(self.config()?, Registry::new())
             .with_base_dir(&self.base_dir)
+            .with_cargo_bins(self.cargo_bins.iter().copied())
             .with_progress(report_waiting);
         if let Some(dir) = state_dir {
             manager = manager.with_state_dir(dir);

@@ -1,5 +1,24 @@
-//! The crate's own program; its suites test it against real servers.
+//! The crate's own program: answers each line it is sent with `kvapp: LINE`, on the port harness
+//! gives it in `PORT`. Its suite starts it through `${cargo_bin:kvapp}`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 
 fn main() {
-    println!("kvapp");
+    let port: u16 = std::env::var("PORT")
+        .expect("PORT")
+        .parse()
+        .expect("PORT is a number");
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    println!("kvapp listening on {}", listener.local_addr().expect("an address"));
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            let mut writer = stream.try_clone().expect("clone the stream");
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if writeln!(writer, "kvapp: {line}").is_err() {
+                    break;
+                }
+            }
+        });
+    }
 }

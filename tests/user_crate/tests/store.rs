@@ -20,4 +20,15 @@ async fn tokio_net_connects(redis: Service) -> std::io::Result<()> {
     Ok(())
 }
 
+#[harness_test(topology = "topologies/app.yaml")]
+async fn the_crates_own_binary_answers(app: Service) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut stream = tokio::net::TcpStream::connect(app.addr()).await?;
+    stream.write_all(b"hello\n").await?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).await?;
+    assert_eq!(line, "kvapp: hello\n");
+    Ok(())
+}
+
 harness::main!(runtime = "tokio");
