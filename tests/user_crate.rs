@@ -100,7 +100,8 @@ fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
         passed("set_then_get")
             && passed("tokio_net_connects")
             && passed("the_crates_own_binary_answers")
-            && stdout.contains("test result: ok. 3 passed; 0 failed"),
+            && passed("the_binary_is_the_one_this_run_built")
+            && stdout.contains("test result: ok. 4 passed; 0 failed"),
         "{}",
         text(&run)
     );
@@ -116,7 +117,43 @@ fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
         );
         assert!(run.status.success(), "{}", text(&run));
         let stderr = String::from_utf8_lossy(&run.stderr);
-        assert!(stderr.contains("3 tests run: 3 passed"), "{}", text(&run));
+        assert!(stderr.contains("4 tests run: 4 passed"), "{}", text(&run));
+
+        // Archived, then run from where the archive is unpacked: the crate's binary travels in
+        // the archive and is the one the service runs (the_binary_is_the_one_this_run_built).
+        let archive = dir.path().join("suite.tar.zst");
+        let archive = archive.to_str().expect("a UTF-8 path");
+        let run = cargo(
+            dir.path(),
+            &[
+                "nextest",
+                "archive",
+                "--offline",
+                "--test",
+                "store",
+                "--archive-file",
+                archive,
+            ],
+        );
+        assert!(run.status.success(), "{}", text(&run));
+        let unpacked = tempfile::tempdir().expect("a temporary directory");
+        let crate_dir = dir.path().to_str().expect("a UTF-8 path");
+        let run = cargo(
+            dir.path(),
+            &[
+                "nextest",
+                "run",
+                "--archive-file",
+                archive,
+                "--workspace-remap",
+                crate_dir,
+                "--extract-to",
+                unpacked.path().to_str().expect("a UTF-8 path"),
+            ],
+        );
+        assert!(run.status.success(), "{}", text(&run));
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(stderr.contains("4 tests run: 4 passed"), "{}", text(&run));
     } else {
         assert!(
             std::env::var_os("CI").is_none(),

@@ -25,6 +25,22 @@ fn report_waiting(progress: &Progress) {
     }
 }
 
+/// Where the package's binary `name` is now: nextest tells each test where the binaries it runs
+/// with are (`NEXTEST_BIN_EXE_NAME`, `CARGO_BIN_EXE_NAME`), also after
+/// `cargo nextest run --archive-file` unpacked them elsewhere; else `compiled`, the path cargo
+/// gave when the test was compiled.
+fn cargo_bin_path(name: &str, compiled: &str) -> String {
+    let underscored = name.replace('-', "_");
+    [
+        format!("NEXTEST_BIN_EXE_{name}"),
+        format!("NEXTEST_BIN_EXE_{underscored}"),
+        format!("CARGO_BIN_EXE_{name}"),
+    ]
+    .iter()
+    .find_map(|var| std::env::var(var).ok().filter(|path| !path.is_empty()))
+    .unwrap_or_else(|| compiled.to_string())
+}
+
 /// One topology file (with its overlays) and the copy of it that its tests share.
 pub(crate) struct Shared {
     key: TopologyKey,
@@ -145,7 +161,11 @@ impl Shared {
     fn start_in(&self, state_dir: Option<&std::path::Path>) -> Result<Topology, String> {
         let mut manager = ServiceManager::new(self.config()?, Registry::new())
             .with_base_dir(&self.base_dir)
-            .with_cargo_bins(self.cargo_bins.iter().copied())
+            .with_cargo_bins(
+                self.cargo_bins
+                    .iter()
+                    .map(|&(name, compiled)| (name, cargo_bin_path(name, compiled))),
+            )
             .with_progress(report_waiting);
         if let Some(dir) = state_dir {
             manager = manager.with_state_dir(dir);

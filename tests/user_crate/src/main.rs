@@ -1,5 +1,6 @@
 //! The crate's own program: answers each line it is sent with `kvapp: LINE`, on the port harness
-//! gives it in `PORT`. Its suite starts it through `${cargo_bin:kvapp}`.
+//! gives it in `PORT`, and `where` with its own path. Its suite starts it through
+//! `${cargo_bin:kvapp}`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -15,7 +16,11 @@ fn main() {
         std::thread::spawn(move || {
             let mut writer = stream.try_clone().expect("clone the stream");
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if writeln!(writer, "kvapp: {line}").is_err() {
+                let answer = match line.as_str() {
+                    "where" => std::env::current_exe().expect("its path").display().to_string(),
+                    _ => format!("kvapp: {line}"),
+                };
+                if writeln!(writer, "{answer}").is_err() {
                     break;
                 }
             }

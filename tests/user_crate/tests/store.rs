@@ -31,4 +31,20 @@ async fn the_crates_own_binary_answers(app: Service) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The binary that runs is the one this run's tests run with: cargo's, or nextest's where it
+/// unpacked an archive.
+#[harness_test(topology = "topologies/app.yaml")]
+async fn the_binary_is_the_one_this_run_built(app: Service) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut stream = tokio::net::TcpStream::connect(app.addr()).await?;
+    stream.write_all(b"where\n").await?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).await?;
+    let expected = std::env::var("NEXTEST_BIN_EXE_kvapp")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_kvapp").to_string());
+    let canonical = |p: &str| std::fs::canonicalize(p.trim()).unwrap();
+    assert_eq!(canonical(&line), canonical(&expected));
+    Ok(())
+}
+
 harness::main!(runtime = "tokio");
