@@ -314,8 +314,10 @@ fn supervise_inner(args: &UpArgs, dir: &Path) -> Result<ExitCode, String> {
         .autosave_reporting(&registry_file, AUTOSAVE_DEBOUNCE, report_saves(dir))
         .map_err(|e| e.to_string())?;
     let names: Vec<String> = topology.services.keys().cloned().collect();
+    let cargo_bins = crate::cargo_bins::resolve(&topology)?;
     let manager = ServiceManager::new(topology, registry.clone())
         .with_stop_grace(args.stop_grace)
+        .with_cargo_bins(cargo_bins)
         .with_state_dir(dir.join("services"))
         .with_progress(print_progress);
     let api = start_api(&args.api, token, &manager)?;

@@ -28,6 +28,7 @@
 //! that failed was rolled back); 125 on bad input (a refused package, a bad option), when no host
 //! was touched.
 
+mod cargo_bins;
 mod daemon;
 mod deploy;
 mod down;

@@ -109,8 +109,16 @@ pub fn up(args: UpArgs) -> ExitCode {
         }
     };
 
+    let cargo_bins = match crate::cargo_bins::resolve(&topology) {
+        Ok(bins) => bins,
+        Err(e) => {
+            errln!("harness up: failed to {e}");
+            return ExitCode::from(EXIT_HARNESS_FAILED);
+        }
+    };
     let manager = ServiceManager::new(topology, Registry::new())
         .with_stop_grace(args.stop_grace)
+        .with_cargo_bins(cargo_bins)
         .with_progress(print_progress);
     let api = match start_api(&args.api, token, &manager) {
         Ok(api) => api,

@@ -266,3 +266,59 @@ fn a_cargo_bin_the_package_does_not_have_is_a_compile_error_naming_those_it_has(
         "{out}"
     );
 }
+
+/// `harness ARGS` in the crate's directory, as its author runs it there.
+fn harness(dir: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_harness"));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let cargos = name.starts_with("CARGO_") && name != "CARGO_HOME";
+        if cargos || name.starts_with("NEXTEST") || name.starts_with("HARNESS_") {
+            command.env_remove(&*name);
+        }
+    }
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", fixtures::target_dir())
+        .env("CARGO", fixtures::cargo())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run harness")
+}
+
+#[test]
+fn harness_up_starts_the_workspaces_binary_that_cargo_bin_names() {
+    let dir = user_crate();
+    let up = harness(dir.path(), &["up", "-d", "topologies/app.yaml"]);
+    let out = text(&up);
+    let status = harness(dir.path(), &["status", "topologies/app.yaml"]);
+    let down = harness(dir.path(), &["down", "topologies/app.yaml"]);
+    assert!(up.status.success(), "{out}");
+    let shown = text(&status);
+    assert!(status.status.success(), "{shown}");
+    assert!(
+        shown.contains("app") && shown.contains("running"),
+        "{shown}"
+    );
+    assert!(down.status.success(), "{}", text(&down));
+
+    // A name no package of the workspace has a binary of: refused before anything starts.
+    let topology = dir.path().join("topologies/app.yaml");
+    let text_before = std::fs::read_to_string(&topology).expect("the topology");
+    std::fs::write(
+        &topology,
+        text_before.replace("${cargo_bin:kvapp}", "${cargo_bin:kvap}"),
+    )
+    .expect("misname the binary");
+    let up = harness(dir.path(), &["up", "topologies/app.yaml"]);
+    let out = text(&up);
+    // 125: harness itself failed, before any service (as for a bad file).
+    assert_eq!(up.status.code(), Some(125), "{out}");
+    assert!(
+        out.contains(
+            "no package of the cargo workspace here has a binary `kvap` (its binaries: kvapp)"
+        ),
+        "{out}"
+    );
+}

@@ -126,9 +126,9 @@ pub enum PlaceholderError {
     Unknown(String),
     /// `${cargo_bin:NAME}` names a binary that is not known where the topology runs.
     #[error(
-        "`${{cargo_bin:{0}}}` names no binary known here: only a test of the package that has \
-         the binary `{0}` gets its path, from cargo (CARGO_BIN_EXE_{0}); elsewhere give the \
-         binary's path"
+        "`${{cargo_bin:{0}}}` names no binary known here: a #[harness_test] suite knows its \
+         package's binaries (cargo's CARGO_BIN_EXE_{0}), `harness up` its cargo workspace's, \
+         and a ServiceManager those given to with_cargo_bins"
     )]
     UnknownCargoBin(String),
     /// `${` without its `}`.
