@@ -60,22 +60,25 @@ fn copy_tree(from: &Path, to: &Path) {
 /// (nextest's, harness's) leaks in, the target directory is this workspace's.
 fn cargo(dir: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(fixtures::cargo());
+    without_this_runs_env(&mut command);
     command
         .args(args)
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", fixtures::target_dir())
         .env("CARGO_TERM_COLOR", "never");
+    command.output().expect("run cargo")
+}
+
+/// Removes what this repository's test run set (cargo's CARGO_BIN_EXE_harness and
+/// CARGO_PKG_NAME, nextest's, harness's) and is not the user's; CARGO_HOME is theirs.
+fn without_this_runs_env(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        // What cargo set for this repository's test (CARGO_BIN_EXE_harness, CARGO_PKG_NAME)
-        // is not the user's; CARGO_HOME is.
-        let cargos =
-            name.starts_with("CARGO_") && name != "CARGO_HOME" && name != "CARGO_TARGET_DIR";
+        let cargos = name.starts_with("CARGO_") && name != "CARGO_HOME";
         if cargos || name.starts_with("NEXTEST") || name.starts_with("HARNESS_") {
             command.env_remove(&*name);
         }
     }
-    command.output().expect("run cargo")
 }
 
 fn text(output: &Output) -> String {
@@ -270,13 +273,7 @@ fn a_cargo_bin_the_package_does_not_have_is_a_compile_error_naming_those_it_has(
 /// `harness ARGS` in the crate's directory, as its author runs it there.
 fn harness(dir: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_harness"));
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let cargos = name.starts_with("CARGO_") && name != "CARGO_HOME";
-        if cargos || name.starts_with("NEXTEST") || name.starts_with("HARNESS_") {
-            command.env_remove(&*name);
-        }
-    }
+    without_this_runs_env(&mut command);
     command
         .args(args)
         .current_dir(dir)
