@@ -165,15 +165,25 @@ fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
     }
 }
 
+/// Replaces `from` by `to` in the crate's `file`.
+fn edit(dir: &Path, file: &str, from: &str, to: &str) {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).expect("a file of the crate");
+    assert!(text.contains(from), "{file} has no {from:?}");
+    std::fs::write(&path, text.replace(from, to)).expect("edit a file of the crate");
+}
+
 /// Replaces the crate's suite by `suite` in `tests/NAME.rs` and its `[[test]]` by `declared`.
 fn variant(name: &str, suite: &str, declared: &str) -> tempfile::TempDir {
     let dir = user_crate();
     std::fs::remove_file(dir.path().join("tests/store.rs")).expect("remove the suite");
     std::fs::write(dir.path().join(format!("tests/{name}.rs")), suite).expect("write the suite");
-    let manifest = dir.path().join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest).expect("Cargo.toml");
-    let text = text.replace("[[test]]\nname = \"store\"\nharness = false\n", declared);
-    std::fs::write(&manifest, text).expect("write Cargo.toml");
+    edit(
+        dir.path(),
+        "Cargo.toml",
+        "[[test]]\nname = \"store\"\nharness = false\n",
+        declared,
+    );
     dir
 }
 
@@ -218,13 +228,12 @@ fn a_harness_false_target_without_main_names_harness_main() {
 #[test]
 fn a_mistake_in_the_topology_is_one_compile_error_with_its_place() {
     let dir = user_crate();
-    let topology = dir.path().join("topologies/redis.yaml");
-    let text_before = std::fs::read_to_string(&topology).expect("the topology");
-    std::fs::write(
-        &topology,
-        text_before.replace("health_check:", "helth_check:"),
-    )
-    .expect("break the topology");
+    edit(
+        dir.path(),
+        "topologies/redis.yaml",
+        "health_check:",
+        "helth_check:",
+    );
     let run = cargo(
         dir.path(),
         &["test", "--offline", "--test", "store", "--no-run"],
@@ -250,13 +259,12 @@ fn a_mistake_in_the_topology_is_one_compile_error_with_its_place() {
 #[test]
 fn a_cargo_bin_the_package_does_not_have_is_a_compile_error_naming_those_it_has() {
     let dir = user_crate();
-    let topology = dir.path().join("topologies/app.yaml");
-    let text_before = std::fs::read_to_string(&topology).expect("the topology");
-    std::fs::write(
-        &topology,
-        text_before.replace("${cargo_bin:kvapp}", "${cargo_bin:kvap}"),
-    )
-    .expect("misname the binary");
+    edit(
+        dir.path(),
+        "topologies/app.yaml",
+        "${cargo_bin:kvapp}",
+        "${cargo_bin:kvap}",
+    );
     let run = cargo(
         dir.path(),
         &["test", "--offline", "--test", "store", "--no-run"],
@@ -301,13 +309,12 @@ fn harness_up_starts_the_workspaces_binary_that_cargo_bin_names() {
     assert!(down.status.success(), "{}", text(&down));
 
     // A name no package of the workspace has a binary of: refused before anything starts.
-    let topology = dir.path().join("topologies/app.yaml");
-    let text_before = std::fs::read_to_string(&topology).expect("the topology");
-    std::fs::write(
-        &topology,
-        text_before.replace("${cargo_bin:kvapp}", "${cargo_bin:kvap}"),
-    )
-    .expect("misname the binary");
+    edit(
+        dir.path(),
+        "topologies/app.yaml",
+        "${cargo_bin:kvapp}",
+        "${cargo_bin:kvap}",
+    );
     let up = harness(dir.path(), &["up", "topologies/app.yaml"]);
     let out = text(&up);
     // 125: harness itself failed, before any service (as for a bad file).

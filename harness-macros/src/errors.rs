@@ -1,5 +1,7 @@
 //! Every mistake found while expanding one attribute, reported together.
 
+use std::path::{Path, PathBuf};
+
 use proc_macro2::TokenStream;
 
 /// The errors found so far; emitted all at once as `compile_error!`s.
@@ -24,4 +26,17 @@ impl Errors {
     pub(crate) fn messages(&self) -> Vec<String> {
         self.0.iter().map(ToString::to_string).collect()
     }
+}
+
+/// A path as the compiler's own messages show files: relative to the current directory (the
+/// workspace's root under cargo, as written or canonical), so that a terminal can open
+/// `file:line:column`.
+pub(crate) fn shown(path: &Path) -> PathBuf {
+    let Ok(dir) = std::env::current_dir() else {
+        return path.to_path_buf();
+    };
+    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+    path.strip_prefix(&dir)
+        .or_else(|_| path.strip_prefix(&canonical))
+        .map_or_else(|_| path.to_path_buf(), Path::to_path_buf)
 }

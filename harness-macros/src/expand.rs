@@ -1,8 +1,6 @@
 //! `#[harness_test]` from start to end: parse, check against the topology file, render; on
 //! mistakes, every error at once beside the user's function as written.
 
-use std::cell::RefCell;
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use proc_macro2::TokenStream;
@@ -13,7 +11,7 @@ use crate::args::parse_args;
 use crate::errors::Errors;
 use crate::render::{Entry, render};
 use crate::signature::inspect;
-use crate::topology::{check, read};
+use crate::topology::{check_once, read};
 
 /// Expands `#[harness_test(args)] item` written in `file` (when the compiler says), with paths
 /// relative to `manifest_dir`.
@@ -53,18 +51,15 @@ fn expand_item(args: TokenStream, item: TokenStream, manifest_dir: &Path) -> Tok
     }
     // With a file missing, the others still name services, but their mistakes may be the
     // missing file's to fix: only the readable files' service names are used then.
-    let services = match check(&files) {
-        _ if files.is_empty() => None,
-        Ok(names) => Some(names),
-        Err(_) if unreadable => None,
-        Err(e) => {
-            // Later tests that name the same files add nothing: the compilation fails at the
-            // first.
-            if first_report(&files) {
-                errors.push(e);
-            }
+    let checked = (!files.is_empty()).then(|| check_once(&files));
+    let services = match checked {
+        None => None,
+        Some(Ok(names)) => Some(names),
+        Some(Err(Some(e))) if !unreadable => {
+            errors.push(e);
             None
         }
+        Some(Err(_)) => None,
     };
     let mut paths = files.iter().map(|f| f.path.display().to_string());
     let topology = paths.next().unwrap_or_default();
@@ -97,16 +92,6 @@ fn expand_item(args: TokenStream, item: TokenStream, manifest_dir: &Path) -> Tok
             injections: &injections,
         },
     )
-}
-
-/// Whether this is the first attribute of the compilation to report the mistakes of `files`
-/// (where the compiler keeps macro state): a file named by many tests is one error.
-fn first_report(files: &[crate::topology::TopologyFile]) -> bool {
-    thread_local! {
-        static REPORTED: RefCell<HashSet<Vec<PathBuf>>> = RefCell::new(HashSet::new());
-    }
-    let key: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
-    REPORTED.with(|reported| reported.borrow_mut().insert(key))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use quote::quote;
 use syn::parse::{Parse, ParseStream};
 
 use crate::args::Runtime;
+use crate::errors::shown;
 use crate::plain_tests::PlainTest;
 
 /// What `main!(...)` says: nothing, or `setup = f` and `runtime = "tokio"` in any order.
@@ -131,7 +132,7 @@ fn plain_test_error(test: &PlainTest) -> TokenStream {
          runs only #[harness_test] functions. Write it as \
          #[harness_test(topology = \"...\")] async fn, or move it to a test target that libtest \
          runs (one without `harness = false`)",
-        shown(&test.file),
+        shown(&test.file).display(),
         test.line,
         test.attribute,
         test.function,
@@ -154,16 +155,6 @@ fn plain_test_error(test: &PlainTest) -> TokenStream {
         },
         Err(_) => TokenStream::new(),
     }
-}
-
-/// The file as the compiler's own messages show it: relative to the current directory.
-fn shown(file: &Path) -> String {
-    std::env::current_dir()
-        .ok()
-        .and_then(|dir| file.strip_prefix(dir).ok())
-        .unwrap_or(file)
-        .display()
-        .to_string()
 }
 
 /// The file `main!()` is written in, if the compiler says (rust-analyzer does not) and it is

@@ -10,13 +10,15 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::Item;
 
+use crate::errors::shown;
+
 /// The message when the target's root file has no runner.
 pub(crate) fn no_runner_message(root: &Path) -> String {
     format!(
         "{} has no harness::main!(): the #[harness_test]s of a test target run only under it. \
          End that file with `harness::main!();` and declare the target in Cargo.toml as \
          [[test]] name = \"...\" with harness = false",
-        shown(root)
+        shown(root).display()
     )
 }
 
@@ -113,17 +115,6 @@ fn has_runner(file: &syn::File) -> bool {
             .is_some_and(|segment| segment.ident == "main"),
         _ => false,
     })
-}
-
-/// The file as the compiler's own messages show it: relative to the current directory.
-fn shown(file: &Path) -> String {
-    std::env::current_dir()
-        .ok()
-        .and_then(|dir| dir.canonicalize().ok())
-        .and_then(|dir| file.strip_prefix(dir).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| file.to_path_buf())
-        .display()
-        .to_string()
 }
 
 #[cfg(test)]

@@ -2,10 +2,14 @@
 //! runner uses (`harness::topology`, the `topo-harness-topology` crate): a mistake in it is one
 //! compile error with its file, line and column, not the same failure of every test.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use harness_topology::{TopologyConfig, TopologyError, read_topology_file};
 use syn::LitStr;
+
+use crate::errors::shown;
 
 /// A topology file (or overlay) the attribute names.
 #[derive(Debug)]
@@ -97,6 +101,28 @@ pub(crate) fn check(files: &[TopologyFile]) -> syn::Result<Vec<String>> {
     Ok(config.services.keys().cloned().collect())
 }
 
+/// [`check`], once per compilation for the same files (where the compiler keeps macro state):
+/// a file that many tests name is checked once, and its mistakes are one error, reported at the
+/// first of them (`Err(Some(..))`); the later ones get the services, or `Err(None)`.
+pub(crate) fn check_once(files: &[TopologyFile]) -> Result<Vec<String>, Option<syn::Error>> {
+    thread_local! {
+        /// The services of each set of files checked, `None` for files with mistakes.
+        static CHECKED: RefCell<HashMap<Vec<PathBuf>, Option<Vec<String>>>> =
+            RefCell::new(HashMap::new());
+    }
+    let key: Vec<PathBuf> = files.iter().map(|file| file.path.clone()).collect();
+    if let Some(known) = CHECKED.with(|checked| checked.borrow().get(&key).cloned()) {
+        return known.ok_or(None);
+    }
+    let result = check(files);
+    CHECKED.with(|checked| {
+        checked
+            .borrow_mut()
+            .insert(key, result.as_ref().ok().cloned())
+    });
+    result.map_err(Some)
+}
+
 /// The binaries cargo built for the package whose test this is, by name, with their paths:
 /// cargo gives an integration test `CARGO_BIN_EXE_NAME` for each.
 pub(crate) fn cargo_bins() -> Vec<(String, String)> {
@@ -105,15 +131,6 @@ pub(crate) fn cargo_bins() -> Vec<(String, String)> {
         .collect();
     bins.sort();
     bins
-}
-
-/// The path as the compiler's own messages show files: relative to the current directory
-/// (the workspace's root under cargo), so that a terminal can open `file:line:column`.
-fn shown(path: &Path) -> PathBuf {
-    std::env::current_dir()
-        .ok()
-        .and_then(|dir| path.strip_prefix(dir).ok())
-        .map_or_else(|| path.to_path_buf(), Path::to_path_buf)
 }
 
 /// The service a parameter named `param` means: `api_server` is `api-server`.

@@ -20,14 +20,19 @@ async fn tokio_net_connects(redis: Service) -> std::io::Result<()> {
     Ok(())
 }
 
-#[harness_test(topology = "topologies/app.yaml")]
-async fn the_crates_own_binary_answers(app: Service) -> std::io::Result<()> {
+/// The line the crate's program answers `question` with.
+async fn ask(app: &Service, question: &str) -> std::io::Result<String> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let mut stream = tokio::net::TcpStream::connect(app.addr()).await?;
-    stream.write_all(b"hello\n").await?;
+    stream.write_all(format!("{question}\n").as_bytes()).await?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).await?;
-    assert_eq!(line, "kvapp: hello\n");
+    Ok(line)
+}
+
+#[harness_test(topology = "topologies/app.yaml")]
+async fn the_crates_own_binary_answers(app: Service) -> std::io::Result<()> {
+    assert_eq!(ask(&app, "hello").await?, "kvapp: hello\n");
     Ok(())
 }
 
@@ -35,11 +40,7 @@ async fn the_crates_own_binary_answers(app: Service) -> std::io::Result<()> {
 /// unpacked an archive.
 #[harness_test(topology = "topologies/app.yaml")]
 async fn the_binary_is_the_one_this_run_built(app: Service) -> std::io::Result<()> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let mut stream = tokio::net::TcpStream::connect(app.addr()).await?;
-    stream.write_all(b"where\n").await?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).await?;
+    let line = ask(&app, "where").await?;
     let expected = std::env::var("NEXTEST_BIN_EXE_kvapp")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_kvapp").to_string());
     let canonical = |p: &str| std::fs::canonicalize(p.trim()).unwrap();
