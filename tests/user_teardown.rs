@@ -226,10 +226,14 @@ fn a_suite_killed_mid_test_takes_its_services_with_it() {
     let mut suite = scene.spawn_suite(&["hangs_in_a_", "--test-threads", "2"]);
     scene.wait_for(&tests, &mut suite);
     let killed = suite.id();
+    // The suite's workers run its binary too.
+    let suite_exe = std::fs::read_link(format!("/proc/{killed}/exe")).unwrap();
     let services: Vec<u32> = leftovers
         .processes()
         .into_iter()
-        .filter(|&pid| pid != killed)
+        .filter(|&pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe")).ok() != Some(suite_exe.clone())
+        })
         .collect();
     // Two copies of two services each.
     assert_eq!(

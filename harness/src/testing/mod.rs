@@ -73,6 +73,7 @@ mod service;
 mod shared;
 mod supervisor;
 mod topology;
+mod worker;
 
 #[doc(hidden)]
 pub mod __private;

@@ -12,9 +12,10 @@ use libtest_mimic::{Arguments, Completion, Conclusion, Failed, Trial};
 use super::__private::TESTS;
 use super::case::{Runtime, TestCase, TopologyKey};
 use super::report::{panic_message, with_log_tails};
-use super::shared::Shared;
+use super::shared::{Origin, Shared};
 use super::supervisor;
 use super::topology::Topology;
+use super::worker::{self, Workers};
 
 /// The environment variable naming the directory relative binaries in topologies are resolved
 /// against; the current directory (under cargo, the package's directory) when unset.
@@ -41,6 +42,9 @@ pub fn run_with_args(args: Arguments) -> ExitCode {
     if let Some(code) = run_supervisor() {
         return code;
     }
+    if let Some(code) = worker::run_if_worker(Runtime::None) {
+        return code;
+    }
     run_arguments(args, Runtime::None)
 }
 
@@ -53,6 +57,10 @@ pub(crate) fn run_suite(runtime: Runtime, setup: impl FnOnce()) -> ExitCode {
     if let Some(code) = run_supervisor() {
         return code;
     }
+    // A worker runs the tests its runner sends: the runner ran the setup.
+    if let Some(code) = worker::run_if_worker(runtime) {
+        return code;
+    }
     let args = Arguments::from_args();
     if !args.list {
         setup();
@@ -60,6 +68,8 @@ pub(crate) fn run_suite(runtime: Runtime, setup: impl FnOnce()) -> ExitCode {
     run_arguments(args, runtime)
 }
 
+/// Runs the selected tests: in workers, so that their output is captured, unless
+/// `--nocapture`, or under nextest, which captures each test's process itself.
 fn run_arguments(args: Arguments, runtime: Runtime) -> ExitCode {
     let cases: Vec<&'static TestCase> = TESTS.iter().collect();
     if cases.is_empty() && !args.list {
@@ -68,7 +78,11 @@ fn run_arguments(args: Arguments, runtime: Runtime) -> ExitCode {
              run in a `harness = false` target"
         );
     }
-    let run_id = supervisor::nextest_run_id(&args);
+    let origin = match supervisor::nextest_run_id(&args) {
+        Some(run_id) => Origin::Nextest(run_id),
+        None => Origin::Here,
+    };
+    let capture = matches!(origin, Origin::Here) && worker::capture(&args);
     // Orphans the services leave come to us, to be removed once the tests are done.
     if let Err(e) = crate::exec::become_subreaper() {
         tracing::debug!("failed to become a child subreaper: {e}");
@@ -76,7 +90,7 @@ fn run_arguments(args: Arguments, runtime: Runtime) -> ExitCode {
     // A test ended by nextest's timeout (SIGTERM) or by Ctrl-C leaves no state directory and
     // no container.
     crate::orchestrator::remove_on_termination();
-    let conclusion = run_cases(&args, cases, run_id, runtime);
+    let conclusion = run_cases(&args, cases, origin, runtime, capture);
     crate::exec::remove_descendants();
     conclusion.exit_code()
 }
@@ -96,25 +110,28 @@ fn run_supervisor() -> Option<ExitCode> {
     let mut shareds: Vec<Arc<Shared>> = Vec::new();
     for case in TESTS.iter() {
         if !shareds.iter().any(|s| s.key() == &case.topology_key()) {
-            shareds.push(Arc::new(Shared::new(case, base_dir.clone(), None)));
+            shareds.push(Arc::new(Shared::new(case, base_dir.clone(), Origin::Here)));
         }
     }
     supervisor::run_if_supervisor(&shareds)
 }
 
-fn base_dir() -> PathBuf {
+/// The directory relative binaries are resolved against.
+pub(crate) fn base_dir() -> PathBuf {
     match std::env::var_os(BASE_DIR_ENV) {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
     }
 }
 
-/// Runs `cases`; with the nextest run id, shared copies are leased from supervisors.
+/// Runs `cases`, their shared copies from `origin`; with `capture`, each in a worker process
+/// whose output is shown only when the test fails (`worker.rs`).
 fn run_cases(
     args: &Arguments,
     mut cases: Vec<&'static TestCase>,
-    run_id: Option<String>,
+    origin: Origin,
     runtime: Runtime,
+    capture: bool,
 ) -> Conclusion {
     cases.sort_by_cached_key(|c| c.test_name());
     let base_dir = base_dir();
@@ -122,16 +139,28 @@ fn run_cases(
     for case in &cases {
         shared
             .entry(case.topology_key())
-            .or_insert_with(|| Arc::new(Shared::new(case, base_dir.clone(), run_id.clone())));
+            .or_insert_with(|| Arc::new(Shared::new(case, base_dir.clone(), origin.clone())));
     }
+    let workers = match capture {
+        false => None,
+        true => match Workers::new(shared.values(), args.show_output) {
+            Ok(workers) => Some(Arc::new(workers)),
+            Err(e) => {
+                eprintln!("harness: {e}; the tests run in this process, their output not captured");
+                None
+            }
+        },
+    };
     let trials: Vec<Trial> = cases
         .iter()
         .map(|&case| {
             let topology = shared[&case.topology_key()].clone();
             let skip = skip_reason(case, args);
-            Trial::ignorable_test(case.test_name(), move || match skip {
-                Some(reason) => Ok(Completion::ignored_with(reason)),
-                None => run_one(case, &topology, runtime).map(|()| Completion::Completed),
+            let workers = workers.clone();
+            Trial::ignorable_test(case.test_name(), move || match (skip, &workers) {
+                (Some(reason), _) => Ok(Completion::ignored_with(reason)),
+                (None, Some(workers)) => run_in_worker(workers, case, &topology),
+                (None, None) => run_one(case, &topology, runtime).map(|()| Completion::Completed),
             })
             .with_ignored_flag(case.ignored && skip.is_none())
         })
@@ -150,6 +179,10 @@ fn run_cases(
         }
     }
     let conclusion = libtest_mimic::run(args, trials);
+    if let Some(workers) = &workers {
+        let json = matches!(args.format, Some(libtest_mimic::FormatSetting::Json));
+        workers.finish(json);
+    }
     // Normally every copy stopped after its last test; this is for what was left running.
     for topology in shared.values() {
         topology.shut_down();
@@ -178,14 +211,36 @@ impl Drop for Release<'_> {
     }
 }
 
+/// Runs `case` in a worker; the shared copy is this process's, served to the worker.
+fn run_in_worker(
+    workers: &Workers,
+    case: &TestCase,
+    shared: &Shared,
+) -> Result<Completion, Failed> {
+    let _release = (!case.isolated).then(|| Release(shared));
+    workers
+        .run(case)
+        .map(|()| Completion::Completed)
+        .map_err(Failed::from)
+}
+
 fn run_one(case: &TestCase, shared: &Shared, default_runtime: Runtime) -> Result<(), Failed> {
+    run_test(case, shared, default_runtime).map_err(Failed::from)
+}
+
+/// Runs `case` on its runtime (`default_runtime` unless it names one), with its copy of the
+/// topology; `Err` with the failure's message.
+pub(crate) fn run_test(
+    case: &TestCase,
+    shared: &Shared,
+    default_runtime: Runtime,
+) -> Result<(), String> {
     let _release = (!case.isolated).then(|| Release(shared));
     let topology = if case.isolated {
         shared.start_private()
     } else {
         shared.acquire()
-    }
-    .map_err(Failed::from)?;
+    }?;
     let runtime = case.runtime.unwrap_or(default_runtime);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         runtime.block_on(run_body(case, &topology)).and_then(|r| r)
@@ -200,7 +255,7 @@ fn run_one(case: &TestCase, shared: &Shared, default_runtime: Runtime) -> Result
             topology.file().display()
         );
     }
-    outcome.map_err(Failed::from)
+    outcome
 }
 
 /// The failure of a body that panicked with `message`; a tokio client's "no reactor" panic under
@@ -326,7 +381,7 @@ mod tests {
             ..Arguments::default()
         };
         // Under nextest too, these share in this process: no supervisor.
-        let conclusion = run_cases(&args, cases, None, Runtime::None);
+        let conclusion = run_cases(&args, cases, Origin::Here, Runtime::None, false);
         assert_eq!(
             (
                 conclusion.num_passed,
@@ -350,7 +405,13 @@ mod tests {
             vec![&*case]
         };
         // Skipped by itself, before its (broken) topology is started.
-        let conclusion = run_cases(&Arguments::default(), ignored(), None, Runtime::None);
+        let conclusion = run_cases(
+            &Arguments::default(),
+            ignored(),
+            Origin::Here,
+            Runtime::None,
+            false,
+        );
         assert_eq!(
             (
                 conclusion.num_passed,
@@ -369,7 +430,7 @@ mod tests {
                 ..Arguments::default()
             },
         ] {
-            let conclusion = run_cases(&args, ignored(), None, Runtime::None);
+            let conclusion = run_cases(&args, ignored(), Origin::Here, Runtime::None, false);
             assert_eq!((conclusion.num_failed, conclusion.num_ignored), (1, 0));
         }
     }
@@ -385,7 +446,7 @@ mod tests {
             ..Arguments::default()
         };
         // Under nextest too, these share in this process: no supervisor.
-        let conclusion = run_cases(&args, cases, None, Runtime::None);
+        let conclusion = run_cases(&args, cases, Origin::Here, Runtime::None, false);
         assert_eq!((conclusion.num_passed, conclusion.num_failed), (0, 2));
     }
 }

@@ -49,12 +49,23 @@ pub(crate) struct Shared {
     base_dir: PathBuf,
     /// What `${cargo_bin:NAME}` stands for: the package's binaries, by name.
     cargo_bins: &'static [(&'static str, &'static str)],
-    /// The nextest run whose supervisor owns the shared copy; `None` to start it here.
-    run_id: Option<String>,
+    /// Where the shared copy comes from.
+    origin: Origin,
     config: OnceLock<Result<TopologyConfig, String>>,
     /// Selected tests that share the copy and have not finished.
     remaining: Mutex<usize>,
     state: Mutex<State>,
+}
+
+/// Who starts the copy that a topology's tests share.
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    /// This process, when its first test needs it.
+    Here,
+    /// The supervisor of this nextest run (its id), started by the first test that asks.
+    Nextest(String),
+    /// The runner that started this worker process, which serves it on this socket.
+    Runner(PathBuf),
 }
 
 enum State {
@@ -69,9 +80,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// The topology `case` names; its binaries are resolved against `base_dir`. With `run_id`
-    /// the shared copy is a lease from that nextest run's supervisor.
-    pub(crate) fn new(case: &TestCase, base_dir: PathBuf, run_id: Option<String>) -> Self {
+    /// The topology `case` names; its binaries are resolved against `base_dir`, and the copy
+    /// its tests share comes from `origin`.
+    pub(crate) fn new(case: &TestCase, base_dir: PathBuf, origin: Origin) -> Self {
         let sources = std::iter::once(&case.topology)
             .chain(case.overlays)
             .map(|s| (PathBuf::from(s.path), s.text.to_string()))
@@ -81,7 +92,7 @@ impl Shared {
             sources,
             base_dir,
             cargo_bins: case.cargo_bins,
-            run_id,
+            origin,
             config: OnceLock::new(),
             remaining: Mutex::new(0),
             state: Mutex::new(State::Idle),
@@ -118,6 +129,17 @@ impl Shared {
             parts.push(path.as_bytes());
         }
         supervisor::fnv(&parts)
+    }
+
+    /// The same topology, its shared copy from `origin`.
+    pub(crate) fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// The name of the socket a runner serves the shared copy to its workers on.
+    pub(crate) fn socket_name(&self) -> String {
+        format!("{}.sock", self.fingerprint())
     }
 
     /// The file and its overlays, for messages.
@@ -182,9 +204,10 @@ impl Shared {
             State::Running(topology) => Ok(topology.clone()),
             State::Failed(message) => Err(message.clone()),
             State::Idle => {
-                let started = match &self.run_id {
-                    Some(run_id) => supervisor::lease(self, run_id),
-                    None => self.start_copy(),
+                let started = match &self.origin {
+                    Origin::Here => self.start_copy(),
+                    Origin::Nextest(run_id) => supervisor::lease(self, run_id),
+                    Origin::Runner(socket) => supervisor::lease_at(self, socket),
                 };
                 *state = match &started {
                     Ok(topology) => State::Running(topology.clone()),

@@ -216,6 +216,19 @@ pub(crate) fn lease(shared: &Shared, run_id: &str) -> Result<Topology, String> {
     ))
 }
 
+/// Takes a lease on the copy of `shared`'s topology that the runner which started this worker
+/// serves on `socket` (`worker.rs`).
+pub(crate) fn lease_at(shared: &Shared, socket: &Path) -> Result<Topology, String> {
+    match connect_to(socket) {
+        Some(answer) => welcome(answer),
+        None => Err(format!(
+            "share topology {}: the test runner does not answer on {}",
+            shared.label(),
+            socket.display()
+        )),
+    }
+}
+
 /// Removes what supervisors that died (SIGKILL) left in `tests`, other than `ours`: the
 /// directories whose `supervisor.pid` names no live process and whose lock nobody holds.
 fn sweep(tests: &Path, ours: &Path) {
@@ -255,7 +268,12 @@ fn sweep(tests: &Path, ours: &Path) {
 
 /// Connects to the supervisor and reads its welcome; `None` when none answers.
 fn connect(dir: &Path) -> Option<(Welcome, UnixStream)> {
-    let stream = UnixStream::connect(dir.join("sock")).ok()?;
+    connect_to(&dir.join("sock"))
+}
+
+/// Connects to the socket and reads its welcome; `None` when nothing answers.
+fn connect_to(socket: &Path) -> Option<(Welcome, UnixStream)> {
+    let stream = UnixStream::connect(socket).ok()?;
     let mut line = String::new();
     // No timeout: the supervisor answers once the topology has started or failed to; if it
     // dies meanwhile the connection ends.
@@ -422,10 +440,7 @@ fn supervise(shared: &Shared, dir: &Path) -> ExitCode {
             Welcome::Err(message.clone())
         }
     };
-    let mut line = serde_json::to_string(&welcome).unwrap_or_else(|e| {
-        serde_json::to_string(&Welcome::Err(format!("describe the copy: {e}"))).unwrap_or_default()
-    });
-    line.push('\n');
+    let line = welcome_line(&welcome);
     serve(
         &listener,
         &line,
@@ -534,7 +549,7 @@ fn serve(
             let one_at_a_time = one_at_a_time.clone();
             std::thread::spawn(move || {
                 // Requests until the test's side closes, which ends the lease.
-                answer_requests(&mut stream, topology.as_ref(), &one_at_a_time);
+                answer_requests(&mut stream, topology.as_ref(), &one_at_a_time, log);
                 let mut leases = lock_leases(&released);
                 leases.held -= 1;
                 leases.last_release = Instant::now();
@@ -560,8 +575,23 @@ fn serve(
     }
 }
 
-/// Answers a lease's requests until the test closes it.
-fn answer_requests(stream: &mut UnixStream, topology: Option<&Topology>, one: &Mutex<()>) {
+/// `welcome` as the line a lease begins with.
+pub(crate) fn welcome_line(welcome: &Welcome) -> String {
+    let mut line = serde_json::to_string(welcome).unwrap_or_else(|e| {
+        serde_json::to_string(&Welcome::Err(format!("describe the copy: {e}"))).unwrap_or_default()
+    });
+    line.push('\n');
+    line
+}
+
+/// Answers a lease's requests until the test closes it, one at a time (`one`); `note` hears of
+/// each.
+pub(crate) fn answer_requests(
+    stream: &mut UnixStream,
+    topology: Option<&Topology>,
+    one: &Mutex<()>,
+    note: fn(&str),
+) {
     let Ok(reading) = stream.try_clone() else {
         return;
     };
@@ -575,7 +605,7 @@ fn answer_requests(stream: &mut UnixStream, topology: Option<&Topology>, one: &M
             (Ok(request), Some(topology)) => {
                 let _one = one.lock().unwrap_or_else(|e| e.into_inner());
                 let (verb, service) = request.parts();
-                log(&format!("{verb} {service}, as a test asked"));
+                note(&format!("{verb} {service}, as a test asked"));
                 let done = async_io::block_on(async {
                     match &request {
                         Request::Start(name) => topology.start(name).await,
