@@ -28,7 +28,7 @@ fn suite_binaries() -> &'static HashMap<String, PathBuf> {
         // the packages built, so `-p topo-harness-cli` would build every dependency once more.
         let out = Command::new(cargo)
             .args(["test", "--workspace", "--no-run", "--message-format=json"])
-            .args(["--test", "user_demo", "--test", "user_failing"])
+            .args(["--test", "user_demo", "--test", "user_failing", "--test", "user_capture"])
             .arg("--target-dir")
             .arg(&target_dir)
             .current_dir(fixtures::workspace_dir())
@@ -320,5 +320,127 @@ fn a_failing_run_reports_each_failure_and_leaves_nothing() {
     );
     assert_eq!(message(first), message(second));
 
+    run.assert_nothing_left();
+}
+
+/// Runs the capture suite (tests/user_capture.rs) with `args`.
+fn run_capture(args: &[&str]) -> Run {
+    run_suite("user_capture", args, &[("HARNESS_CAPTURE_SUITE", "1")])
+}
+
+/// The part of `stdout` from the failure of `test` to the next one's.
+fn failure_section<'a>(stdout: &'a str, test: &str) -> &'a str {
+    let heading = format!("---- {test} ----");
+    let start = stdout
+        .find(&heading)
+        .unwrap_or_else(|| panic!("no failure of {test} in:\n{stdout}"));
+    let rest = &stdout[start + heading.len()..];
+    &rest[..rest.find("\n---- ").or_else(|| rest.find("\nfailures:")).unwrap_or(rest.len())]
+}
+
+#[test]
+fn a_passing_test_s_output_is_kept_and_a_failing_one_s_shown_with_its_failure() {
+    let run = run_capture(&[]);
+    let stdout = run.stdout();
+    let stderr = String::from_utf8_lossy(&run.output.stderr).into_owned();
+    assert!(
+        stdout.contains("test result: FAILED. 3 passed; 3 failed"),
+        "{}",
+        run.both()
+    );
+    // Nowhere: neither on stdout nor on stderr.
+    for passing in [
+        "stdout of a passing test",
+        "stderr of a passing test",
+        "last words without a newline",
+    ] {
+        assert!(!run.both().contains(passing), "{passing}: {}", run.both());
+    }
+    let failing = failure_section(&stdout, "prints_and_fails");
+    for line in [
+        "stdout of a failing test, echo at 127.0.0.1:",
+        "stderr of a failing test",
+        // The panic hook names the test, as libtest's thread name does.
+        "thread 'prints_and_fails'",
+        "deliberate failure after printing",
+        "last lines of each service of",
+    ] {
+        assert!(failing.contains(line), "{line}: {failing}");
+    }
+    assert!(!stderr.contains("stdout of a failing test"), "{stderr}");
+    // A body that blocks its thread fails when its timeout and a second have passed, rather
+    // than when the body yields (it never does).
+    let blocked = failure_section(&stdout, "blocks_its_thread_past_its_timeout");
+    assert!(
+        blocked.contains("about to block the test's thread")
+            && blocked.contains("did not finish within its timeout of 1s")
+            && blocked.contains("blocked its thread"),
+        "{blocked}"
+    );
+    let exited = failure_section(&stdout, "ends_its_process");
+    assert!(
+        exited.contains("about to exit with status 3") && exited.contains("exit status: 3"),
+        "{exited}"
+    );
+    run.assert_nothing_left();
+}
+
+#[test]
+fn nocapture_shows_what_tests_print_as_they_print_it() {
+    for (args, env) in [
+        (&["--nocapture"][..], &[][..]),
+        (&[][..], &[("RUST_TEST_NOCAPTURE", "1")][..]),
+    ] {
+        let run = run_suite(
+            "user_capture",
+            &[args, &["prints_and_passes"]].concat(),
+            &[env, &[("HARNESS_CAPTURE_SUITE", "1")]].concat(),
+        );
+        assert!(run.output.status.success(), "{args:?} {env:?}: {}", run.both());
+        assert!(
+            run.stdout().contains("stdout of a passing test")
+                && String::from_utf8_lossy(&run.output.stderr).contains("stderr of a passing test"),
+            "{args:?} {env:?}: {}",
+            run.both()
+        );
+        run.assert_nothing_left();
+    }
+}
+
+#[test]
+fn show_output_lists_the_successes_with_what_they_printed() {
+    let run = run_capture(&["--show-output", "prints_"]);
+    let stdout = run.stdout();
+    let successes = stdout
+        .find("\nsuccesses:\n")
+        .map(|at| &stdout[at..])
+        .unwrap_or_else(|| panic!("no successes section: {}", run.both()));
+    for line in [
+        "---- prints_and_passes stdout ----\nstdout of a passing test, echo at 127.0.0.1:",
+        "stderr of a passing test",
+        "---- prints_without_a_newline_and_passes stdout ----\na passing test's last words \
+         without a newline\n",
+        "\nsuccesses:\n    prints_and_passes\n    prints_without_a_newline_and_passes\n",
+    ] {
+        assert!(successes.contains(line), "{line}: {}", run.both());
+    }
+    run.assert_nothing_left();
+}
+
+#[test]
+fn json_output_is_json_lines_only_with_output_captured() {
+    let run = run_capture(&["-Z", "unstable-options", "--format", "json"]);
+    assert!(!run.output.status.success(), "{}", run.both());
+    let stdout = run.stdout();
+    let mut events = 0;
+    for line in stdout.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\n{}", run.both()));
+        events += 1;
+    }
+    // A suite start, a start and an end per test, the suite's end.
+    assert!(events >= 14, "{}", run.both());
+    assert!(stdout.contains("stdout of a failing test"), "{}", run.both());
+    assert!(!stdout.contains("stdout of a passing test"), "{}", run.both());
     run.assert_nothing_left();
 }

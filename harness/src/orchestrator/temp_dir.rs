@@ -80,8 +80,9 @@ pub(crate) fn remove_live() {
     }
 }
 
-/// Removes this user's run directories in the temporary directory whose owner is gone.
-fn sweep() {
+/// Removes this user's run directories in the temporary directory whose owner is gone: also
+/// for a test runner whose worker process ended without its destructors.
+pub(crate) fn sweep() {
     let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
         return;
     };

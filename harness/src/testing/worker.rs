@@ -324,6 +324,16 @@ impl Worker {
                 Ok((output, outcome)) => return Ran::Done(output, outcome),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
+                    // It closed its output: mostly, it ended.
+                    let deadline = Instant::now() + Duration::from_secs(1);
+                    while Instant::now() < deadline {
+                        if let Ok(Some(status)) = self.child.try_wait() {
+                            return self.ended(format!(
+                                "its test process ended ({status}) before the test finished"
+                            ));
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
                     return self.ended("its test process closed its output".to_string());
                 }
             }
@@ -352,6 +362,8 @@ impl Worker {
     /// Ends the worker and gives its output with `why`.
     fn ended(&mut self, why: String) -> Ran {
         self.terminate();
+        // The state directories of its private copies, which it could not remove.
+        crate::orchestrator::sweep_run_dirs();
         let mut capture = lock(&self.capture);
         let end = capture.bytes.len();
         Ran::Ended(capture.take(end), why)
