@@ -540,3 +540,64 @@ fn the_janitor_removes_what_dead_runs_left() {
     assert_eq!(leftovers(&live_run, &[]), [format!("network {live_run}")]);
     assert_eq!(leftovers(&run_id, &[&image]), Vec::<String>::new());
 }
+
+#[test]
+fn a_command_runs_inside_a_container_with_its_environment() {
+    if !require_docker("a_command_runs_inside_a_container_with_its_environment") {
+        return;
+    }
+    let project = project_dir();
+    let image = format!("harness-test/exec-{}:dev", std::process::id());
+    let topology = inline(
+        project.path(),
+        &format!(
+            "services:
+  store:
+    target:
+      docker:
+        image: \"{image}\"
+        build: {{ binary: ./target/debug/kv-server, base: busybox }}
+        env: {{ KV_BACKEND: memory, KV_NOTE: \"from the topology\" }}
+        working_dir: /tmp
+    port: 7000
+"
+        ),
+    );
+    let (manager, run_id) = new_manager(topology, project.path());
+    let _cleanup = Cleanup {
+        run_id: run_id.clone(),
+        images: vec![image.clone()],
+    };
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let words = |argv: &[&str]| argv.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let out = manager
+            .exec(
+                "store",
+                &words(&[
+                    "sh",
+                    "-c",
+                    "echo \"$KV_NOTE:$PORT:$(pwd)\"; echo oops >&2; exit 4",
+                ]),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.stdout_text(), "from the topology:7000:/tmp", "{out:?}");
+        assert_eq!(out.stderr_text(), "oops", "{out:?}");
+        assert_eq!(out.status.and_then(|s| s.code()), Some(4), "{out:?}");
+        // The container's own process is what answers on its port inside it.
+        let wget = manager
+            .exec(
+                "store",
+                &words(&["wget", "-q", "-O", "-", "http://127.0.0.1:7000/health"]),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(wget.success(), "{wget:?}");
+        manager.stop("store").await.unwrap();
+        let stopped = manager.exec("store", &words(&["true"])).await.unwrap_err();
+        assert!(stopped.to_string().contains("not running"), "{stopped}");
+        manager.stop_all().await.unwrap();
+    });
+    assert_nothing_left(&run_id, &[&image]);
+}

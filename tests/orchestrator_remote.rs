@@ -179,6 +179,31 @@ fn a_chain_across_lan_hosts_and_this_machine_works_and_stops_cleanly() {
             .with_stop_grace(Duration::from_secs(5));
         manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
 
+        // A command runs on the service's host, over its SSH connection, with its
+        // environment.
+        let on_alpha = manager
+            .exec(
+                "kv-store",
+                &[
+                    "sh".to_string(),
+                    "-c".to_string(),
+                    "echo $PORT; ip -o -4 addr show".to_string(),
+                ],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(on_alpha.success(), "{on_alpha:?}");
+        assert_eq!(
+            on_alpha.stdout.first().map(String::as_str),
+            Some("7001"),
+            "{on_alpha:?}"
+        );
+        // Alpha's network namespace: its LAN address.
+        assert!(
+            on_alpha.stdout_text().contains(&format!("inet {a}/")),
+            "{on_alpha:?}"
+        );
+
         // The injected addresses are the ones each side can reach.
         let state = manager
             .state_dir()

@@ -204,3 +204,22 @@ fn build_fixture_programs() {
 }
 
 harness::main!(setup = build_fixture_programs);
+
+/// A command runs beside a process service, with its environment and working directory; under
+/// cargo test the runner that owns the shared copy runs it, under nextest the supervisor.
+#[harness_test(topology = "fixtures/topologies/demo.yaml")]
+async fn exec_runs_a_command_beside_a_service(echo: Service) {
+    let out = echo
+        .exec(&["sh", "-c", "echo \"$PORT\"; echo to-stderr >&2; exit 3"])
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, echo.port().to_string(), "{out:?}");
+    assert_eq!(out.stderr, "to-stderr", "{out:?}");
+    assert_eq!((out.code, out.success()), (Some(3), false), "{out:?}");
+    // Its own port, by number; a port it does not declare has no address.
+    assert_eq!(echo.addr_of(echo.port()), Some(echo.addr()));
+    assert_eq!(echo.addr_of(1), None);
+    assert_eq!(echo.ports(), vec![(echo.port(), echo.addr())]);
+    let missing = echo.exec(&["/no/such/program"]).await.unwrap_err();
+    assert!(missing.to_string().contains("no such program"), "{missing}");
+}

@@ -28,7 +28,14 @@ fn suite_binaries() -> &'static HashMap<String, PathBuf> {
         // the packages built, so `-p topo-harness-cli` would build every dependency once more.
         let out = Command::new(cargo)
             .args(["test", "--workspace", "--no-run", "--message-format=json"])
-            .args(["--test", "user_demo", "--test", "user_failing", "--test", "user_capture"])
+            .args([
+                "--test",
+                "user_demo",
+                "--test",
+                "user_failing",
+                "--test",
+                "user_capture",
+            ])
             .arg("--target-dir")
             .arg(&target_dir)
             .current_dir(fixtures::workspace_dir())
@@ -168,6 +175,7 @@ fn listing_names_every_test_and_starts_nothing() {
         listed(&stdout),
         [
             "echo_answers_at_its_address",
+            "exec_runs_a_command_beside_a_service",
             "isolated::restarts_and_stops_in_a_private_copy",
             "kv_api_stores_through_kv_store",
             "overlays_add_services_and_settings",
@@ -191,19 +199,19 @@ fn filters_select_as_libtest_does() {
     for (args, summary) in [
         (
             &["--exact", "echo_answers_at_its_address"][..],
-            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 9 filtered out",
+            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 10 filtered out",
         ),
         (
             &["shares_one_copy", "--test-threads", "1"][..],
-            "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 8 filtered out",
+            "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 9 filtered out",
         ),
         (
             &["--skip", "isolated", "--skip", "shares", "--skip", "web"][..],
-            "test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 4 filtered out",
+            "test result: ok. 6 passed; 0 failed; 1 ignored; 0 measured; 4 filtered out",
         ),
         (
             &["--ignored"][..],
-            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 9 filtered out",
+            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 10 filtered out",
         ),
         // Left out, with the reason its attribute gives, and without starting its topology.
         (
@@ -212,7 +220,7 @@ fn filters_select_as_libtest_does() {
         ),
         (
             &["--exact", "runs_only_when_asked"][..],
-            "test result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 9 filtered out",
+            "test result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 10 filtered out",
         ),
     ] {
         let run = run_suite("user_demo", args, &[]);
@@ -335,7 +343,10 @@ fn failure_section<'a>(stdout: &'a str, test: &str) -> &'a str {
         .find(&heading)
         .unwrap_or_else(|| panic!("no failure of {test} in:\n{stdout}"));
     let rest = &stdout[start + heading.len()..];
-    &rest[..rest.find("\n---- ").or_else(|| rest.find("\nfailures:")).unwrap_or(rest.len())]
+    &rest[..rest
+        .find("\n---- ")
+        .or_else(|| rest.find("\nfailures:"))
+        .unwrap_or(rest.len())]
 }
 
 #[test]
@@ -396,7 +407,11 @@ fn nocapture_shows_what_tests_print_as_they_print_it() {
             &[args, &["prints_and_passes"]].concat(),
             &[env, &[("HARNESS_CAPTURE_SUITE", "1")]].concat(),
         );
-        assert!(run.output.status.success(), "{args:?} {env:?}: {}", run.both());
+        assert!(
+            run.output.status.success(),
+            "{args:?} {env:?}: {}",
+            run.both()
+        );
         assert!(
             run.stdout().contains("stdout of a passing test")
                 && String::from_utf8_lossy(&run.output.stderr).contains("stderr of a passing test"),
@@ -440,7 +455,15 @@ fn json_output_is_json_lines_only_with_output_captured() {
     }
     // A suite start, a start and an end per test, the suite's end.
     assert!(events >= 14, "{}", run.both());
-    assert!(stdout.contains("stdout of a failing test"), "{}", run.both());
-    assert!(!stdout.contains("stdout of a passing test"), "{}", run.both());
+    assert!(
+        stdout.contains("stdout of a failing test"),
+        "{}",
+        run.both()
+    );
+    assert!(
+        !stdout.contains("stdout of a passing test"),
+        "{}",
+        run.both()
+    );
     run.assert_nothing_left();
 }

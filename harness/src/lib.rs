@@ -35,7 +35,7 @@ pub mod testing;
 pub use harness_topology as topology;
 
 pub use harness_macros::harness_test;
-pub use testing::{Service, Topology};
+pub use testing::{ExecOutput, Service, Topology};
 
 /// The test runner of a `harness = false` test target: put `harness::main!();` at the end of
 /// the file. It runs the file's `#[harness_test]`s like libtest would (same arguments, same

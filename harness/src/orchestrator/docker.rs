@@ -342,6 +342,21 @@ impl RunningService for ContainerService {
         Some(self.id.clone())
     }
 
+    fn exec(
+        &self,
+        argv: &[String],
+    ) -> BoxFuture<'static, Result<crate::exec::Output, LaunchError>> {
+        let command = super::executor::exec_command(argv);
+        let launcher = self.handle.as_ref().map(|handle| handle.exec_launcher());
+        let pid = self.pid.unwrap_or_default();
+        Box::pin(async move {
+            match launcher {
+                Some(launcher) => launcher.output(&command?).await,
+                None => Err(LaunchError::AlreadyExited { pid }),
+            }
+        })
+    }
+
     fn direct_ip(&self) -> Option<IpAddr> {
         self.ip
     }

@@ -81,6 +81,20 @@ pub enum OrchestratorError {
         #[source]
         source: Box<crate::lab::LabError>,
     },
+    /// A command was to run in a service that is not running.
+    #[error("run a command in service {0}: it is not running")]
+    NotRunning(String),
+    /// A command could not be run where a service runs ([`ServiceManager::exec`]).
+    ///
+    /// [`ServiceManager::exec`]: super::ServiceManager::exec
+    #[error("run a command in service {service}: {source}")]
+    Exec {
+        /// The service.
+        service: String,
+        /// Why.
+        #[source]
+        source: LaunchError,
+    },
     /// A service could not be stopped.
     #[error("stop service {service}: {source}")]
     Stop {

@@ -74,6 +74,14 @@ pub trait ServiceExecutor: Send + Sync {
     }
 }
 
+/// The command `argv` names, with no program when it is empty.
+pub(crate) fn exec_command(argv: &[String]) -> Result<crate::exec::Command, LaunchError> {
+    match argv.split_first() {
+        None => Err(LaunchError::EmptyProgram),
+        Some((program, args)) => Ok(crate::exec::Command::new(program.clone()).args(args)),
+    }
+}
+
 /// A service an executor started.
 pub trait RunningService: Send + Sync {
     /// Its process id, if it has one on this machine.
@@ -98,6 +106,22 @@ pub trait RunningService: Send + Sync {
 
     /// How it ended, once it has.
     fn exit_status(&self) -> Option<ExitStatus>;
+
+    /// Runs `argv` where the service runs, to its end: beside a process with its environment
+    /// and working directory, inside a container (`docker exec`), on a LAN host over the
+    /// service's SSH connection. Returns what it wrote and how it ended. The future borrows
+    /// nothing of the service, so no lock on it is held while the command runs.
+    fn exec(
+        &self,
+        argv: &[String],
+    ) -> BoxFuture<'static, Result<crate::exec::Output, LaunchError>> {
+        let _ = argv;
+        Box::pin(async {
+            Err(LaunchError::Unsupported(
+                "running a command where this kind of service runs".to_string(),
+            ))
+        })
+    }
 
     /// Calls `notify` once, when the service ends (at once if it already has). The manager uses
     /// it to notice a service that exits on its own after it was started.

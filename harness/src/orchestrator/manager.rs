@@ -627,6 +627,28 @@ impl ServiceManager {
         })
     }
 
+    /// Runs `argv` where the service `name` runs, to its end, and returns what it wrote and how
+    /// it ended (see [`RunningService::exec`](super::RunningService::exec)): for checking a
+    /// service from inside, or preparing its data (`psql -c`, `redis-cli`).
+    pub async fn exec(
+        &self,
+        name: &str,
+        argv: &[String],
+    ) -> Result<crate::exec::Output, OrchestratorError> {
+        self.config(name)?;
+        let running = {
+            let run = self.lock();
+            run.services[name].running.as_ref().map(|r| r.exec(argv))
+        };
+        let Some(running) = running else {
+            return Err(OrchestratorError::NotRunning(name.to_string()));
+        };
+        running.await.map_err(|source| OrchestratorError::Exec {
+            service: name.to_string(),
+            source,
+        })
+    }
+
     /// Where every service stands, in the topology's order.
     pub async fn status_all(&self) -> Vec<ServiceStatus> {
         let mut out = Vec::new();

@@ -43,10 +43,12 @@ impl ServiceExecutor for ProcessExecutor {
                 Some(dir) => spec.base_dir.join(dir),
                 None => spec.base_dir.clone(),
             };
+            let env = spec.env();
+            let dir = dir.to_string_lossy().into_owned();
             let command = Command::new(binary.to_string_lossy())
                 .args(&target.args)
-                .envs(spec.env())
-                .current_dir(dir.to_string_lossy())
+                .envs(env.clone())
+                .current_dir(dir.clone())
                 .bounded_output(OUTPUT_BATCHES)
                 .own_cgroup(&spec.service.name);
             let mut process = LocalLauncher
@@ -57,7 +59,12 @@ impl ServiceExecutor for ProcessExecutor {
                 .take_events()
                 .expect("a fresh handle has its events");
             let exit = pump_events(events, log, format!("harness-log-{}", process.pid()))?;
-            Ok(Box::new(LocalService { process, exit }) as Box<dyn RunningService>)
+            Ok(Box::new(LocalService {
+                process,
+                exit,
+                env,
+                dir,
+            }) as Box<dyn RunningService>)
         })
     }
 }
@@ -157,6 +164,9 @@ pub(crate) fn check_binary(path: &Path) -> Result<(), StartFailure> {
 struct LocalService {
     process: LocalProcess,
     exit: Arc<Mutex<ExitWatch>>,
+    /// Its environment and working directory, which [`RunningService::exec`] runs with.
+    env: Vec<(String, String)>,
+    dir: String,
 }
 
 /// The exit of a service as its output reader saw it (after its last line), and who to tell.
@@ -199,6 +209,15 @@ impl ExitWatch {
 impl RunningService for LocalService {
     fn pid(&self) -> Option<u32> {
         Some(self.process.pid())
+    }
+
+    fn exec(
+        &self,
+        argv: &[String],
+    ) -> BoxFuture<'static, Result<crate::exec::Output, LaunchError>> {
+        let command = super::executor::exec_command(argv)
+            .map(|command| command.envs(self.env.clone()).current_dir(self.dir.clone()));
+        Box::pin(async move { LocalLauncher.output(&command?).await })
     }
 
     fn exit_status(&self) -> Option<ExitStatus> {

@@ -116,9 +116,10 @@ impl ServiceExecutor for RemoteLanExecutor {
                 .connection(&destination(target, spec), spec)
                 .await
                 .map_err(StartFailure::Launch)?;
+            let env = spec.env();
             let mut command = Command::new(target.binary.clone())
                 .args(&target.args)
-                .envs(spec.env())
+                .envs(env.clone())
                 .bounded_output(super::process::OUTPUT_BATCHES);
             if let Some(dir) = &target.working_dir {
                 command = command.current_dir(dir.clone());
@@ -129,7 +130,13 @@ impl ServiceExecutor for RemoteLanExecutor {
                 .expect("a fresh handle has its events");
             let thread = format!("harness-log-{}-{}", target.host, process.remote_pid());
             let exit = pump_events(events, log, thread)?;
-            Ok(Box::new(RemoteService { process, exit }) as Box<dyn RunningService>)
+            Ok(Box::new(RemoteService {
+                process,
+                exit,
+                ssh,
+                env,
+                dir: target.working_dir.clone(),
+            }) as Box<dyn RunningService>)
         })
     }
 
@@ -148,12 +155,32 @@ impl ServiceExecutor for RemoteLanExecutor {
 struct RemoteService {
     process: RemoteProcess<Ssh>,
     exit: Arc<Mutex<ExitWatch>>,
+    /// Its connection, environment and working directory, which [`RunningService::exec`]
+    /// runs with.
+    ssh: Ssh,
+    env: Vec<(String, String)>,
+    dir: Option<String>,
 }
 
 impl RunningService for RemoteService {
     /// The process id on its host (also its process group there), not on this machine.
     fn pid(&self) -> Option<u32> {
         Some(self.process.remote_pid())
+    }
+
+    fn exec(
+        &self,
+        argv: &[String],
+    ) -> BoxFuture<'static, Result<crate::exec::Output, LaunchError>> {
+        let command = super::executor::exec_command(argv).map(|command| {
+            let command = command.envs(self.env.clone());
+            match &self.dir {
+                Some(dir) => command.current_dir(dir.clone()),
+                None => command,
+            }
+        });
+        let ssh = self.ssh.clone();
+        Box::pin(async move { ssh.output(&command?).await })
     }
 
     fn exit_status(&self) -> Option<ExitStatus> {

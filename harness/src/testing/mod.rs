@@ -34,7 +34,12 @@
 //!   harness's futures and async-io timers without any runtime of the user's. With the `tokio`
 //!   feature, `runtime = "tokio"` (on the attribute, or on `harness::main!()` for every test)
 //!   runs it inside a tokio runtime instead, so tokio-based clients work ([`Runtime`]).
-//! - A failing test's message ends with the last lines of each service's output.
+//! - Under `cargo test`, what a test prints is captured, as libtest does: each body runs in a
+//!   worker process whose output the runner keeps, shown with a failure or with
+//!   `--show-output`; `--nocapture` (or `RUST_TEST_NOCAPTURE`) runs the bodies in the runner.
+//!   The shared copies stay the runner's and are served to the workers (`worker.rs`).
+//! - A failing test's message is what it printed, why it failed, then the last lines of each
+//!   service's output.
 //! - While a copy starts, a service that is not healthy after a second is reported on stderr
 //!   (`harness: waiting for NAME: CHECK, try N (S s), last: REASON`), then every five seconds;
 //!   stdout carries only the runner's results. Under nextest these lines go to the
@@ -53,8 +58,10 @@
 //!   `isolated`), and [`Topology::manager`] panics for it. Only the process nextest started
 //!   for one test shares so (its arguments select exactly `NEXTEST_TEST_NAME`): a suite that a
 //!   test runs shares within its own process. The details are in `supervisor.rs`.
-//! - A timeout cannot interrupt a body that blocks its thread without awaiting (a
-//!   `std::thread::sleep`, a blocking read): the test fails once the body next yields.
+//! - In a worker, and under nextest, [`Topology::manager`] panics for a test of a shared copy.
+//! - With `--nocapture`, a timeout cannot interrupt a body that blocks its thread without
+//!   awaiting (a `std::thread::sleep`, a blocking read): the test fails once the body next
+//!   yields. In a worker, the runner ends the worker a second after the timeout.
 //! - A test that stops or restarts services in a shared copy affects the other tests of that
 //!   copy; make it `isolated`.
 //! - A process that is killed (SIGKILL) or aborts (`panic = "abort"`) runs no destructors: its
@@ -82,6 +89,6 @@ pub use case::Runtime;
 pub use libtest_mimic::Arguments;
 pub use log::{TRACING_ENV, init_tracing, tracing_directives};
 pub use runner::{BASE_DIR_ENV, run, run_with_args, run_with_setup};
-pub use service::Service;
+pub use service::{ExecOutput, Service};
 pub use supervisor::{IDLE_ENV, LOG_ENV, STATE_DIR_ENV};
 pub use topology::{LookupError, Topology};

@@ -5,9 +5,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use std::path::PathBuf;
 
-use crate::orchestrator::{LogLine, ServiceManager};
+use serde::{Deserialize, Serialize};
 
-use super::topology::log_file_tail;
+use crate::orchestrator::{LogLine, OrchestratorError, ServiceManager};
+
+use super::topology::{Topology, log_file_tail};
 
 /// One service of the running topology: its name, address, environment and output.
 ///
@@ -19,6 +21,42 @@ pub struct Service {
     pub(crate) addr: Option<SocketAddr>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) logs: LogSource,
+    /// Further ports it publishes (a container's `ports:`): where it runs, where this machine
+    /// reaches it.
+    pub(crate) ports: Vec<(u16, SocketAddr)>,
+    /// The topology it belongs to, which runs commands in it.
+    pub(crate) topology: Topology,
+}
+
+/// What a command run in a service ([`Service::exec`]) wrote, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    /// The exit code, if it exited (rather than being killed by a signal).
+    pub code: Option<i32>,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    /// Its standard output, lines joined with `\n`.
+    pub stdout: String,
+    /// Its standard error, lines joined with `\n`.
+    pub stderr: String,
+}
+
+impl ExecOutput {
+    /// Whether it exited with 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl From<crate::exec::Output> for ExecOutput {
+    fn from(output: crate::exec::Output) -> Self {
+        Self {
+            code: output.status.and_then(|s| s.code()),
+            signal: output.status.and_then(|s| s.signal()),
+            stdout: output.stdout_text(),
+            stderr: output.stderr_text(),
+        }
+    }
 }
 
 /// Where a service's output is read from.
@@ -55,6 +93,43 @@ impl Service {
     /// The address, if the service has a port.
     pub fn try_addr(&self) -> Option<SocketAddr> {
         self.addr
+    }
+
+    /// The address this machine reaches port `port` of the service at, where it runs: its
+    /// own port (the number in `PORT`, for a container the port inside it), or one of a
+    /// container's further `ports:`. `None` for a port the topology does not declare.
+    pub fn addr_of(&self, port: u16) -> Option<SocketAddr> {
+        if self.env_var("PORT").and_then(|p| p.parse::<u16>().ok()) == Some(port) {
+            return self.addr;
+        }
+        self.ports
+            .iter()
+            .find(|(inside, _)| *inside == port)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// Every declared port of the service and the address this machine reaches it at, its
+    /// own first.
+    pub fn ports(&self) -> Vec<(u16, SocketAddr)> {
+        let own = self
+            .env_var("PORT")
+            .and_then(|p| p.parse::<u16>().ok())
+            .zip(self.addr);
+        own.into_iter().chain(self.ports.iter().copied()).collect()
+    }
+
+    /// Runs `argv` where the service runs, to its end, and returns what it wrote and how it
+    /// ended: beside a process, with the service's environment and working directory; inside
+    /// a container (`docker exec`); on a LAN host, over the service's SSH connection. Works on
+    /// a shared copy too (its owner runs the command). A command that runs and fails is no
+    /// error: check [`ExecOutput::success`].
+    ///
+    /// ```ignore
+    /// let out = redis.exec(&["redis-cli", "-p", "6379", "ping"]).await?;
+    /// assert_eq!(out.stdout, "PONG");
+    /// ```
+    pub async fn exec<S: AsRef<str>>(&self, argv: &[S]) -> Result<ExecOutput, OrchestratorError> {
+        self.topology.exec(&self.name, argv).await
     }
 
     /// The address's host part. Panics like [`Service::addr`].

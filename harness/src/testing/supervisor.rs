@@ -84,6 +84,8 @@ const POLL: Duration = Duration::from_millis(50);
 pub(crate) enum Welcome {
     Ok(Copy),
     Err(String),
+    /// What a command run in a service wrote, the answer to [`Request::Exec`].
+    Output(super::service::ExecOutput),
 }
 
 /// What a test asks the supervisor to do to the shared copy.
@@ -93,6 +95,8 @@ pub(crate) enum Request {
     Start(String),
     Stop(String),
     Restart(String),
+    /// Runs a command where a service runs: the service, then the command's words.
+    Exec(String, Vec<String>),
 }
 
 impl Request {
@@ -102,6 +106,7 @@ impl Request {
             Request::Start(name) => ("start", name),
             Request::Stop(name) => ("stop", name),
             Request::Restart(name) => ("restart", name),
+            Request::Exec(name, _) => ("run a command in", name),
         }
     }
 }
@@ -121,6 +126,9 @@ pub(crate) struct RemoteService {
     pub(crate) addr: Option<SocketAddr>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) log_file: Option<PathBuf>,
+    /// Further ports it publishes: where it runs, and where this machine reaches it.
+    #[serde(default)]
+    pub(crate) ports: Vec<(u16, SocketAddr)>,
 }
 
 /// The nextest run this process belongs to, if nextest started it to run one test (`args`
@@ -291,6 +299,7 @@ fn welcome((welcome, stream): (Welcome, UnixStream)) -> Result<Topology, String>
     match welcome {
         Welcome::Ok(copy) => Ok(Topology::leased(copy, stream)),
         Welcome::Err(message) => Err(message),
+        Welcome::Output(_) => Err("the lease began with a command's output".to_string()),
     }
 }
 
@@ -608,13 +617,15 @@ pub(crate) fn answer_requests(
                 note(&format!("{verb} {service}, as a test asked"));
                 let done = async_io::block_on(async {
                     match &request {
-                        Request::Start(name) => topology.start(name).await,
-                        Request::Stop(name) => topology.stop(name).await,
-                        Request::Restart(name) => topology.restart(name).await,
+                        Request::Start(name) => topology.start(name).await.map(|()| None),
+                        Request::Stop(name) => topology.stop(name).await.map(|()| None),
+                        Request::Restart(name) => topology.restart(name).await.map(|()| None),
+                        Request::Exec(name, argv) => topology.exec(name, argv).await.map(Some),
                     }
                 });
                 match done {
-                    Ok(()) => Welcome::Ok(topology.describe()),
+                    Ok(None) => Welcome::Ok(topology.describe()),
+                    Ok(Some(output)) => Welcome::Output(output),
                     Err(e) => Welcome::Err(e.to_string()),
                 }
             }

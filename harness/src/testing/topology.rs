@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use crate::exec::OutputStream;
 use crate::orchestrator::{DEFAULT_LOG_TAIL, LogLine, OrchestratorError, ServiceManager};
 
-use super::service::{LogSource, Service, parse_env_file};
+use super::service::{ExecOutput, LogSource, Service, parse_env_file};
 use super::supervisor::{Copy, RemoteService, Request, Welcome};
 
 /// A running topology: every service of the file, started and healthy.
@@ -37,6 +37,9 @@ enum Backend {
         manager: ServiceManager,
         /// Each service's address, known once it started; ports are kept across restarts.
         addrs: Mutex<HashMap<String, Option<SocketAddr>>>,
+        /// Each service's further published ports: where it runs, where this machine
+        /// reaches it.
+        ports: Mutex<HashMap<String, Vec<(u16, SocketAddr)>>>,
     },
     /// A lease on the copy a supervisor owns: the connection is held until the last clone
     /// drops.
@@ -93,6 +96,7 @@ impl Topology {
                 backend: Backend::Local {
                     manager,
                     addrs: Mutex::new(HashMap::new()),
+                    ports: Mutex::new(HashMap::new()),
                 },
             }),
         };
@@ -128,6 +132,7 @@ impl Topology {
                 name: service.name,
                 addr: service.addr,
                 env: service.env,
+                ports: service.ports,
             })
             .collect();
         Copy {
@@ -146,13 +151,45 @@ impl Topology {
     }
 
     async fn refresh_addrs(&self) {
-        let Backend::Local { manager, addrs } = &self.inner.backend else {
+        let Backend::Local {
+            manager,
+            addrs,
+            ports,
+        } = &self.inner.backend
+        else {
             return;
         };
         let statuses = manager.status_all().await;
-        let mut addrs = addrs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut published = HashMap::new();
+        for status in &statuses {
+            let Ok(entry) = manager.registry().get(&status.name).await else {
+                continue;
+            };
+            let service_ports: Vec<(u16, SocketAddr)> = entry
+                .endpoints
+                .iter()
+                .filter_map(|endpoint| {
+                    let port = endpoint.name.strip_prefix("port-")?.parse().ok()?;
+                    Some((port, endpoint.address))
+                })
+                .collect();
+            published.insert(status.name.clone(), service_ports);
+        }
+        *lock(ports) = published;
+        let mut addrs = lock(addrs);
         for status in statuses {
             addrs.insert(status.name, status.addr);
+        }
+    }
+
+    fn known_ports(&self, name: &str) -> Vec<(u16, SocketAddr)> {
+        match &self.inner.backend {
+            Backend::Local { ports, .. } => lock(ports).get(name).cloned().unwrap_or_default(),
+            Backend::Leased { services, .. } => lock(services)
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.ports.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -231,6 +268,8 @@ impl Topology {
             addr,
             env,
             logs,
+            ports: self.known_ports(name),
+            topology: self.clone(),
         })
     }
 
@@ -279,9 +318,39 @@ impl Topology {
         Ok(())
     }
 
+    /// Runs `argv` where the service `name` runs, to its end: beside a process, with its
+    /// environment and working directory; inside a container (`docker exec`); on a LAN host,
+    /// over the service's SSH connection. A command that runs and fails is no error: see
+    /// [`ExecOutput::status`].
+    pub async fn exec<S: AsRef<str>>(
+        &self,
+        name: &str,
+        argv: &[S],
+    ) -> Result<ExecOutput, OrchestratorError> {
+        let argv: Vec<String> = argv.iter().map(|a| a.as_ref().to_string()).collect();
+        match &self.inner.backend {
+            Backend::Local { manager, .. } => manager.exec(name, &argv).await.map(ExecOutput::from),
+            Backend::Leased { .. } => {
+                match self.ask_for(Request::Exec(name.to_string(), argv)).await? {
+                    Some(output) => Ok(output),
+                    None => Err(OrchestratorError::SharedCopy {
+                        action: "run a command in",
+                        service: name.to_string(),
+                        message: "the answer carried no output".to_string(),
+                    }),
+                }
+            }
+        }
+    }
+
     /// Has the supervisor of a leased copy carry out `request`, and takes the copy as it
     /// describes it afterwards.
     async fn ask(&self, request: Request) -> Result<(), OrchestratorError> {
+        self.ask_for(request).await.map(|_| ())
+    }
+
+    /// Like [`Topology::ask`], with the output of a command the request ran.
+    async fn ask_for(&self, request: Request) -> Result<Option<ExecOutput>, OrchestratorError> {
         let Backend::Leased {
             services,
             lease,
@@ -310,8 +379,9 @@ impl Topology {
         match answer {
             Welcome::Ok(copy) => {
                 *lock(services) = copy.services;
-                Ok(())
+                Ok(None)
             }
+            Welcome::Output(output) => Ok(Some(output)),
             Welcome::Err(message) => Err(failed(message)),
         }
     }
@@ -331,13 +401,16 @@ impl Topology {
     ///
     /// # Panics
     ///
-    /// For a copy shared under nextest, whose manager runs in the supervisor process; an
+    /// For a shared copy whose manager runs in another process: under nextest the supervisor,
+    /// under `cargo test` the runner (the body runs in a worker unless `--nocapture`). An
     /// `isolated` test always has its own manager.
     pub fn manager(&self) -> &ServiceManager {
         match &self.inner.backend {
             Backend::Local { manager, .. } => manager,
             Backend::Leased { .. } => panic!(
-                "the copy of {} is shared between nextest's test processes and its manager runs                  in the supervisor; make the test `isolated` to get a manager of its own",
+                "the copy of {} is shared between test processes and its manager runs in the \
+                 process that owns it (nextest's supervisor, or the runner under cargo test); \
+                 make the test `isolated` to get a manager of its own",
                 self.inner.file.display()
             ),
         }
@@ -399,6 +472,7 @@ mod tests {
                 addr: Some("127.0.0.1:4000".parse().unwrap()),
                 env: vec![("PORT".to_string(), "4000".to_string())],
                 log_file,
+                ports: vec![(9001, "127.0.0.1:4001".parse().unwrap())],
             }],
         };
         (Topology::leased(copy, lease), supervisor_side)
@@ -413,6 +487,9 @@ mod tests {
         let cache = topology.service("cache").unwrap();
         assert_eq!(cache.addr(), "127.0.0.1:4000".parse().unwrap());
         assert_eq!(cache.env_var("PORT"), Some("4000"));
+        assert_eq!(cache.addr_of(4000), Some("127.0.0.1:4000".parse().unwrap()));
+        assert_eq!(cache.addr_of(9001), Some("127.0.0.1:4001".parse().unwrap()));
+        assert_eq!(cache.addr_of(9002), None);
         let lines: Vec<String> = cache.logs().into_iter().map(|l| l.text).collect();
         assert_eq!(lines, ["first", "second"]);
         assert!(topology.logs("db").is_err());
@@ -447,6 +524,7 @@ mod tests {
                 addr: Some("127.0.0.1:4001".parse().unwrap()),
                 env: Vec::new(),
                 log_file: None,
+                ports: Vec::new(),
             }],
         };
         let asked = std::thread::scope(|scope| {
