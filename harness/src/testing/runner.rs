@@ -167,6 +167,7 @@ fn run_cases(
         .collect();
     // Each shared topology stops after its last selected test: count them as libtest-mimic
     // will select them. Listing selects nothing, so nothing starts.
+    let mut first_shared = None;
     if !args.list {
         for (trial, case) in trials.iter().zip(&cases) {
             if !case.isolated
@@ -175,8 +176,16 @@ fn run_cases(
                 && skip_reason(case, args).is_none()
             {
                 shared[&case.topology_key()].expect_test();
+                first_shared.get_or_insert_with(|| shared[&case.topology_key()].clone());
             }
         }
+    }
+    if let Some(workers) = &workers {
+        // Workers start while the first test's topology does, rather than before it.
+        let threads = args.test_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        workers.prewarm(threads.min(cases.len()), first_shared);
     }
     let conclusion = libtest_mimic::run(args, trials);
     if let Some(workers) = &workers {

@@ -114,6 +114,25 @@ impl Workers {
         })
     }
 
+    /// Starts `count` workers and `first`, the shared copy the first test needs, at the same
+    /// time, each on a thread of its own, before the tests ask for them.
+    pub(crate) fn prewarm(self: &Arc<Self>, count: usize, first: Option<Arc<Shared>>) {
+        if let Some(shared) = first {
+            std::thread::spawn(move || {
+                // A failed start is kept, and reported by the tests that need the copy.
+                let _ = shared.acquire();
+            });
+        }
+        for _ in 0..count {
+            let workers = self.clone();
+            std::thread::spawn(move || {
+                if let Ok(worker) = workers.spawn() {
+                    lock(&workers.idle).push(worker);
+                }
+            });
+        }
+    }
+
     /// Runs `case` in an idle worker, or a new one; `Err` with its output and why it failed.
     pub(crate) fn run(&self, case: &TestCase) -> Result<(), String> {
         let idle = lock(&self.idle).pop();
