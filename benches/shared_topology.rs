@@ -1,7 +1,8 @@
 //! What sharing a topology buys: 50 tests on one topology that takes at least 250 ms to start
 //! (`benches/topologies/slow-start.yaml`, the suite `tests/bench_suite.rs`), timed
 //!
-//! - under `cargo test` (the suite binary, one process) and under `cargo nextest run` (a process
+//! - under `cargo test` (the suite binary and its workers, with output captured, and with
+//!   `--nocapture` in one process) and under `cargo nextest run` (a process
 //!   per test), sharing one copy of the topology;
 //! - next to the ideal: one start-up, the 50 test bodies one after another, and one teardown,
 //!   measured in this process with the same ServiceManager;
@@ -53,6 +54,14 @@ fn main() {
         "  shared, cargo test                            {:>8.0} ms  {:.2}x the ideal",
         ms(cargo_test),
         ratio(cargo_test, ideal)
+    );
+    // The same with --nocapture: the bodies in the runner's process, no workers; what output
+    // capture costs is the difference.
+    let nocapture = median(|| timed(suite_command(&suite, root, "shared::").arg("--nocapture")));
+    println!(
+        "    of which without output capture (--nocapture) {:>6.0} ms  {:.2}x the ideal",
+        ms(nocapture),
+        ratio(nocapture, ideal)
     );
     if nextest_available(&cargo, root) {
         // nextest's fixed cost (cargo's build check, listing the binary), paid whatever the

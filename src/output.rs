@@ -23,7 +23,15 @@ pub fn stdout_line(args: fmt::Arguments<'_>) {
 
 /// Writes `args` and a newline to stderr, unless an earlier write to it failed.
 pub fn stderr_line(args: fmt::Arguments<'_>) {
-    write_line(&mut io::stderr().lock(), &STDERR_GONE, args);
+    // An error that ran out of open files says which limit and how to raise it, whichever
+    // path it came by.
+    let line = args.to_string();
+    let line = harness::limits::explain_message(&line);
+    write_line(
+        &mut io::stderr().lock(),
+        &STDERR_GONE,
+        format_args!("{line}"),
+    );
 }
 
 /// Writes `args` to stderr without a newline (and flushes), unless an earlier write failed.

@@ -59,10 +59,16 @@ fn copy_tree(from: &Path, to: &Path) {
 /// `cargo ARGS` in the crate, as its author runs it: no variable of this run's test harness
 /// (nextest's, harness's) leaks in, the target directory is this workspace's.
 fn cargo(dir: &Path, args: &[&str]) -> Output {
+    cargo_with(dir, args, &[])
+}
+
+/// [`cargo`] with variables of the author's own.
+fn cargo_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(fixtures::cargo());
     without_this_runs_env(&mut command);
     command
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", fixtures::target_dir())
         .env("CARGO_TERM_COLOR", "never");
@@ -104,9 +110,77 @@ fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
             && passed("tokio_net_connects")
             && passed("the_crates_own_binary_answers")
             && passed("the_binary_is_the_one_this_run_built")
-            && stdout.contains("test result: ok. 4 passed; 0 failed"),
+            && passed("prints_while_it_passes")
+            && stdout.contains("test result: ok. 6 passed; 0 failed"),
         "{}",
         text(&run)
+    );
+    // Captured: neither stdout nor stderr shows what passing tests printed.
+    let all = text(&run);
+    assert!(
+        !all.contains("USER-PASSING-OUTPUT")
+            && !all.contains("USER-PASSING-STDERR")
+            && !all.contains("USER-FAILING-OUTPUT"),
+        "{all}"
+    );
+    // A failing test's output is shown with its failure, and only that test's.
+    let failing = cargo_with(
+        dir.path(),
+        &["test", "--offline", "--test", "store"],
+        &[("USER_CRATE_FAIL", "1")],
+    );
+    assert!(!failing.status.success(), "{}", text(&failing));
+    let stdout = String::from_utf8_lossy(&failing.stdout);
+    let section = stdout
+        .split("---- fails_when_asked ----")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no failure section: {}", text(&failing)));
+    assert!(
+        section.contains("USER-FAILING-OUTPUT before the check")
+            && section.contains("thread 'fails_when_asked' panicked")
+            && section.contains("USER-FAILING-PANIC")
+            && stdout.contains("test result: FAILED. 5 passed; 1 failed")
+            && !text(&failing).contains("USER-PASSING-OUTPUT"),
+        "{}",
+        text(&failing)
+    );
+    // --nocapture and --show-output show it, as libtest does.
+    let nocapture = cargo(
+        dir.path(),
+        &[
+            "test",
+            "--offline",
+            "--test",
+            "store",
+            "--",
+            "--nocapture",
+            "prints_",
+        ],
+    );
+    assert!(
+        nocapture.status.success() && text(&nocapture).contains("USER-PASSING-OUTPUT"),
+        "{}",
+        text(&nocapture)
+    );
+    let show = cargo(
+        dir.path(),
+        &[
+            "test",
+            "--offline",
+            "--test",
+            "store",
+            "--",
+            "--show-output",
+            "prints_",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        show.status.success()
+            && stdout.contains("---- prints_while_it_passes stdout ----\nUSER-PASSING-OUTPUT")
+            && stdout.contains("USER-PASSING-STDERR"),
+        "{}",
+        text(&show)
     );
 
     if Command::new(fixtures::cargo())
@@ -120,7 +194,25 @@ fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
         );
         assert!(run.status.success(), "{}", text(&run));
         let stderr = String::from_utf8_lossy(&run.stderr);
-        assert!(stderr.contains("4 tests run: 4 passed"), "{}", text(&run));
+        assert!(stderr.contains("6 tests run: 6 passed"), "{}", text(&run));
+        assert!(
+            !text(&run).contains("USER-PASSING-OUTPUT"),
+            "{}",
+            text(&run)
+        );
+        let failing = cargo_with(
+            dir.path(),
+            &["nextest", "run", "--offline", "--test", "store"],
+            &[("USER_CRATE_FAIL", "1")],
+        );
+        let all = text(&failing);
+        assert!(
+            !failing.status.success()
+                && all.contains("USER-FAILING-OUTPUT before the check")
+                && all.contains("USER-FAILING-PANIC")
+                && !all.contains("USER-PASSING-OUTPUT"),
+            "{all}"
+        );
 
         // Archived, then run from where the archive is unpacked: the crate's binary travels in
         // the archive and is the one the service runs (the_binary_is_the_one_this_run_built).
@@ -156,7 +248,7 @@ fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
         );
         assert!(run.status.success(), "{}", text(&run));
         let stderr = String::from_utf8_lossy(&run.stderr);
-        assert!(stderr.contains("4 tests run: 4 passed"), "{}", text(&run));
+        assert!(stderr.contains("6 tests run: 6 passed"), "{}", text(&run));
     } else {
         assert!(
             std::env::var_os("CI").is_none(),

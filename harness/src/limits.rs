@@ -79,6 +79,17 @@ pub fn explain_io_error(error: &io::Error) -> String {
     }
 }
 
+/// `message`, with what [`explain_io_error`] adds to "Too many open files" when it says that
+/// but not yet what to do: for a message made from an `io::Error` on a path that did not
+/// explain it.
+pub fn explain_message(message: &str) -> std::borrow::Cow<'_, str> {
+    let emfile = io::Error::from_raw_os_error(libc::EMFILE).to_string();
+    if message.contains(&emfile) && !message.contains("RLIMIT_NOFILE") {
+        return format!("{message}: {}", emfile_hint(open_files_limit())).into();
+    }
+    message.into()
+}
+
 fn emfile_hint(limit: OpenFilesLimit) -> String {
     match limit.hard {
         Some(hard) if limit.soft < hard => format!(
@@ -118,6 +129,12 @@ mod tests {
         );
         let other = io::Error::from_raw_os_error(libc::ENOENT);
         assert_eq!(explain_io_error(&other), other.to_string());
+        // A message made without it gets the hint once.
+        let bare = format!("write /x/y.env: {error}");
+        let explained = explain_message(&bare).into_owned();
+        assert!(explained.contains("RLIMIT_NOFILE"), "{explained}");
+        assert_eq!(explain_message(&explained), explained);
+        assert_eq!(explain_message("all is well"), "all is well");
     }
 
     #[test]

@@ -48,4 +48,21 @@ async fn the_binary_is_the_one_this_run_built(app: Service) -> std::io::Result<(
     Ok(())
 }
 
+/// What a passing test prints is not shown, unless `--nocapture` or `--show-output`.
+#[harness_test(topology = "topologies/redis.yaml")]
+async fn prints_while_it_passes(redis: Service) {
+    println!("USER-PASSING-OUTPUT from a test of {}", redis.name());
+    eprintln!("USER-PASSING-STDERR");
+}
+
+/// Fails when the crate's author asks it to (`USER_CRATE_FAIL=1`): its output is shown with
+/// its failure.
+#[harness_test(topology = "topologies/redis.yaml")]
+async fn fails_when_asked(redis: Service) {
+    println!("USER-FAILING-OUTPUT before the check");
+    if std::env::var_os("USER_CRATE_FAIL").is_some() {
+        panic!("USER-FAILING-PANIC: asked to fail after reaching {}", redis.addr());
+    }
+}
+
 harness::main!(runtime = "tokio");
