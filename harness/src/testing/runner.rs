@@ -168,13 +168,14 @@ fn run_cases(
     // Each shared topology stops after its last selected test: count them as libtest-mimic
     // will select them. Listing selects nothing, so nothing starts.
     let mut first_shared = None;
+    let mut selected = 0;
     if !args.list {
         for (trial, case) in trials.iter().zip(&cases) {
-            if !case.isolated
-                && !args.is_filtered_out(trial)
+            let runs = !args.is_filtered_out(trial)
                 && !args.is_ignored(trial)
-                && skip_reason(case, args).is_none()
-            {
+                && skip_reason(case, args).is_none();
+            selected += usize::from(runs);
+            if runs && !case.isolated {
                 shared[&case.topology_key()].expect_test();
                 first_shared.get_or_insert_with(|| shared[&case.topology_key()].clone());
             }
@@ -185,7 +186,7 @@ fn run_cases(
         let threads = args.test_threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
-        workers.prewarm(threads.min(cases.len()), first_shared);
+        workers.prewarm(threads.min(selected), first_shared);
     }
     let conclusion = libtest_mimic::run(args, trials);
     if let Some(workers) = &workers {

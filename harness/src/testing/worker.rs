@@ -76,6 +76,8 @@ pub(crate) struct Workers {
     /// started it ends, and the test threads end as they run out of tests: this one lives as
     /// long as the workers do.
     spawner: Mutex<Sender<SpawnRequest>>,
+    /// The threads starting workers ahead of the tests, joined before the workers end.
+    prewarming: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// What passing tests printed, by name, kept for `--show-output`.
     shown: Option<Mutex<Vec<(String, String)>>>,
 }
@@ -110,6 +112,7 @@ impl Workers {
             exe,
             idle: Mutex::new(Vec::new()),
             spawner: Mutex::new(spawner),
+            prewarming: Mutex::new(Vec::new()),
             shown: show_output.then(|| Mutex::new(Vec::new())),
         })
     }
@@ -117,19 +120,20 @@ impl Workers {
     /// Starts `count` workers and `first`, the shared copy the first test needs, at the same
     /// time, each on a thread of its own, before the tests ask for them.
     pub(crate) fn prewarm(self: &Arc<Self>, count: usize, first: Option<Arc<Shared>>) {
+        let mut threads = lock(&self.prewarming);
         if let Some(shared) = first {
-            std::thread::spawn(move || {
+            threads.push(std::thread::spawn(move || {
                 // A failed start is kept, and reported by the tests that need the copy.
                 let _ = shared.acquire();
-            });
+            }));
         }
         for _ in 0..count {
             let workers = self.clone();
-            std::thread::spawn(move || {
+            threads.push(std::thread::spawn(move || {
                 if let Ok(worker) = workers.spawn() {
                     lock(&workers.idle).push(worker);
                 }
-            });
+            }));
         }
     }
 
@@ -194,7 +198,12 @@ impl Workers {
     /// Ends the idle workers (their stdin closes) and prints what passing tests printed, for
     /// `--show-output`, as libtest's `successes:` section.
     pub(crate) fn finish(&self, json: bool) {
-        for worker in lock(&self.idle).drain(..) {
+        let prewarming: Vec<_> = lock(&self.prewarming).drain(..).collect();
+        for thread in prewarming {
+            let _ = thread.join();
+        }
+        let idle: Vec<Worker> = lock(&self.idle).drain(..).collect();
+        for worker in idle {
             worker.close();
         }
         let Some(shown) = &self.shown else { return };
