@@ -223,3 +223,22 @@ async fn exec_runs_a_command_beside_a_service(echo: Service) {
     let missing = echo.exec(&["/no/such/program"]).await.unwrap_err();
     assert!(missing.to_string().contains("no such program"), "{missing}");
 }
+
+/// Data of a test's own in a shared copy: keys under a prefix no other test, run or process
+/// has, so tests sharing the store never see each other's keys.
+#[harness_test(topology = "fixtures/topologies/demo.yaml")]
+async fn a_test_prefix_keeps_a_tests_data_apart(kv_api: Service) {
+    let prefix = harness::testing::test_prefix();
+    assert!(
+        prefix.starts_with("a_test_prefix_keeps_a_tests_data_apart_"),
+        "{prefix}"
+    );
+    assert_eq!(
+        harness::testing::test_prefix(),
+        prefix,
+        "stable in the test"
+    );
+    let key = format!("/kv/{prefix}_k");
+    assert_eq!(http(kv_api.addr(), "PUT", &key, "mine").0, 204);
+    assert_eq!(http(kv_api.addr(), "GET", &key, "").1, "mine");
+}

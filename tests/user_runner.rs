@@ -174,6 +174,7 @@ fn listing_names_every_test_and_starts_nothing() {
     assert_eq!(
         listed(&stdout),
         [
+            "a_test_prefix_keeps_a_tests_data_apart",
             "echo_answers_at_its_address",
             "exec_runs_a_command_beside_a_service",
             "isolated::restarts_and_stops_in_a_private_copy",
@@ -199,19 +200,19 @@ fn filters_select_as_libtest_does() {
     for (args, summary) in [
         (
             &["--exact", "echo_answers_at_its_address"][..],
-            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 10 filtered out",
+            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 11 filtered out",
         ),
         (
             &["shares_one_copy", "--test-threads", "1"][..],
-            "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 9 filtered out",
+            "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 10 filtered out",
         ),
         (
             &["--skip", "isolated", "--skip", "shares", "--skip", "web"][..],
-            "test result: ok. 6 passed; 0 failed; 1 ignored; 0 measured; 4 filtered out",
+            "test result: ok. 7 passed; 0 failed; 1 ignored; 0 measured; 4 filtered out",
         ),
         (
             &["--ignored"][..],
-            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 10 filtered out",
+            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 11 filtered out",
         ),
         // Left out, with the reason its attribute gives, and without starting its topology.
         (
@@ -220,7 +221,7 @@ fn filters_select_as_libtest_does() {
         ),
         (
             &["--exact", "runs_only_when_asked"][..],
-            "test result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 10 filtered out",
+            "test result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 11 filtered out",
         ),
     ] {
         let run = run_suite("user_demo", args, &[]);

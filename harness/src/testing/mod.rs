@@ -80,6 +80,7 @@ mod service;
 mod shared;
 mod supervisor;
 mod topology;
+mod unique;
 mod worker;
 
 #[doc(hidden)]
@@ -92,3 +93,4 @@ pub use runner::{BASE_DIR_ENV, run, run_with_args, run_with_setup};
 pub use service::{ExecOutput, Service};
 pub use supervisor::{IDLE_ENV, LOG_ENV, STATE_DIR_ENV};
 pub use topology::{LookupError, Topology};
+pub use unique::test_prefix;

@@ -252,6 +252,7 @@ pub(crate) fn run_test(
         shared.acquire()
     }?;
     let runtime = case.runtime.unwrap_or(default_runtime);
+    let _named = super::unique::enter(&case.test_name());
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         runtime.block_on(run_body(case, &topology)).and_then(|r| r)
     }))
