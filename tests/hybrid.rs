@@ -78,7 +78,9 @@ fn the_adr_hybrid_topology_runs_on_emulated_hosts_and_its_traffic_arrives() {
         std::fs::write(
             &local,
             format!(
-                "services:\n  api-server:\n    target:\n      process: {{ binary: {} }}\n",
+                "services:\n  api-server:\n    target:\n      process: {{ binary: {} }}\n  \
+                 load-generator:\n    files:\n      \
+                 - {{ content: \"api ${{API_SERVER_ADDR}}\\n\", target: conf/extra.conf }}\n",
                 bin("kv-server").display()
             ),
         )
@@ -115,6 +117,22 @@ fn the_adr_hybrid_topology_runs_on_emulated_hosts_and_its_traffic_arrives() {
             .unwrap();
         assert!(in_subnet(told.ip(), &mesh_subnet), "API_SERVER_ADDR={told}");
         assert_eq!(told.port(), api.port());
+        // Its file is on its host, in its service directory, where a command runs.
+        let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let seen = manager
+            .exec(
+                "load-generator",
+                &argv(&["sh", "-c", "cat conf/extra.conf; ls current/"]),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(seen.success(), "{seen:?}");
+        assert_eq!(
+            seen.stdout.first(),
+            Some(&format!("api {told}")),
+            "{seen:?}"
+        );
+        assert!(seen.stdout.iter().any(|l| l == "manifest.yaml"), "{seen:?}");
 
         // The deployment reported its steps as `deployment_progress` events.
         let mut stages = Vec::new();

@@ -601,3 +601,71 @@ fn a_command_runs_inside_a_container_with_its_environment() {
     });
     assert_nothing_left(&run_id, &[&image]);
 }
+
+/// `files:` are in the container before its program starts: a copy of a file of the project
+/// with its mode, and a text with its placeholders filled, owned by root, in directories made
+/// on the way; after a restart they are there again.
+#[test]
+fn files_are_copied_into_a_container_before_it_starts() {
+    if !require_docker("files_are_copied_into_a_container_before_it_starts") {
+        return;
+    }
+    let project = project_dir();
+    std::fs::write(project.path().join("seed.txt"), "seeded\n").unwrap();
+    std::fs::set_permissions(
+        project.path().join("seed.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+    let image = format!("harness-test/files-{}:dev", std::process::id());
+    let topology = inline(
+        project.path(),
+        &format!(
+            "services:
+  store:
+    target:
+      docker:
+        image: \"{image}\"
+        build: {{ binary: ./target/debug/kv-server, base: busybox }}
+        env: {{ KV_BACKEND: memory }}
+        entrypoint: [sh, -c, 'cat /etc/kv/seed.txt /srv/conf/kv.toml > /tmp/seen && exec kv-server']
+    port: 7000
+    files:
+      - {{ source: seed.txt, target: /etc/kv/seed.txt }}
+      - {{ content: \"port = ${{port}}\\n\", target: /srv/conf/kv.toml, mode: \"0600\" }}
+"
+        ),
+    );
+    let (manager, run_id) = new_manager(topology, project.path());
+    let _cleanup = Cleanup {
+        run_id: run_id.clone(),
+        images: vec![image.clone()],
+    };
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let sh = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+        for _ in 0..2 {
+            // What the entrypoint read before the server started.
+            let seen = manager.exec("store", &sh("cat /tmp/seen")).await.unwrap();
+            assert_eq!(seen.stdout_text(), "seeded\nport = 7000", "{seen:?}");
+            let modes = manager
+                .exec(
+                    "store",
+                    &sh("stat -c '%a %u %n' /etc/kv/seed.txt /srv/conf/kv.toml /srv/conf"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                modes.stdout_text(),
+                "640 0 /etc/kv/seed.txt\n600 0 /srv/conf/kv.toml\n755 0 /srv/conf",
+                "{modes:?}"
+            );
+            manager
+                .restart("store")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        manager.stop_all().await.unwrap();
+    });
+    assert_nothing_left(&run_id, &[&image]);
+}

@@ -153,9 +153,13 @@ fn a_chain_across_lan_hosts_and_this_machine_works_and_stops_cleanly() {
     health_check: {{ log: "Ready to accept connections" }}
   kv-store:
     target:
-      remote_lan: {{ {store}, env: {{ KV_BACKEND: upstream, KV_STORE_ADDR: "${{ORIGIN_ADDR}}" }} }}
+      remote_lan: {{ {store}, env: {{ KV_BACKEND: upstream, KV_STORE_ADDR: "${{ORIGIN_ADDR}}" }}, working_dir: /tmp }}
     dependencies: [origin]
     port: 7001
+    # Uploaded to alpha before it starts: relative to its working directory, or absolute.
+    files:
+      - {{ content: "origin ${{ORIGIN_ADDR}}\n", target: kv/conf/kv.conf, mode: "0600" }}
+      - {{ source: seed.txt, target: /tmp/seeds/seed.txt }}
     health_check: {{ http: {{ path: /health }} }}
   kv:
     target:
@@ -174,10 +178,34 @@ fn a_chain_across_lan_hosts_and_this_machine_works_and_stops_cleanly() {
             store = remote(&lab, "alpha", &kv),
             kv_b = remote(&lab, "beta", &kv),
         );
+        std::fs::write(dir.path().join("seed.txt"), "seeded\n").unwrap();
         let manager = ServiceManager::new(inline(dir.path(), &yaml), Registry::new())
             .with_base_dir(dir.path())
             .with_stop_grace(Duration::from_secs(5));
         manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+
+        // The service's files are on its host, with their modes.
+        let files = manager
+            .exec(
+                "kv-store",
+                &[
+                    "sh".to_string(),
+                    "-c".to_string(),
+                    "cat kv/conf/kv.conf /tmp/seeds/seed.txt; stat -c %a kv/conf/kv.conf"
+                        .to_string(),
+                ],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let origin_addr = format!(
+            "{gateway}:{}",
+            manager.status("origin").await.unwrap().addr.unwrap().port()
+        );
+        assert_eq!(
+            files.stdout_text(),
+            format!("origin {origin_addr}\nseeded\n600"),
+            "{files:?}"
+        );
 
         // A command runs on the service's host, over its SSH connection, with its
         // environment.
@@ -283,6 +311,16 @@ fn a_chain_across_lan_hosts_and_this_machine_works_and_stops_cleanly() {
         manager.stop_all().await.unwrap_or_else(|e| panic!("{e}"));
         assert!(!state.exists(), "the state directory is removed");
         assert_hosts_empty(&lab).await;
+        let alpha = lab.host("alpha").launcher().await.unwrap();
+        let left = alpha
+            .output(&Command::new("ls").args(["/tmp/kv/conf", "/tmp/seeds"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            left.stdout_text(),
+            "/tmp/kv/conf:\n\n/tmp/seeds:",
+            "{left:?}"
+        );
         shut_down(lab).await;
     });
 }

@@ -278,7 +278,7 @@ services:
     let api = &topology.services["api-server"];
     assert_eq!(
         api.placeholder_names(),
-        ["port", "host", "addr", "POSTGRES_ADDR"]
+        ["port", "host", "addr", "dir", "POSTGRES_ADDR"]
     );
     let values = HashMap::from([
         ("port".to_string(), "40001".to_string()),

@@ -7,9 +7,10 @@ use indexmap::IndexMap;
 
 use super::diagnostic::{Diagnostic, Sources, Span};
 use super::model::{
-    BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, HealthCheck, LabConfig,
-    LabHostConfig, LogLimits, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget,
-    RemoteLanTarget, ServiceConfig, ServiceTarget, Subnet, TopologyConfig, WireguardTarget,
+    BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, FileSource, HealthCheck,
+    LabConfig, LabHostConfig, LogLimits, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget,
+    RemoteLanTarget, ServiceConfig, ServiceFile, ServiceTarget, Subnet, TopologyConfig,
+    WireguardTarget,
 };
 use super::parse::{Key, Node, ScalarKind, Value};
 use super::suggest::{closest, one_of};
@@ -29,7 +30,9 @@ const SERVICE_FIELDS: &[&str] = &[
     "port",
     "config",
     "logs",
+    "files",
 ];
+const FILE_FIELDS: &[&str] = &["source", "content", "target", "mode"];
 const LOGS_FIELDS: &[&str] = &["max_size", "max_files"];
 const PROCESS_FIELDS: &[&str] = &["binary", "args", "env", "working_dir"];
 const DOCKER_FIELDS: &[&str] = &[
@@ -79,6 +82,7 @@ pub(crate) const FIELD_TABLES: &[(&str, &[&str])] = &[
     ("lab.hosts.HOST", LAB_HOST_FIELDS),
     ("services.NAME", SERVICE_FIELDS),
     ("logs", LOGS_FIELDS),
+    ("files", FILE_FIELDS),
     ("target", TARGET_KINDS),
     ("target.process", PROCESS_FIELDS),
     ("target.docker", DOCKER_FIELDS),
@@ -352,6 +356,7 @@ impl<'a> Decoder<'a> {
             port: PortSpec::Unset,
             config: serde_json::Map::new(),
             logs: LogLimits::default(),
+            files: Vec::new(),
             locations: FieldLocations::new(self.sources.location(key.span)),
         };
         let context = format!("service `{name}`");
@@ -396,6 +401,11 @@ impl<'a> Decoder<'a> {
         if let Some((k, n)) = fields.present("logs") {
             self.record("logs", k.span);
             service.logs = self.log_limits(name, k, n);
+        }
+        if let Some((k, n)) = fields.present("files") {
+            self.record("files", k.span);
+            let kind = complete.then(|| service.target.kind());
+            service.files = self.files(name, kind, n);
         }
         for (path, span) in &self.spans {
             service
@@ -604,6 +614,177 @@ impl<'a> Decoder<'a> {
             user: user?,
             package: package?,
         })
+    }
+
+    /// The `files:` list; `kind` is the service's target kind when it decoded, which decides
+    /// whether a target must be relative (a process) or absolute (a container).
+    fn files(&mut self, service: &str, kind: Option<&str>, node: &Node) -> Vec<ServiceFile> {
+        let Value::Seq(items) = &node.value else {
+            let found = node.value.describe();
+            self.push(
+                self.sources
+                    .error(
+                        node.span,
+                        format!(
+                            "expected a list for `files` of service `{service}`, found {found}"
+                        ),
+                    )
+                    .with_help("write `files: [{ source: ./app.conf, target: app.conf }]`"),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut seen: Vec<(String, Span)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("files[{i}]");
+            self.record(&path, item.span);
+            let context = format!("`{path}` of service `{service}`");
+            let Some(fields) = self.fields(item, None, &context, FILE_FIELDS) else {
+                continue;
+            };
+            let from = match (fields.get("source"), fields.get("content")) {
+                (Some(_), Some((k, _))) => {
+                    self.error(
+                        k.span,
+                        format!("{context} has both `source` and `content`: give one"),
+                    );
+                    None
+                }
+                (None, None) => {
+                    self.push(
+                        self.sources
+                            .error(item.span, format!("{context} has no `source` or `content`"))
+                            .with_help(
+                                "`source` names a file here to copy; `content` gives its text",
+                            ),
+                    );
+                    None
+                }
+                (Some((_, n)), None) => {
+                    self.record(&format!("{path}.source"), n.span);
+                    match self.text(n, "`source`") {
+                        Some(text) if text.is_empty() => {
+                            self.error(n.span, format!("`source` of {context} is empty"));
+                            None
+                        }
+                        other => other.map(FileSource::Source),
+                    }
+                }
+                (None, Some((_, n))) => {
+                    self.record(&format!("{path}.content"), n.span);
+                    self.text(n, "`content`").map(FileSource::Content)
+                }
+            };
+            let target = match fields.get("target") {
+                None => {
+                    self.error(item.span, format!("missing field `target` in {context}"));
+                    None
+                }
+                Some((_, n)) => {
+                    self.record(&format!("{path}.target"), n.span);
+                    self.text(n, "`target`")
+                        .and_then(|t| self.file_target(n.span, &context, kind, t))
+                }
+            };
+            let mode = match fields.present("mode") {
+                None => Some(None),
+                Some((_, n)) => {
+                    self.record(&format!("{path}.mode"), n.span);
+                    self.file_mode(n, &context).map(Some)
+                }
+            };
+            let (Some(from), Some(target), Some(mode)) = (from, target, mode) else {
+                // A stand-in keeps the entries' indexes, by which their places are recorded;
+                // the error above keeps the file from leaving the loader.
+                out.push(ServiceFile {
+                    from: FileSource::Content(String::new()),
+                    target: String::new(),
+                    mode: None,
+                });
+                continue;
+            };
+            let at = fields.get("target").map_or(item.span, |(_, n)| n.span);
+            let normal = target.trim_end_matches('/').replace("//", "/");
+            if let Some((_, first)) = seen.iter().find(|(t, _)| *t == normal) {
+                let diagnostic = self
+                    .sources
+                    .error(at, format!("{context} puts a second file at `{target}`"))
+                    .with_note(self.sources.note_at(*first, "the first is here"));
+                self.push(diagnostic);
+            }
+            seen.push((normal, at));
+            out.push(ServiceFile { from, target, mode });
+        }
+        out
+    }
+
+    /// A file's `target`, checked: not empty, no `..`, relative for a process and absolute
+    /// in a container.
+    fn file_target(
+        &mut self,
+        span: Span,
+        context: &str,
+        kind: Option<&str>,
+        target: String,
+    ) -> Option<String> {
+        let problem = if target.is_empty() || target == "/" || target.ends_with('/') {
+            Some(("names no file".to_string(), None))
+        } else if target.contains('\0') {
+            Some(("has a NUL byte".to_string(), None))
+        } else if target.split('/').any(|part| part == "..") {
+            Some((
+                "climbs out with `..`".to_string(),
+                Some("a target stays below the place files go to, so `..` is refused".to_string()),
+            ))
+        } else if kind == Some("process") && target.starts_with('/') {
+            Some((
+                "is absolute, but a process's files go under its own directory".to_string(),
+                Some(format!(
+                    "write `{}`: the file lands in `${{dir}}`, the service's directory for this run",
+                    target.trim_start_matches('/')
+                )),
+            ))
+        } else if kind == Some("docker") && !target.starts_with('/') {
+            Some((
+                "is relative, but in a container a file needs an absolute path".to_string(),
+                Some(format!("write `/{target}` or another absolute path")),
+            ))
+        } else {
+            None
+        };
+        match problem {
+            None => Some(target),
+            Some((what, help)) => {
+                let diagnostic = self
+                    .sources
+                    .error(span, format!("`target` `{target}` of {context} {what}"));
+                self.push(match help {
+                    Some(help) => diagnostic.with_help(help),
+                    None => diagnostic,
+                });
+                None
+            }
+        }
+    }
+
+    /// Permission bits in octal, as `chmod` takes them: `644`, `0600`, `"0755"`.
+    fn file_mode(&mut self, node: &Node, context: &str) -> Option<u32> {
+        let text = match &node.value {
+            Value::Scalar(s) => s.text.trim_start_matches("0o").to_string(),
+            _ => String::new(),
+        };
+        let parsed = (!text.is_empty() && text.len() <= 4)
+            .then(|| u32::from_str_radix(&text, 8).ok())
+            .flatten();
+        if parsed.is_none() {
+            self.error(
+                node.span,
+                format!(
+                    "expected permission bits in octal (such as `0644`) for `mode` of {context}"
+                ),
+            );
+        }
+        parsed
     }
 
     fn log_limits(&mut self, service: &str, key: &Key, node: &Node) -> LogLimits {

@@ -171,13 +171,13 @@ pub use error::{EnvFileError, GraphError, PlaceholderError, SubstitutionError, T
 pub use graph::DependencyGraph;
 pub use load::{MAX_TOPOLOGY_FILE_SIZE, OVERLAY_ENV, overlay_paths, read_topology_file};
 pub use model::{
-    BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, HealthCheck, LabConfig,
-    LabHostConfig, LogLimits, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget,
-    RemoteLanTarget, ServiceConfig, ServiceTarget, SourceLocation, Subnet, TopologyConfig,
-    WireguardTarget,
+    BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, FileSource, HealthCheck,
+    LabConfig, LabHostConfig, LogLimits, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget,
+    RemoteLanTarget, ServiceConfig, ServiceFile, ServiceTarget, SourceLocation, Subnet,
+    TopologyConfig, WireguardTarget,
 };
 pub use size::parse_size;
 pub use substitute::{
-    CARGO_BIN, OWN_PLACEHOLDERS, addr_var, cargo_bin_name, env_prefix, substitute,
+    CARGO_BIN, DIR, OWN_PLACEHOLDERS, addr_var, cargo_bin_name, env_prefix, substitute,
 };
 pub use validate::{MAX_SERVICE_NAME_LEN, validate_service_name};

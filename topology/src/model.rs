@@ -214,6 +214,10 @@ pub struct ServiceConfig {
     /// files are kept; what it leaves unset comes from the run (see [`LogLimits`]).
     #[serde(skip_serializing_if = "LogLimits::is_unset")]
     pub logs: LogLimits,
+    /// The `files:` section: files put where the service runs before it starts, in the order
+    /// the file lists them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ServiceFile>,
     /// Where in which file each part of the service was written.
     #[serde(skip)]
     pub locations: FieldLocations,
@@ -240,6 +244,31 @@ impl ServiceConfig {
     pub fn env_prefix(&self) -> String {
         super::env_prefix(&self.name)
     }
+}
+
+/// A file put where a service runs before it starts (an entry of `files:`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceFile {
+    /// Where its bytes come from.
+    #[serde(flatten)]
+    pub from: FileSource,
+    /// Where it goes, as written: for a process, relative to the service's own directory
+    /// (`${dir}`); in a container, an absolute path; on a LAN or mesh host, absolute or
+    /// relative to the service's working directory (the login's home without one).
+    pub target: String,
+    /// Its permission bits; `None` keeps a source file's, and gives text `0644`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+/// The bytes of a [`ServiceFile`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileSource {
+    /// A file on this machine, relative to the base directory unless absolute.
+    Source(String),
+    /// Text given in the topology, with its `${...}` placeholders filled in.
+    Content(String),
 }
 
 /// Source locations of a service's parts, by path (see [`ServiceConfig::location_of`]).

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::Probe;
 use super::error::{PlaceholderError, SubstitutionError};
-use super::model::{ServiceConfig, ServiceTarget};
+use super::model::{FileSource, ServiceConfig, ServiceTarget};
 
 /// The env var prefix of a service: its name upper-cased, with `-` as `_`
 /// (`api-server` gives `API_SERVER`). Every variable about a service starts with it.
@@ -35,6 +35,9 @@ pub fn addr_var(service: &str) -> String {
 
 /// The placeholders every service may use: its own port, host and `host:port`.
 pub const OWN_PLACEHOLDERS: [&str; 3] = ["port", "host", "addr"];
+
+/// `${dir}`: a process's own directory for the run, where its `files:` go.
+pub const DIR: &str = "dir";
 
 /// The namespace of `${cargo_bin:NAME}`: the path of the binary NAME that cargo built for the
 /// package whose tests run (`CARGO_BIN_EXE_NAME`).
@@ -146,12 +149,14 @@ pub fn substitute(
 }
 
 impl ServiceConfig {
-    /// The placeholders this service may use: `port`, `host`, `addr`, and
-    /// [`addr_var`] of each dependency.
+    /// The placeholders this service may use: `port`, `host`, `addr`, `dir` for a process,
+    /// and [`addr_var`] of each dependency.
     pub fn placeholder_names(&self) -> Vec<String> {
+        let dir = matches!(self.target, ServiceTarget::Process(_)).then(|| DIR.to_string());
         OWN_PLACEHOLDERS
             .iter()
             .map(|s| s.to_string())
+            .chain(dir)
             .chain(self.dependencies.iter().map(|d| addr_var(d)))
             .collect()
     }
@@ -174,7 +179,8 @@ impl ServiceConfig {
 
     /// Every string of this service that takes placeholders, with its path from the service:
     /// a process's binary, args, env values, working directories, the binary a Docker image is
-    /// built from, Docker commands and entrypoints, and the health check's command.
+    /// built from, Docker commands and entrypoints, the health check's command, and the text
+    /// of each `files:` entry given by `content`.
     pub fn templates(&self) -> Vec<(String, &str)> {
         let mut out = Vec::new();
         let list = push_list;
@@ -212,6 +218,11 @@ impl ServiceConfig {
             && let Probe::Command(command) = &check.probe
         {
             list("health_check.command", command, &mut out);
+        }
+        for (i, file) in self.files.iter().enumerate() {
+            if let FileSource::Content(text) = &file.from {
+                out.push((format!("files[{i}].content"), text.as_str()));
+            }
         }
         out
     }
@@ -273,6 +284,11 @@ impl ServiceConfig {
             && let Probe::Command(command) = &mut check.probe
         {
             out.extend(command.iter_mut());
+        }
+        for file in &mut self.files {
+            if let FileSource::Content(text) = &mut file.from {
+                out.push(text);
+            }
         }
         out
     }

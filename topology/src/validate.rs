@@ -7,7 +7,7 @@ use super::diagnostic::{Diagnostic, Sources, Span};
 use super::error::PlaceholderError;
 use super::graph::cycles;
 use super::substitute::{
-    Segment, addr_var, cargo_bin_name, env_prefix, is_cargo_bin_name, segments,
+    DIR, Segment, addr_var, cargo_bin_name, env_prefix, is_cargo_bin_name, segments,
 };
 use super::suggest::closest;
 
@@ -259,6 +259,10 @@ fn check_placeholders(decoded: &Decoded, sources: &Sources, errors: &mut Vec<Dia
                     Some(other) => Some(format!(
                         "`{other}` is not a dependency of `{}`: add it to `dependencies` to get its address",
                         service.name
+                    )),
+                    None if name == DIR => Some(format!(
+                        "`${{dir}}` is a process's own directory; a `{}` service has none here",
+                        service.target.kind()
                     )),
                     None => {
                         if let Some(near) = closest(name, valid.iter().map(String::as_str)) {

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::exec::command::Command;
-use futures_lite::AsyncWriteExt;
 
 use crate::exec::docker::{
     DockerExecLauncher, MANAGED_LABEL, OWNER_PID_LABEL, Removal, docker, failure, forward_events,
@@ -335,29 +334,19 @@ async fn write_file<L: Launcher>(
     path: &str,
     contents: &str,
 ) -> Result<(), LaunchError> {
-    let cmd = Command::new("sh")
-        .args(["-c", "cat > \"$1\"", "sh", path])
-        .piped_stdin();
-    let mut p = launcher.spawn(&cmd).await?;
-    let events = p.take_events().expect("a fresh handle has its events");
-    let mut stdin = p.take_stdin().expect("stdin was asked for");
-    let written = stdin.write_all(contents.as_bytes()).await;
-    let _ = stdin.close().await;
-    let out = events.collect().await;
-    let status = match out.status {
-        Some(s) => s,
-        None => p.wait().await?,
-    };
-    match written {
-        Ok(()) if status.success() => Ok(()),
-        Ok(()) => Err(LaunchError::CommandFailed {
-            doing: format!("write `{path}`"),
-            command: cmd.display(),
-            status,
-            stderr: out.stderr_text(),
-        }),
-        Err(e) => Err(LaunchError::io(format!("write `{path}`"), e)),
+    let cmd = Command::new("sh").args(["-c", "cat > \"$1\"", "sh", path]);
+    let out = launcher
+        .output_with_input(&cmd, contents.as_bytes())
+        .await?;
+    if out.success() {
+        return Ok(());
     }
+    Err(LaunchError::CommandFailed {
+        doing: format!("write `{path}`"),
+        command: cmd.display(),
+        status: out.status.unwrap_or(ExitStatus::from_code(-1)),
+        stderr: out.stderr_text(),
+    })
 }
 
 #[derive(Default)]

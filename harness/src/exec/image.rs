@@ -13,13 +13,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use futures_lite::AsyncWriteExt;
-
 use crate::exec::command::Command;
 use crate::exec::docker::{MANAGED_LABEL, OWNER_PID_LABEL, Removal, docker};
 use crate::exec::error::LaunchError;
 use crate::exec::event::ExitStatus;
-use crate::exec::launcher::{Launcher, ProcessHandle};
+use crate::exec::launcher::Launcher;
 use crate::exec::local::LocalLauncher;
 
 /// Where Debian's busybox-static package puts its binary.
@@ -186,21 +184,10 @@ impl DockerImage {
         }
         args.push("-".into());
         args.push(self.tag.clone());
-        let cmd = docker(args).piped_stdin();
-        let mut import = launcher.spawn(&cmd).await?;
-        let events = import.take_events().expect("a fresh handle has its events");
-        let mut stdin = import.take_stdin().expect("stdin was asked for");
-        // A write error means docker exited early; its stderr below says why.
-        let written = stdin.write_all(&tar).await;
-        let _ = stdin.close().await;
-        let mut out = events.collect().await;
-        if out.status.is_none() {
-            out.status = Some(import.wait().await?);
-        }
-        if !out.success() || written.is_err() {
-            if out.success() {
-                out.status = Some(ExitStatus::from_code(-1));
-            }
+        let cmd = docker(args);
+        // A write error means docker exited early; its stderr says why.
+        let out = launcher.output_with_input(&cmd, &tar).await?;
+        if !out.success() {
             return Err(crate::exec::docker::failure(launcher, &cmd, &out, &doing));
         }
         let id = out

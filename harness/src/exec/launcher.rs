@@ -44,6 +44,33 @@ pub trait Launcher: Clone + Send + Sync + 'static {
         }
     }
 
+    /// Runs `cmd` with `input` on its stdin to completion and collects its output. If the
+    /// bytes could not all be written (the command exited early), a status of success is
+    /// turned into a failure, so that its stderr is read as the reason.
+    fn output_with_input(
+        &self,
+        cmd: &Command,
+        input: &[u8],
+    ) -> impl Future<Output = Result<crate::exec::Output, LaunchError>> + Send {
+        async move {
+            use futures_lite::AsyncWriteExt as _;
+            let cmd = cmd.clone().piped_stdin();
+            let mut p = self.spawn(&cmd).await?;
+            let events = p.take_events().expect("a fresh handle has its events");
+            let mut stdin = p.take_stdin().expect("stdin was asked for");
+            let written = stdin.write_all(input).await;
+            let _ = stdin.close().await;
+            let mut out = events.collect().await;
+            if out.status.is_none() {
+                out.status = Some(p.wait().await?);
+            }
+            if written.is_err() && out.success() {
+                out.status = Some(ExitStatus::from_code(-1));
+            }
+            Ok(out)
+        }
+    }
+
     /// Runs `cmd` and fails with [`LaunchError::CommandFailed`] unless it exits with 0.
     fn run_checked(
         &self,

@@ -213,6 +213,9 @@ impl DockerExecutor {
         if let Some(dir) = &target.working_dir {
             c = c.with_workdir(dir);
         }
+        for file in &spec.files {
+            c = c.with_file(&file.target, &file.local, file.mode);
+        }
         if let Some(entrypoint) = &target.entrypoint {
             let mut words = entrypoint.iter();
             // `--entrypoint ""` clears the image's entrypoint.

@@ -159,6 +159,15 @@ pub enum StartFailure {
     Substitution(SubstitutionError),
     /// The env file could not be written.
     EnvFile(EnvFileError),
+    /// A file of its `files:` could not be put in place.
+    File {
+        /// Where the topology file lists it.
+        location: SourceLocation,
+        /// Its `target`, as written.
+        target: String,
+        /// Why, in one line.
+        reason: String,
+    },
     /// No free port could be found, or the log file could not be opened.
     Io {
         /// What was being done.
@@ -221,6 +230,11 @@ impl fmt::Display for StartFailure {
             Self::Launch(e) => e.fmt(f),
             Self::Substitution(e) => e.fmt(f),
             Self::EnvFile(e) => e.fmt(f),
+            Self::File {
+                location,
+                target,
+                reason,
+            } => write!(f, "put file `{target}` ({location}): {reason}"),
             Self::Io { doing, source } => {
                 write!(f, "{doing}: {}", crate::limits::explain_io_error(source))
             }

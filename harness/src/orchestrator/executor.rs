@@ -10,6 +10,7 @@ use crate::exec::{ExitStatus, LaunchError};
 use crate::topology::ServiceConfig;
 
 use super::error::StartFailure;
+use super::files::StagedFile;
 use super::logs::LogBuffer;
 
 /// A boxed future that can move between threads, as trait objects return them.
@@ -36,6 +37,9 @@ pub struct StartSpec {
     /// run (the `remote_lan` executor's known-hosts file). Removed by
     /// [`ServiceManager::stop_all`](super::ServiceManager::stop_all).
     pub state_dir: PathBuf,
+    /// Its `files:`, staged on this machine. A process's are in place already; an executor
+    /// that runs the service elsewhere puts them there before it starts the service.
+    pub files: Vec<StagedFile>,
 }
 
 impl StartSpec {

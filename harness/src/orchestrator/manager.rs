@@ -17,7 +17,7 @@ use crate::registry::{
     Endpoint, ExecutionInfo, ExecutionKind, HealthResult, Location, Registry, ServiceEntry,
     ServiceState,
 };
-use crate::topology::{Probe, ServiceConfig, ServiceTarget, TopologyConfig};
+use crate::topology::{DIR, Probe, ServiceConfig, ServiceTarget, TopologyConfig};
 
 use super::address::{MeshSite, Placement, ServiceAddr};
 use super::docker::DockerExecutor;
@@ -860,9 +860,25 @@ impl ServiceManager {
                 .iter()
                 .map(|(name, path)| (name.clone(), path.clone())),
         );
+        let own_dir = super::files::service_dir(&state_dir, name);
+        let is_process = matches!(config.target, ServiceTarget::Process(_));
+        if is_process {
+            values.insert(DIR.to_string(), own_dir.to_string_lossy().into_owned());
+            if let Err(source) = std::fs::create_dir_all(&own_dir) {
+                return Err(fail(StartFailure::Io {
+                    doing: "create the service's directory",
+                    source,
+                })
+                .await);
+            }
+        }
         let service = match config.substituted(&values) {
             Ok(service) => service,
             Err(e) => return Err(fail(StartFailure::Substitution(e)).await),
+        };
+        let files = match super::files::stage(&service, &self.base_dir, &own_dir) {
+            Ok(files) => files,
+            Err(e) => return Err(fail(e).await),
         };
         let spec = StartSpec {
             service,
@@ -871,6 +887,7 @@ impl ServiceManager {
             injected_env: injected_env(&placement, port, &dependencies),
             base_dir: self.base_dir.clone(),
             state_dir: state_dir.clone(),
+            files,
         };
         let env = spec.env();
         if let Err(e) = write_run_env_file(&state_dir.join(format!("{name}.env")), &env) {

@@ -148,6 +148,7 @@ mod docker;
 mod env;
 mod error;
 mod executor;
+mod files;
 mod health;
 mod logs;
 mod manager;
@@ -163,6 +164,7 @@ mod wireguard;
 pub use docker::{DockerExecutor, RUN_LABEL, SERVICE_LABEL};
 pub use error::{OrchestratorError, StartFailure};
 pub use executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec};
+pub use files::{DEFAULT_FILE_MODE, StagedFile};
 pub use health::CHECK_OUTPUT_LINES;
 pub use logs::{
     DEFAULT_LOG_MAX_FILES, DEFAULT_LOG_MAX_SIZE, DEFAULT_LOG_TAIL, FAILURE_TAIL, FOLLOWER_CAPACITY,

@@ -46,6 +46,8 @@ struct Destination {
 ///   directory), with the injected variables and the topology's `env` on top of the remote
 ///   login environment. It runs in a session and process group of its own on the host; its
 ///   output is streamed into the service's log.
+/// - Its `files:` are uploaded first (relative targets below `working_dir`, else the login
+///   directory) and removed when it stops.
 /// - A binary or working directory that does not exist on the host fails the start, naming
 ///   the program and the host.
 /// - Stopping sends SIGTERM to the remote process group, waits the grace period, then sends
@@ -116,6 +118,9 @@ impl ServiceExecutor for RemoteLanExecutor {
                 .connection(&destination(target, spec), spec)
                 .await
                 .map_err(StartFailure::Launch)?;
+            let files =
+                super::files::put_over_ssh(&ssh, &spec.files, target.working_dir.as_deref())
+                    .await?;
             let env = spec.env();
             let mut command = Command::new(target.binary.clone())
                 .args(&target.args)
@@ -124,7 +129,13 @@ impl ServiceExecutor for RemoteLanExecutor {
             if let Some(dir) = &target.working_dir {
                 command = command.current_dir(dir.clone());
             }
-            let mut process = ssh.spawn(&command).await.map_err(StartFailure::Launch)?;
+            let mut process = match ssh.spawn(&command).await {
+                Ok(process) => process,
+                Err(e) => {
+                    super::files::remove_over_ssh(&ssh, &files).await;
+                    return Err(StartFailure::Launch(e));
+                }
+            };
             let events = process
                 .take_events()
                 .expect("a fresh handle has its events");
@@ -136,6 +147,7 @@ impl ServiceExecutor for RemoteLanExecutor {
                 ssh,
                 env,
                 dir: target.working_dir.clone(),
+                files,
             }) as Box<dyn RunningService>)
         })
     }
@@ -160,6 +172,8 @@ struct RemoteService {
     ssh: Ssh,
     env: Vec<(String, String)>,
     dir: Option<String>,
+    /// The paths of its `files:` on the host, removed when it stops.
+    files: Vec<String>,
 }
 
 impl RunningService for RemoteService {
@@ -194,6 +208,10 @@ impl RunningService for RemoteService {
     }
 
     fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
-        Box::pin(stop_gracefully(&mut self.process, grace))
+        Box::pin(async move {
+            let stopped = stop_gracefully(&mut self.process, grace).await;
+            super::files::remove_over_ssh(&self.ssh, &std::mem::take(&mut self.files)).await;
+            stopped
+        })
     }
 }

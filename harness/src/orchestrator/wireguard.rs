@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::exec::{ExitStatus, LaunchError, LocalLauncher, OutputStream, SshLauncher};
+use crate::exec::{
+    ExitStatus, LaunchError, Launcher as _, LocalLauncher, OutputStream, SshLauncher,
+};
 use crate::lab::Lab;
 use crate::network::{Mesh, MeshError, MeshNode};
 use crate::package::{DEFAULT_ROOT, Deploy, Installed};
@@ -193,6 +195,9 @@ impl ServiceExecutor for WireguardExecutor {
                     "the host has not joined the mesh",
                 ));
             };
+            let service_dir = format!("{}/{name}", host.root.trim_end_matches('/'));
+            let files =
+                super::files::put_over_ssh(&host.ssh, &spec.files, Some(&service_dir)).await?;
             let progress_log = log.clone();
             let registry = self.registry.clone();
             let mut deploy = Deploy::new(spec.base_dir.join(&target.package))
@@ -215,15 +220,18 @@ impl ServiceExecutor for WireguardExecutor {
             if let Some(port) = spec.port {
                 deploy = deploy.with_port(port);
             }
-            deploy
-                .on(&host.ssh, &target.host)
-                .await
-                .map_err(|e| failure(format!("deploy {name} to {}", target.host), e))?;
+            if let Err(e) = deploy.on(&host.ssh, &target.host).await {
+                super::files::remove_over_ssh(&host.ssh, &files).await;
+                return Err(failure(format!("deploy {name} to {}", target.host), e));
+            }
             Ok(Box::new(PackageService {
                 host,
                 target_host: target.host.clone(),
                 service: name,
                 exit: Arc::new(Mutex::new(None)),
+                files,
+                env: spec.env(),
+                dir: service_dir,
             }) as Box<dyn RunningService>)
         })
     }
@@ -245,6 +253,12 @@ struct PackageService {
     target_host: String,
     service: String,
     exit: Arc<Mutex<Option<ExitStatus>>>,
+    /// The paths of its `files:` on the host, removed when it stops.
+    files: Vec<String>,
+    /// Its environment and its directory on the host (`<root>/<service>`, where `current`
+    /// is the live release), which [`RunningService::exec`] runs with.
+    env: Vec<(String, String)>,
+    dir: String,
 }
 
 impl RunningService for PackageService {
@@ -258,6 +272,16 @@ impl RunningService for PackageService {
 
     fn on_exit(&self, _notify: Box<dyn FnOnce(ExitStatus) + Send>) {}
 
+    fn exec(
+        &self,
+        argv: &[String],
+    ) -> BoxFuture<'static, Result<crate::exec::Output, LaunchError>> {
+        let command = super::executor::exec_command(argv)
+            .map(|command| command.envs(self.env.clone()).current_dir(self.dir.clone()));
+        let ssh = self.host.ssh.clone();
+        Box::pin(async move { ssh.output(&command?).await })
+    }
+
     fn stop(&mut self, _grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
         Box::pin(async move {
             Installed::new(self.host.root.clone(), self.service.clone())
@@ -267,6 +291,7 @@ impl RunningService for PackageService {
                     doing: format!("stop {} on {}", self.service, self.target_host),
                     source: std::io::Error::other(e.to_string()),
                 })?;
+            super::files::remove_over_ssh(&self.host.ssh, &std::mem::take(&mut self.files)).await;
             let status = ExitStatus::from_code(0);
             *self.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
             Ok(status)

@@ -1,5 +1,6 @@
 //! The crate's own program: answers each line it is sent with `kvapp: LINE`, on the port harness
-//! gives it in `PORT`, and `where` with its own path. Its suite starts it through
+//! gives it in `PORT`, `where` with its own path, and `greeting` with the file its topology
+//! put at `KVAPP_GREETING`. Its suite starts it through
 //! `${cargo_bin:kvapp}`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -18,6 +19,7 @@ fn main() {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 let answer = match line.as_str() {
                     "where" => std::env::current_exe().expect("its path").display().to_string(),
+                    "greeting" => greeting(),
                     _ => format!("kvapp: {line}"),
                 };
                 if writeln!(writer, "{answer}").is_err() {
@@ -25,5 +27,16 @@ fn main() {
                 }
             }
         });
+    }
+}
+
+/// The text of the file at `KVAPP_GREETING`, or why there is none.
+fn greeting() -> String {
+    let Ok(path) = std::env::var("KVAPP_GREETING") else {
+        return "no KVAPP_GREETING".to_string();
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().to_string(),
+        Err(e) => format!("read {path}: {e}"),
     }
 }

@@ -33,6 +33,11 @@ async fn ask(app: &Service, question: &str) -> std::io::Result<String> {
 #[harness_test(topology = "topologies/app.yaml")]
 async fn the_crates_own_binary_answers(app: Service) -> std::io::Result<()> {
     assert_eq!(ask(&app, "hello").await?, "kvapp: hello\n");
+    let port = app.addr().port();
+    assert_eq!(
+        ask(&app, "greeting").await?,
+        format!("hello from port {port}\n")
+    );
     Ok(())
 }
 

@@ -78,6 +78,18 @@ pub struct DockerContainer {
     start_timeout: Duration,
     /// What `Command::bounded_output` is for the attached client and its forwarded events.
     output_batches: Option<usize>,
+    /// Files copied in between create and start.
+    files: Vec<ContainerFile>,
+}
+
+/// A file [`DockerContainer::with_file`] copies in.
+#[derive(Clone, Debug)]
+struct ContainerFile {
+    /// Its absolute path in the container.
+    path: String,
+    /// Its bytes on this machine.
+    local: std::path::PathBuf,
+    mode: u32,
 }
 
 impl DockerContainer {
@@ -104,6 +116,7 @@ impl DockerContainer {
             filter: None,
             start_timeout: Duration::from_secs(30),
             output_batches: None,
+            files: Vec::new(),
         }
     }
 
@@ -215,6 +228,23 @@ impl DockerContainer {
     /// `ProcessHandle::take_stdin`.
     pub fn with_stdin(mut self) -> Self {
         self.interactive = true;
+        self
+    }
+
+    /// Copies the file `local` of this machine to `path` in the container before it starts,
+    /// with the permission bits `mode`, owned by root, as `docker cp` does; the directories on
+    /// its way are made (`0755`). `path` is absolute; a relative one is taken from `/`.
+    pub fn with_file(
+        mut self,
+        path: impl Into<String>,
+        local: impl Into<std::path::PathBuf>,
+        mode: u32,
+    ) -> Self {
+        self.files.push(ContainerFile {
+            path: path.into(),
+            local: local.into(),
+            mode,
+        });
         self
     }
 
@@ -352,6 +382,26 @@ impl DockerContainer {
             docker(["rm", "--force", "--volumes", name.as_str()]),
             format!("remove container `{name}`"),
         );
+
+        if !self.files.is_empty() {
+            let doing = format!("copy files into container `{name}`");
+            let files = self.files.clone();
+            let copied = match blocking::unblock(move || files_archive(&files)).await {
+                Ok(archive) => {
+                    let cp = docker(["cp".to_string(), "-".into(), format!("{id}:/")]);
+                    match launcher.output_with_input(&cp, &archive).await {
+                        Ok(out) if out.success() => Ok(()),
+                        Ok(out) => Err(cli::failure(&launcher, &cp, &out, &doing)),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(LaunchError::io(doing, e)),
+            };
+            if let Err(e) = copied {
+                let _ = removal.run().await;
+                return Err(e);
+            }
+        }
 
         let mut start = docker(["start", "--attach"]);
         if self.interactive {
@@ -492,6 +542,26 @@ const INSPECT_FORMAT: &str = "{{.State.Status}}\n{{.State.Pid}}\n{{.State.ExitCo
 {{range $p, $b := .NetworkSettings.Ports}}{{range $b}}port {{$p}} {{.HostIp}} {{.HostPort}}\n{{end}}{{end}}\
 {{range $n, $c := .NetworkSettings.Networks}}net {{$n}} {{$c.IPAddress}}\n{{end}}\
 error {{.State.Error}}";
+
+/// A tar archive of `files` at their paths from `/`, owned by root, for `docker cp - ID:/`.
+fn files_archive(files: &[ContainerFile]) -> std::io::Result<Vec<u8>> {
+    let mut archive = tar::Builder::new(Vec::new());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for file in files {
+        let input = std::fs::File::open(&file.local)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(input.metadata()?.len());
+        header.set_mode(file.mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(now);
+        archive.append_data(&mut header, file.path.trim_start_matches('/'), input)?;
+    }
+    archive.into_inner()
+}
 
 async fn inspect<L: Launcher>(launcher: &L, id: &str) -> Result<State, LaunchError> {
     let out = cli::run(
