@@ -39,11 +39,21 @@ impl Up {
         args: &[&str],
         overlay_env: Option<&str>,
     ) -> Self {
+        let env: Vec<(&str, &str)> = overlay_env
+            .map(|overlays| ("HARNESS_OVERLAY", overlays))
+            .into_iter()
+            .collect();
+        Self::start_with_env(project, tmp, args, &env)
+    }
+
+    /// `harness up ARGS` in `project` with `env` set (and no `HARNESS_OVERLAY` or
+    /// `HARNESS_BASE_DIR` of this run's unless `env` names them).
+    fn start_with_env(project: &Path, tmp: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_harness"));
-        command.env_remove("HARNESS_OVERLAY");
-        if let Some(overlays) = overlay_env {
-            command.env("HARNESS_OVERLAY", overlays);
-        }
+        command
+            .env_remove("HARNESS_OVERLAY")
+            .env_remove("HARNESS_BASE_DIR");
+        command.envs(env.iter().copied());
         let mut child = command
             .arg("up")
             .args(args)
@@ -209,6 +219,29 @@ fn up_runs_the_demo_until_sigterm_and_leaves_nothing() {
     let (code, stderr) = up.finish();
     assert_eq!(code, Some(0), "{stderr}");
     assert_gone(&pids);
+    assert_empty(tmp.path());
+}
+
+/// `HARNESS_BASE_DIR` moves the base directory of `harness up` as it does a suite's: run from
+/// an empty directory, the demo's `./target/debug/...` binaries are found under it.
+#[test]
+fn up_resolves_relative_paths_against_harness_base_dir() {
+    let project = project_dir();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = topology_file("demo.yaml");
+    let base = project.path().to_str().unwrap();
+    let mut up = Up::start_with_env(
+        elsewhere.path(),
+        tmp.path(),
+        &[demo.to_str().unwrap()],
+        &[("HARNESS_BASE_DIR", base)],
+    );
+    let progress = up.until("harness up: all 4 services healthy");
+    terminate(&up);
+    let (code, stderr) = up.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_gone(&waiting_pids(&progress));
     assert_empty(tmp.path());
 }
 

@@ -3,7 +3,8 @@
 //! directory), and a target directory elsewhere (this workspace's, so that the dependencies
 //! already built are reused). Its suite uses tokio-based clients (redis's async client,
 //! `tokio::net`) against a real redis-server under `runtime = "tokio"`, and starts the crate's
-//! own binary through `${cargo_bin:kvapp}`, with `cargo test` and with `cargo nextest run`;
+//! own binary through `${cargo_bin:kvapp}` and another package's through `${cargo_bin:greeter}`,
+//! with `cargo test` and with `cargo nextest run`;
 //! variants of it check that a suite cannot silently run nothing.
 
 #[path = "support/fixtures.rs"]
@@ -96,6 +97,10 @@ fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
     let dir = user_crate();
     let run = cargo(dir.path(), &["test", "--offline", "--test", "store"]);
     assert!(run.status.success(), "{}", text(&run));
+    // The other package's binary was built for this run, by the runner or one of its workers.
+    let stamp = fixtures::target_dir().join("harness/greeter.run");
+    let built_for = || std::fs::read_to_string(&stamp).unwrap_or_default();
+    assert!(built_for().starts_with("runner "), "{}", built_for());
     let stdout = String::from_utf8_lossy(&run.stdout);
     // libtest-mimic pads the names: `test set_then_get       ... ok`.
     let passed = |name: &str| {
@@ -195,6 +200,8 @@ fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
         assert!(run.status.success(), "{}", text(&run));
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(stderr.contains("6 tests run: 6 passed"), "{}", text(&run));
+        // Built once for the nextest run, whose processes all know its id.
+        assert!(built_for().starts_with("nextest "), "{}", built_for());
         assert!(
             !text(&run).contains("USER-PASSING-OUTPUT"),
             "{}",
@@ -364,8 +371,10 @@ fn a_cargo_bin_the_package_does_not_have_is_a_compile_error_naming_those_it_has(
     let out = text(&run);
     assert!(!run.status.success(), "{out}");
     assert!(
-        out.contains("`${cargo_bin:kvap}` of service `app` names no binary of this package")
-            && out.contains("here: kvapp."),
+        out.contains(
+            "`${cargo_bin:kvap}` of service `app` names no binary of this package or of its \
+             cargo workspace"
+        ) && out.contains("are kvapp; the workspace's: kvapp, greeter."),
         "{out}"
     );
 }
@@ -395,7 +404,7 @@ fn harness_up_starts_the_workspaces_binary_that_cargo_bin_names() {
     let shown = text(&status);
     assert!(status.status.success(), "{shown}");
     assert!(
-        shown.contains("app") && shown.contains("running"),
+        shown.contains("app") && shown.contains("greeter") && shown.contains("running"),
         "{shown}"
     );
     assert!(down.status.success(), "{}", text(&down));
@@ -413,7 +422,8 @@ fn harness_up_starts_the_workspaces_binary_that_cargo_bin_names() {
     assert_eq!(up.status.code(), Some(125), "{out}");
     assert!(
         out.contains(
-            "no package of the cargo workspace here has a binary `kvap` (its binaries: kvapp)"
+            "no package of the cargo workspace here has a binary `kvap` (its binaries: kvapp, \
+             greeter)"
         ),
         "{out}"
     );

@@ -51,10 +51,14 @@ fn expand_item(args: TokenStream, item: TokenStream, manifest_dir: &Path) -> Tok
     }
     // With a file missing, the others still name services, but their mistakes may be the
     // missing file's to fix: only the readable files' service names are used then.
-    let checked = (!files.is_empty()).then(|| check_once(&files));
+    let checked = (!files.is_empty()).then(|| check_once(&files, manifest_dir));
+    let mut workspace_bins = Vec::new();
     let services = match checked {
         None => None,
-        Some(Ok(names)) => Some(names),
+        Some(Ok(checked)) => {
+            workspace_bins = checked.workspace_bins;
+            Some(checked.services)
+        }
         Some(Err(Some(e))) if !unreadable => {
             errors.push(e);
             None
@@ -89,6 +93,8 @@ fn expand_item(args: TokenStream, item: TokenStream, manifest_dir: &Path) -> Tok
             isolated: args.isolated,
             runtime: args.runtime,
             cargo_bins: crate::topology::cargo_bins(),
+            workspace_bins,
+            manifest: manifest_dir.join("Cargo.toml").display().to_string(),
             injections: &injections,
         },
     )

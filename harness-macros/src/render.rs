@@ -22,6 +22,10 @@ pub(crate) struct Entry<'a> {
     pub(crate) runtime: Option<crate::args::Runtime>,
     /// The package's binaries and their paths, for `${cargo_bin:NAME}`.
     pub(crate) cargo_bins: Vec<(String, String)>,
+    /// The binaries of other packages of the workspace, with their packages.
+    pub(crate) workspace_bins: Vec<(String, String)>,
+    /// The package's `Cargo.toml`, which selects its workspace.
+    pub(crate) manifest: String,
     pub(crate) injections: &'a [Injection],
 }
 
@@ -57,6 +61,11 @@ pub(crate) fn render(func: &ItemFn, entry: &Entry) -> TokenStream {
         .cargo_bins
         .iter()
         .map(|(name, path)| quote!((#name, #path)));
+    let workspace_bins = entry
+        .workspace_bins
+        .iter()
+        .map(|(name, package)| quote!((#name, #package)));
+    let manifest = &entry.manifest;
     let args: Vec<_> = (0..entry.injections.len())
         .map(|i| format_ident!("__harness_arg{i}"))
         .collect();
@@ -99,6 +108,8 @@ pub(crate) fn render(func: &ItemFn, entry: &Entry) -> TokenStream {
                 isolated: #isolated,
                 runtime: #runtime,
                 cargo_bins: &[#(#cargo_bins),*],
+                workspace_bins: &[#(#workspace_bins),*],
+                manifest: #manifest,
                 run: __harness_run,
             };
             #runtime_check
@@ -140,6 +151,8 @@ mod tests {
             isolated: true,
             runtime: Some(crate::args::Runtime::Tokio),
             cargo_bins: vec![("kv-server".into(), "/p/target/debug/kv-server".into())],
+            workspace_bins: vec![("seed".into(), "tools".into())],
+            manifest: "/p/Cargo.toml".into(),
             injections: &injections,
         };
         let out = render(&func, &entry).to_string();
@@ -152,6 +165,7 @@ mod tests {
             "isolated : true , runtime : :: core :: option :: Option :: Some (:: harness :: testing :: __private :: Runtime :: Tokio)",
             "const _ : () = :: harness :: testing :: __private :: require_tokio_feature :: < () > () ;",
             "cargo_bins : & [(\"kv-server\" , \"/p/target/debug/kv-server\")]",
+            "workspace_bins : & [(\"seed\" , \"tools\")] , manifest : \"/p/Cargo.toml\"",
             "ignored : true , ignore_reason : :: core :: option :: Option :: Some (\"needs a GPU\")",
             "let __harness_arg0 = :: harness :: testing :: __private :: service (__harness_topology , \"api-server\") ? ;",
             "let __harness_arg1 = __harness_topology ;",

@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use harness_topology::cargo::{CargoWorkspace, cargo_program};
 use harness_topology::{TopologyConfig, TopologyError, read_topology_file};
 use syn::LitStr;
 
@@ -57,10 +58,22 @@ fn why_unreadable(error: &TopologyError) -> String {
     }
 }
 
+/// What a checked topology gives the attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Checked {
+    /// The services, in the file's order.
+    pub(crate) services: Vec<String>,
+    /// The `${cargo_bin:NAME}`s that are binaries of another package of the workspace, not of
+    /// this one: (binary, package), built by the runner.
+    pub(crate) workspace_bins: Vec<(String, String)>,
+}
+
 /// Checks the file and its overlays, merged in order, with every check the runner makes when
 /// it loads them; gives the services, in the file's order. The error, at the first file's
-/// literal, lists every mistake with its file, line and column, as the runner would.
-pub(crate) fn check(files: &[TopologyFile]) -> syn::Result<Vec<String>> {
+/// literal, lists every mistake with its file, line and column, as the runner would. A
+/// `${cargo_bin:NAME}` must name a binary of this package, or of another package of the cargo
+/// workspace of `manifest_dir`.
+pub(crate) fn check(files: &[TopologyFile], manifest_dir: &Path) -> syn::Result<Checked> {
     let named: Vec<(PathBuf, String)> = files
         .iter()
         .map(|file| (shown(&file.path), file.text.clone()))
@@ -71,50 +84,77 @@ pub(crate) fn check(files: &[TopologyFile]) -> syn::Result<Vec<String>> {
     let config = TopologyConfig::from_yaml_files(&named)
         .map_err(|e| syn::Error::new(span, e.to_string()))?;
     let available = cargo_bins();
-    let mut missing = Vec::new();
+    let mut elsewhere: Vec<(String, String)> = Vec::new();
     for service in config.services.values() {
         for binary in service.cargo_bins() {
-            if !available.iter().any(|(name, _)| *name == binary) {
-                missing.push(format!(
-                    "`${{cargo_bin:{binary}}}` of service `{}`",
-                    service.name
-                ));
+            if !available.iter().any(|(name, _)| *name == binary)
+                && !elsewhere.iter().any(|(name, _)| *name == binary)
+            {
+                elsewhere.push((binary, service.name.clone()));
             }
         }
     }
-    if !missing.is_empty() {
-        let offered: Vec<&str> = available.iter().map(|(name, _)| name.as_str()).collect();
-        let offered = match offered.is_empty() {
-            true => "none".to_string(),
-            false => offered.join(", "),
-        };
-        return Err(syn::Error::new(
-            span,
-            format!(
-                "{} names no binary of this package: cargo gives this test target the paths of \
-                 the package's own binaries ([[bin]] targets, src/main.rs, src/bin/), here: \
-                 {offered}. A binary of another package is named by its path",
-                missing.join(", ")
-            ),
-        ));
+    let mut checked = Checked {
+        services: config.services.keys().cloned().collect(),
+        workspace_bins: Vec::new(),
+    };
+    if elsewhere.is_empty() {
+        return Ok(checked);
     }
-    Ok(config.services.keys().cloned().collect())
+    let workspace = CargoWorkspace::read(&cargo_program(), Some(&manifest_dir.join("Cargo.toml")));
+    let mut missing = Vec::new();
+    for (binary, service) in &elsewhere {
+        match workspace
+            .as_ref()
+            .ok()
+            .and_then(|w| w.package_with_bin(binary))
+        {
+            Some(package) => checked
+                .workspace_bins
+                .push((binary.clone(), package.to_string())),
+            None => missing.push(format!("`${{cargo_bin:{binary}}}` of service `{service}`")),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(checked);
+    }
+    let offered = |bins: Vec<&str>| match bins.is_empty() {
+        true => "none".to_string(),
+        false => bins.join(", "),
+    };
+    let own = offered(available.iter().map(|(name, _)| name.as_str()).collect());
+    let others = match &workspace {
+        Ok(workspace) => format!("the workspace's: {}", offered(workspace.bin_names())),
+        Err(why) => format!("the workspace's are unknown: {why}"),
+    };
+    Err(syn::Error::new(
+        span,
+        format!(
+            "{} names no binary of this package or of its cargo workspace: the package's own \
+             ([[bin]] targets, src/main.rs, src/bin/) are {own}; {others}. A binary from \
+             outside the workspace is named by its path",
+            missing.join(", ")
+        ),
+    ))
 }
 
 /// [`check`], once per compilation for the same files (where the compiler keeps macro state):
 /// a file that many tests name is checked once, and its mistakes are one error, reported at the
-/// first of them (`Err(Some(..))`); the later ones get the services, or `Err(None)`.
-pub(crate) fn check_once(files: &[TopologyFile]) -> Result<Vec<String>, Option<syn::Error>> {
+/// first of them (`Err(Some(..))`); the later ones get the same result, or `Err(None)`.
+pub(crate) fn check_once(
+    files: &[TopologyFile],
+    manifest_dir: &Path,
+) -> Result<Checked, Option<syn::Error>> {
     thread_local! {
-        /// The services of each set of files checked, `None` for files with mistakes.
-        static CHECKED: RefCell<HashMap<Vec<PathBuf>, Option<Vec<String>>>> =
+        /// What each set of files gave, `None` for files with mistakes.
+        static CHECKED: RefCell<HashMap<Vec<PathBuf>, Option<Checked>>> =
             RefCell::new(HashMap::new());
     }
     let key: Vec<PathBuf> = files.iter().map(|file| file.path.clone()).collect();
     if let Some(known) = CHECKED.with(|checked| checked.borrow().get(&key).cloned()) {
         return known.ok_or(None);
     }
-    let result = check(files);
+    let result = check(files, manifest_dir);
     CHECKED.with(|checked| {
         checked
             .borrow_mut()
@@ -181,7 +221,7 @@ mod tests {
         .unwrap();
         let file = read(&syn::parse_quote!("t.yaml"), &dir).unwrap();
         assert_eq!(file.path, dir.join("t.yaml"));
-        assert_eq!(check(&[file]).unwrap(), ["web", "db"]);
+        assert_eq!(check(&[file], &dir).unwrap().services, ["web", "db"]);
         let missing = read(&syn::parse_quote!("none.yaml"), &dir).unwrap_err();
         assert!(
             missing.to_string().starts_with("cannot read topology file"),
@@ -205,7 +245,7 @@ mod tests {
         .unwrap();
         let files = ["base.yaml", "over.yaml"]
             .map(|name| read(&syn::parse_str(&format!("{name:?}")).unwrap(), dir.path()).unwrap());
-        let message = check(&files).unwrap_err().to_string();
+        let message = check(&files, dir.path()).unwrap_err().to_string();
         let base = dir.path().join("base.yaml").display().to_string();
         let over = dir.path().join("over.yaml").display().to_string();
         assert!(message.contains("2 errors"), "{message}");

@@ -164,6 +164,11 @@ mod substitute;
 pub mod suggest;
 mod validate;
 
+/// Where `${cargo_bin:NAME}` binaries are, for the harness crates (the test attribute, the
+/// runner and `harness up`); not a stable API.
+#[doc(hidden)]
+pub mod cargo;
+
 pub use diagnostic::{Diagnostic, MAX_QUOTED_CHARS, Note};
 pub use duration::{format_duration, parse_duration};
 pub use envfile::{is_valid_name, render_env_file, write_env_file};

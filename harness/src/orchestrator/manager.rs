@@ -34,6 +34,20 @@ use super::remote_lan::RemoteLanExecutor;
 use super::temp_dir;
 use super::waiting::WaitReport;
 
+/// The environment variable naming the base directory relative paths in a topology are
+/// resolved against, for `harness up` and for tests alike; see [`default_base_dir`].
+pub const BASE_DIR_ENV: &str = "HARNESS_BASE_DIR";
+
+/// The base directory a new [`ServiceManager`] resolves relative paths against:
+/// `HARNESS_BASE_DIR` when it is set and not empty, else the current directory (under
+/// `cargo test` and `cargo nextest run`, the directory of the package whose test runs).
+pub fn default_base_dir() -> PathBuf {
+    match std::env::var_os(BASE_DIR_ENV) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    }
+}
+
 /// How long a service may take to stop after SIGTERM before it is killed.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -141,9 +155,9 @@ pub struct ServiceStatus {
 /// - Stopping sends SIGTERM to the service's process group (`docker stop` for a container),
 ///   waits the grace period ([`DEFAULT_STOP_GRACE`]), then sends SIGKILL.
 ///
-/// Relative binary paths and working directories are resolved against the base directory,
-/// the current directory when the manager is made unless [`ServiceManager::with_base_dir`]
-/// sets another: a topology's
+/// Relative binary paths and working directories are resolved against the base directory:
+/// [`default_base_dir`] when the manager is made (`HARNESS_BASE_DIR`, else the current
+/// directory) unless [`ServiceManager::with_base_dir`] sets another. A topology's
 /// `./target/debug/api-server` means the cargo project the command runs in.
 ///
 /// The manager is a cheap handle: clones share the running services. When the last clone is
@@ -250,7 +264,7 @@ impl ServiceManager {
             topology: Arc::new(topology),
             registry,
             // Absolute, so that messages name full paths.
-            base_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            base_dir: default_base_dir(),
             grace: DEFAULT_STOP_GRACE,
             log_lines: DEFAULT_LOG_TAIL,
             executors,

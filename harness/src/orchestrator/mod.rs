@@ -171,7 +171,10 @@ pub use logs::{
     LOG_MAX_FILES_ENV, LOG_MAX_SIZE_ENV, LogBuffer, LogLine, effective_log_limits, log_files,
     read_log_tail,
 };
-pub use manager::{DEFAULT_STOP_GRACE, MAIN_ENDPOINT, Progress, ServiceManager, ServiceStatus};
+pub use manager::{
+    BASE_DIR_ENV, DEFAULT_STOP_GRACE, MAIN_ENDPOINT, Progress, ServiceManager, ServiceStatus,
+    default_base_dir,
+};
 pub use process::ProcessExecutor;
 pub use remote_lan::{KNOWN_HOSTS_FILE, RemoteLanExecutor};
 pub use state::{STATE_DIR_ENV, state_root};

@@ -45,6 +45,11 @@ pub struct TestCase {
     /// The binaries cargo built for the test's package, by name (`CARGO_BIN_EXE_NAME` when
     /// the test was compiled): what `${cargo_bin:NAME}` stands for.
     pub cargo_bins: &'static [(&'static str, &'static str)],
+    /// The `${cargo_bin:NAME}`s that are binaries of other packages of the workspace, with
+    /// their packages: built by the runner, once per run.
+    pub workspace_bins: &'static [(&'static str, &'static str)],
+    /// The package's `Cargo.toml`, which selects its workspace.
+    pub manifest: &'static str,
     /// Injects the parameters and runs the body.
     pub run: for<'a> fn(&'a Topology) -> TestFuture<'a>,
 }

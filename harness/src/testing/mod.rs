@@ -72,6 +72,7 @@
 //!   as they exit), so a blocking system call in a test body that `SA_RESTART` does not restart
 //!   (`poll`, `nanosleep` called directly) may return `EINTR`; std and the async runtimes retry.
 
+mod cargo;
 mod case;
 mod log;
 mod report;

@@ -17,9 +17,7 @@ use super::supervisor;
 use super::topology::Topology;
 use super::worker::{self, Workers};
 
-/// The environment variable naming the directory relative binaries in topologies are resolved
-/// against; the current directory (under cargo, the package's directory) when unset.
-pub const BASE_DIR_ENV: &str = "HARNESS_BASE_DIR";
+pub use crate::orchestrator::BASE_DIR_ENV;
 
 /// Runs the binary's `#[harness_test]`s with the command line's libtest arguments, and returns
 /// the exit code for `main` (returned, not `exit`ed, so that destructors run).
@@ -118,10 +116,7 @@ fn run_supervisor() -> Option<ExitCode> {
 
 /// The directory relative binaries are resolved against.
 pub(crate) fn base_dir() -> PathBuf {
-    match std::env::var_os(BASE_DIR_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
-    }
+    crate::orchestrator::default_base_dir()
 }
 
 /// Runs `cases`, their shared copies from `origin`; with `capture`, each in a worker process
@@ -343,6 +338,8 @@ mod tests {
             isolated: false,
             runtime: None,
             cargo_bins: &[],
+            workspace_bins: &[],
+            manifest: "Cargo.toml",
             run,
         }))
     }

@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     base_dir: PathBuf,
     /// What `${cargo_bin:NAME}` stands for: the package's binaries, by name.
     cargo_bins: &'static [(&'static str, &'static str)],
+    /// The other packages' binaries it names, with their packages, and the package's manifest.
+    workspace_bins: &'static [(&'static str, &'static str)],
+    manifest: &'static str,
     /// Where the shared copy comes from.
     origin: Origin,
     config: OnceLock<Result<TopologyConfig, String>>,
@@ -92,6 +95,8 @@ impl Shared {
             sources,
             base_dir,
             cargo_bins: case.cargo_bins,
+            workspace_bins: case.workspace_bins,
+            manifest: case.manifest,
             origin,
             config: OnceLock::new(),
             remaining: Mutex::new(0),
@@ -124,7 +129,7 @@ impl Shared {
             parts.push(path.as_os_str().as_encoded_bytes());
             parts.push(text.as_bytes());
         }
-        for (name, path) in self.cargo_bins {
+        for (name, path) in self.cargo_bins.iter().chain(self.workspace_bins) {
             parts.push(name.as_bytes());
             parts.push(path.as_bytes());
         }
@@ -181,13 +186,19 @@ impl Shared {
     }
 
     fn start_in(&self, state_dir: Option<&std::path::Path>) -> Result<Topology, String> {
+        let mut bins: Vec<(&str, String)> = self
+            .cargo_bins
+            .iter()
+            .map(|&(name, compiled)| (name, cargo_bin_path(name, compiled)))
+            .collect();
+        for &(name, package) in self.workspace_bins {
+            let path = super::cargo::workspace_bin(name, package, self.manifest)
+                .map_err(|e| format!("start topology {}: {e}", self.label()))?;
+            bins.push((name, path));
+        }
         let mut manager = ServiceManager::new(self.config()?, Registry::new())
             .with_base_dir(&self.base_dir)
-            .with_cargo_bins(
-                self.cargo_bins
-                    .iter()
-                    .map(|&(name, compiled)| (name, cargo_bin_path(name, compiled))),
-            )
+            .with_cargo_bins(bins)
             .with_progress(report_waiting);
         if let Some(dir) = state_dir {
             manager = manager.with_state_dir(dir);

@@ -486,17 +486,23 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The runner's pid, if this process is one of its workers.
+pub(crate) fn runner_pid() -> Option<u32> {
+    let value = std::env::var(WORKER_ENV).ok()?;
+    let (runner, _) = value.split_once(':')?;
+    let parent = rustix::process::getppid()?.as_raw_nonzero().get();
+    let runner = runner.parse::<i32>().ok()?;
+    (runner == parent).then_some(runner as u32)
+}
+
 /// If this process is a worker, runs the tests its runner sends until its stdin closes.
 ///
 /// A process is a worker when [`WORKER_ENV`] names its parent: a program a test runs inherits
 /// the variable, but its parent is the worker, so it is no worker itself.
 pub(crate) fn run_if_worker(runtime: Runtime) -> Option<ExitCode> {
+    runner_pid()?;
     let value = std::env::var(WORKER_ENV).ok()?;
-    let (runner, dir) = value.split_once(':')?;
-    let parent = rustix::process::getppid()?.as_raw_nonzero().get();
-    if runner.parse::<i32>().ok()? != parent {
-        return None;
-    }
+    let (_, dir) = value.split_once(':')?;
     Some(work(PathBuf::from(dir), runtime))
 }
 

@@ -31,8 +31,9 @@ async fn ask(app: &Service, question: &str) -> std::io::Result<String> {
 }
 
 #[harness_test(topology = "topologies/app.yaml")]
-async fn the_crates_own_binary_answers(app: Service) -> std::io::Result<()> {
+async fn the_crates_own_binary_answers(app: Service, greeter: Service) -> std::io::Result<()> {
     assert_eq!(ask(&app, "hello").await?, "kvapp: hello\n");
+    assert_eq!(ask(&greeter, "hello").await?, "greeter: hello\n");
     let port = app.addr().port();
     assert_eq!(
         ask(&app, "greeting").await?,
