@@ -283,7 +283,8 @@ pub fn run_cgroup() -> Option<PathBuf> {
 
 /// Kills everything in this process's cgroup and removes it; how many processes it held.
 pub(crate) fn remove_run_cgroup() -> usize {
-    match run() {
+    // Never made here: a process that started no service has no cgroup to remove.
+    match RUN.get().and_then(Option::as_ref) {
         Some(run) if run.path.is_dir() => kill_and_remove(&run.path),
         _ => 0,
     }

@@ -212,6 +212,13 @@ impl Shared {
     pub(crate) fn acquire(&self) -> Result<Topology, String> {
         let mut state = lock(&self.state);
         match &*state {
+            State::Running(topology) if matches!(self.origin, Origin::Runner(_)) => {
+                // A worker keeps its lease from test to test, and asks how the copy is now.
+                topology
+                    .refresh_lease()
+                    .map(|()| topology.clone())
+                    .map_err(|e| format!("share topology {}: {e}", self.label()))
+            }
             State::Running(topology) => Ok(topology.clone()),
             State::Failed(message) => Err(message.clone()),
             State::Idle => {
@@ -234,8 +241,12 @@ impl Shared {
         self.start_copy()
     }
 
-    /// One selected test is done with the shared copy; the last one stops it.
+    /// One selected test is done with the shared copy; the last one stops it. A worker's
+    /// lease on its runner's copy is kept for its next test, and let go when the worker ends.
     pub(crate) fn release(&self) {
+        if matches!(self.origin, Origin::Runner(_)) {
+            return;
+        }
         let last = {
             let mut remaining = lock(&self.remaining);
             *remaining = remaining.saturating_sub(1);

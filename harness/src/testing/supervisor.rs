@@ -97,6 +97,9 @@ pub(crate) enum Request {
     Restart(String),
     /// Runs a command where a service runs: the service, then the command's words.
     Exec(String, Vec<String>),
+    /// The copy as it is now, for a test that keeps a lease from an earlier test: another
+    /// test may have restarted a service since.
+    Describe,
 }
 
 impl Request {
@@ -107,6 +110,7 @@ impl Request {
             Request::Stop(name) => ("stop", name),
             Request::Restart(name) => ("restart", name),
             Request::Exec(name, _) => ("run a command in", name),
+            Request::Describe => ("describe", ""),
         }
     }
 }
@@ -611,6 +615,11 @@ pub(crate) fn answer_requests(
             (Err(e), _) => Welcome::Err(format!("a request the supervisor does not know: {e}")),
             // No test gets a lease on a copy that failed to start.
             (Ok(_), None) => Welcome::Err("the topology did not start".to_string()),
+            (Ok(Request::Describe), Some(topology)) => {
+                // After a start, stop or restart under way, not halfway through one.
+                let _one = one.lock().unwrap_or_else(|e| e.into_inner());
+                Welcome::Ok(topology.describe())
+            }
             (Ok(request), Some(topology)) => {
                 let _one = one.lock().unwrap_or_else(|e| e.into_inner());
                 let (verb, service) = request.parts();
@@ -621,6 +630,7 @@ pub(crate) fn answer_requests(
                         Request::Stop(name) => topology.stop(name).await.map(|()| None),
                         Request::Restart(name) => topology.restart(name).await.map(|()| None),
                         Request::Exec(name, argv) => topology.exec(name, argv).await.map(Some),
+                        Request::Describe => Ok(None),
                     }
                 });
                 match done {

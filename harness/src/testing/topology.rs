@@ -388,6 +388,40 @@ impl Topology {
         }
     }
 
+    /// Takes a leased copy as its supervisor describes it now: a test that keeps the lease of
+    /// an earlier test sees what that test, or another process, started, stopped or restarted
+    /// since. A copy of this process's own is always current.
+    pub(crate) fn refresh_lease(&self) -> Result<(), String> {
+        let Backend::Leased {
+            services,
+            lease,
+            asking,
+            ..
+        } = &self.inner.backend
+        else {
+            return Ok(());
+        };
+        let _one = asking.lock_blocking();
+        let stream = lease
+            .try_clone()
+            .map_err(|e| format!("use the lease: {e}"))?;
+        match exchange(stream, &Request::Describe) {
+            Ok(Welcome::Ok(copy)) => {
+                *lock(services) = copy.services;
+                Ok(())
+            }
+            Ok(Welcome::Err(message)) => Err(message),
+            Ok(Welcome::Output(_)) => Err("the supervisor answered with a command's output".into()),
+            Err(e) => Err(format!("ask the supervisor: {e}")),
+        }
+    }
+
+    /// Whether `other` is this very copy (a clone of it), not another lease or start.
+    #[cfg(test)]
+    pub(crate) fn is_same_copy(&self, other: &Topology) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// One service's last lines of output, oldest first.
     pub fn logs(&self, name: &str) -> Result<Vec<LogLine>, OrchestratorError> {
         match &self.inner.backend {

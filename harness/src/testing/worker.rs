@@ -13,7 +13,12 @@
 //!   after its last selected test, as it does without capture. It serves each on a socket in
 //!   the directory, `<fingerprint>.sock`, with the supervisor's protocol (`supervisor.rs`), so
 //!   a test in a worker stops, starts and restarts services of the shared copy as under
-//!   nextest. An `isolated` test's private copy is its worker's.
+//!   nextest. A worker keeps its lease from test to test and, before each, asks how the copy
+//!   is now (another test may have restarted a service). An `isolated` test's private copy
+//!   is its worker's.
+//! - The workers started ahead of the tests, while the first topology starts, are the ones
+//!   the first tests get; a test starts a worker of its own only when none is idle or on its
+//!   way. At the end of the run they are all closed at once.
 //! - A test still running a second after its timeout (a body that blocks its thread without
 //!   awaiting) has its worker ended: SIGTERM, which stops the worker's private copies, then
 //!   SIGKILL after five seconds. A worker that ends during a test (killed, `process::exit`, an
@@ -26,7 +31,7 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -71,7 +76,9 @@ pub(crate) struct Workers {
     dir: crate::orchestrator::RunDir,
     token: String,
     exe: PathBuf,
-    idle: Mutex<Vec<Worker>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a worker being started ahead of the tests is ready, or failed to start.
+    ready: Condvar,
     /// The thread that starts workers. A worker's death signal comes when the thread that
     /// started it ends, and the test threads end as they run out of tests: this one lives as
     /// long as the workers do.
@@ -110,7 +117,8 @@ impl Workers {
             dir,
             token: token(),
             exe,
-            idle: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool::default()),
+            ready: Condvar::new(),
             spawner: Mutex::new(spawner),
             prewarming: Mutex::new(Vec::new()),
             shown: show_output.then(|| Mutex::new(Vec::new())),
@@ -127,27 +135,45 @@ impl Workers {
                 let _ = shared.acquire();
             }));
         }
+        lock(&self.pool).starting += count;
         for _ in 0..count {
             let workers = self.clone();
             threads.push(std::thread::spawn(move || {
-                if let Ok(worker) = workers.spawn() {
-                    lock(&workers.idle).push(worker);
+                let spawned = workers.spawn();
+                let mut pool = lock(&workers.pool);
+                pool.starting -= 1;
+                if let Ok(worker) = spawned {
+                    pool.idle.push(worker);
                 }
+                workers.ready.notify_all();
             }));
         }
     }
 
+    /// An idle worker, one being started ahead of the tests once it is ready, or a new one.
+    fn take(&self) -> Result<Worker, String> {
+        let mut pool = lock(&self.pool);
+        loop {
+            if let Some(worker) = pool.idle.pop() {
+                return Ok(worker);
+            }
+            if pool.starting == 0 {
+                break;
+            }
+            pool = self.ready.wait(pool).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(pool);
+        self.spawn()
+    }
+
     /// Runs `case` in an idle worker, or a new one; `Err` with its output and why it failed.
     pub(crate) fn run(&self, case: &TestCase) -> Result<(), String> {
-        let idle = lock(&self.idle).pop();
-        let mut worker = match idle {
-            Some(worker) => worker,
-            None => self.spawn()?,
-        };
+        let mut worker = self.take()?;
         let name = case.test_name();
         match worker.run(&name, case.timeout()) {
             Ran::Done(output, outcome) => {
-                lock(&self.idle).push(worker);
+                lock(&self.pool).idle.push(worker);
+                self.ready.notify_one();
                 match outcome {
                     Outcome::Passed => {
                         if let Some(shown) = &self.shown
@@ -202,9 +228,11 @@ impl Workers {
         for thread in prewarming {
             let _ = thread.join();
         }
-        let idle: Vec<Worker> = lock(&self.idle).drain(..).collect();
-        for worker in idle {
-            worker.close();
+        let idle: Vec<Worker> = lock(&self.pool).idle.drain(..).collect();
+        // All at once: each stops what it started and ends on its own.
+        let closing: Vec<Closing> = idle.into_iter().map(Worker::close).collect();
+        for worker in closing {
+            worker.wait();
         }
         let Some(shown) = &self.shown else { return };
         let shown = lock(shown);
@@ -223,6 +251,28 @@ impl Workers {
             out.push_str(&format!("    {name}\n"));
         }
         let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    }
+}
+
+/// The workers no test uses now, and how many are being started ahead of the tests.
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Worker>,
+    starting: usize,
+}
+
+/// A worker whose stdin is closed, ending.
+struct Closing(Child);
+
+impl Closing {
+    /// Waits for it to end, for [`TERM_GRACE`] at most, then kills it.
+    fn wait(mut self) {
+        let deadline = Instant::now() + TERM_GRACE;
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -421,15 +471,10 @@ impl Worker {
         self.terminate();
     }
 
-    /// Closes its stdin, which ends it, and waits for it.
-    fn close(mut self) {
+    /// Closes its stdin, which ends it; [`Closing::wait`] waits for it.
+    fn close(self) -> Closing {
         drop(self.stdin);
-        let deadline = Instant::now() + TERM_GRACE;
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Closing(self.child)
     }
 }
 
@@ -576,4 +621,62 @@ fn report(token: &str, outcome: &Outcome) -> bool {
     let line = serde_json::to_string(outcome).unwrap_or_else(|_| "\"passed\"".to_string());
     // Its own line, even after output without a newline at its end.
     writeln!(stdout, "{token}{line}").is_ok() && stdout.flush().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::case::{Source, TestFuture};
+    use crate::testing::topology::Topology;
+
+    const SLEEPER: Source = Source {
+        path: "/virtual/lease.yaml",
+        text: "services:\n  s:\n    target:\n      process: { binary: /bin/sleep, args: [\"300\"] }\n",
+    };
+
+    fn nothing(_: &Topology) -> TestFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+
+    #[test]
+    fn a_workers_lease_is_kept_between_tests_and_asks_how_the_copy_is() {
+        let case: &'static TestCase = Box::leak(Box::new(TestCase {
+            module_path: "suite",
+            name: "lease",
+            topology: SLEEPER,
+            overlays: &[],
+            timeout_ms: None,
+            ignored: false,
+            ignore_reason: None,
+            isolated: false,
+            runtime: None,
+            cargo_bins: &[],
+            workspace_bins: &[],
+            manifest: "Cargo.toml",
+            run: nothing,
+        }));
+        let base = std::env::temp_dir();
+        // The runner's copy, served on a socket as `Workers::new` serves it.
+        let owner = Arc::new(Shared::new(case, base.clone(), Origin::Here));
+        owner.expect_test();
+        let dir = crate::orchestrator::create_run_dir().unwrap();
+        let socket = dir.path().join(owner.socket_name());
+        serve(UnixListener::bind(&socket).unwrap(), owner.clone());
+        let lessee = Shared::new(case, base, Origin::Runner(socket));
+
+        let first = lessee.acquire().unwrap();
+        lessee.release();
+        // The runner's copy changes between the worker's tests: its service stops.
+        let running = owner.acquire().unwrap();
+        smol::block_on(running.stop("s")).unwrap();
+        let second = lessee.acquire().unwrap();
+        lessee.release();
+        // The same lease for the worker's next test, not a new connection, and it still
+        // answers: the next test asks again, after the stop has finished.
+        assert!(first.is_same_copy(&second));
+        assert!(second.refresh_lease().is_ok());
+        assert_eq!(second.services().len(), 1);
+        owner.release();
+        drop((first, second));
+    }
 }
