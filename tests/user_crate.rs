@@ -221,10 +221,15 @@ fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
             "{all}"
         );
 
-        // Archived, then run from where the archive is unpacked: the crate's binary travels in
-        // the archive and is the one the service runs (the_binary_is_the_one_this_run_built).
+        // Archived, then run from where the archive is unpacked, as on a machine without cargo
+        // (`cargo-nextest nextest run`, and no cargo to find): the crate's binary and the other
+        // package's travel in the archive and are the ones the services run
+        // (the_binary_is_the_one_this_run_built).
         let archive = dir.path().join("suite.tar.zst");
         let archive = archive.to_str().expect("a UTF-8 path");
+        // The other package's binary, built before archiving, as .config/nextest.toml says.
+        let run = cargo(dir.path(), &["build", "--offline", "-p", "kvtools"]);
+        assert!(run.status.success(), "{}", text(&run));
         let run = cargo(
             dir.path(),
             &[
@@ -240,9 +245,13 @@ fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
         assert!(run.status.success(), "{}", text(&run));
         let unpacked = tempfile::tempdir().expect("a temporary directory");
         let crate_dir = dir.path().to_str().expect("a UTF-8 path");
-        let run = cargo(
-            dir.path(),
-            &[
+        let mut nextest = Command::new("cargo-nextest");
+        without_this_runs_env(&mut nextest);
+        let run = nextest
+            .current_dir(dir.path())
+            .env("CARGO", "/nonexistent/cargo")
+            .env("CARGO_TERM_COLOR", "never")
+            .args([
                 "nextest",
                 "run",
                 "--archive-file",
@@ -251,8 +260,9 @@ fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
                 crate_dir,
                 "--extract-to",
                 unpacked.path().to_str().expect("a UTF-8 path"),
-            ],
-        );
+            ])
+            .output()
+            .expect("run cargo-nextest");
         assert!(run.status.success(), "{}", text(&run));
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(stderr.contains("6 tests run: 6 passed"), "{}", text(&run));

@@ -7,6 +7,10 @@
 //! it. Every process of one run (the runner, its workers, each process nextest starts) asks;
 //! the first builds it under a lock in `<target>/harness/`, and leaves a stamp with the run's
 //! id, so the others only take its path.
+//!
+//! A run from a nextest archive unpacked elsewhere (the test binary is outside the workspace's
+//! target directory, or there is no cargo or no workspace) builds nothing: it takes the binary
+//! beside the test binaries, where the archive put it if `archive.include` named it.
 
 use std::collections::HashMap;
 use std::fs;
@@ -35,19 +39,28 @@ pub(crate) fn workspace_bin(name: &str, package: &str, manifest: &str) -> Result
 }
 
 fn build_once(name: &str, package: &str, manifest: &Path) -> Result<String, String> {
-    let cargo = cargo_program();
-    let workspace = CargoWorkspace::read(&cargo, Some(manifest)).map_err(|why| {
-        format!(
-            "{why}. A run from a nextest archive has no cargo workspace: there only the test's \
-             own package's binaries are known; name another binary by a path the archive \
-             carries"
-        )
-    })?;
     let exe = std::env::current_exe().map_err(|e| format!("find the test binary: {e}"))?;
-    let build = BuildDir::of_test_binary(&exe, &workspace.target_dir)
-        .unwrap_or_else(|| BuildDir::debug(&workspace.target_dir));
+    let cargo = cargo_program();
+    let workspace = match CargoWorkspace::read(&cargo, Some(manifest)) {
+        Ok(workspace) => workspace,
+        // No cargo, or no workspace where the test was built: a run from a nextest archive
+        // on another machine.
+        Err(why) => return from_archive(name, &exe, &why),
+    };
+    // The test binary's path has its links resolved; so must the target directory's.
+    let target_dir = fs::canonicalize(&workspace.target_dir).unwrap_or(workspace.target_dir);
+    let Some(build) = BuildDir::of_test_binary(&exe, &target_dir) else {
+        // The test binary runs from outside the workspace's target directory: a nextest
+        // archive unpacked elsewhere, which carries its own copy.
+        let why = format!(
+            "the test binary {} is not in the workspace's target directory {}",
+            exe.display(),
+            target_dir.display()
+        );
+        return from_archive(name, &exe, &why);
+    };
     let path = build.dir.join(name);
-    let stamps = workspace.target_dir.join("harness");
+    let stamps = target_dir.join("harness");
     fs::create_dir_all(&stamps).map_err(|e| format!("create {}: {e}", stamps.display()))?;
     let lock_path = stamps.join("cargo-bin.lock");
     let lock =
@@ -72,6 +85,35 @@ fn build_once(name: &str, package: &str, manifest: &Path) -> Result<String, Stri
     Ok(path.display().to_string())
 }
 
+/// The binary `name` beside the test binary `exe` (`<profile dir>/deps/NAME-HASH`), where a
+/// nextest archive that carries it (`archive.include`) unpacks it; `why` says why cargo was
+/// not asked.
+fn from_archive(name: &str, exe: &Path, why: &str) -> Result<String, String> {
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("{why}; and {} is in no profile directory", exe.display()))?;
+    let path = profile_dir.join(name);
+    if path.is_file() {
+        tracing::info!(
+            binary = name,
+            path = %path.display(),
+            "taking the binary from beside the test binary: {why}"
+        );
+        return Ok(path.display().to_string());
+    }
+    let profile = profile_dir
+        .file_name()
+        .map_or_else(|| "debug".into(), |p| p.to_string_lossy());
+    Err(format!(
+        "{why}, and {} does not exist. A run from a nextest archive finds another package's \
+         binary beside the test binaries: build it before archiving and add it to the archive \
+         in .config/nextest.toml: [profile.default] archive.include = \
+         [{{ path = \"{profile}/{name}\", relative-to = \"target\" }}]",
+        path.display()
+    ))
+}
+
 /// What tells this run apart from every other: nextest's run id, else the runner's process
 /// (its pid and start time; a worker's runner is its parent).
 fn run_id() -> String {
@@ -91,6 +133,28 @@ fn run_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_from_an_archive_takes_the_binary_beside_the_test_binaries_or_says_how() {
+        let target = tempfile::tempdir().unwrap();
+        let deps = target.path().join("debug/deps");
+        fs::create_dir_all(&deps).unwrap();
+        let exe = deps.join("suite-0123");
+        let missing = from_archive("tool", &exe, "no cargo").unwrap_err();
+        assert!(
+            missing.starts_with("no cargo, and ")
+                && missing.contains("debug/tool does not exist")
+                && missing.contains(
+                    r#"archive.include = [{ path = "debug/tool", relative-to = "target" }]"#
+                ),
+            "{missing}"
+        );
+        fs::write(target.path().join("debug/tool"), "").unwrap();
+        assert_eq!(
+            from_archive("tool", &exe, "no cargo").unwrap(),
+            target.path().join("debug/tool").display().to_string()
+        );
+    }
 
     #[test]
     fn one_run_has_one_id_in_every_process_of_it() {

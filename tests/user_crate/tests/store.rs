@@ -42,15 +42,20 @@ async fn the_crates_own_binary_answers(app: Service, greeter: Service) -> std::i
     Ok(())
 }
 
-/// The binary that runs is the one this run's tests run with: cargo's, or nextest's where it
-/// unpacked an archive.
+/// The binaries that run are the ones this run's tests run with: cargo's, or nextest's where
+/// it unpacked an archive; the other package's beside the test binaries, where cargo builds it
+/// and where the archive carries it (`.config/nextest.toml`).
 #[harness_test(topology = "topologies/app.yaml")]
-async fn the_binary_is_the_one_this_run_built(app: Service) -> std::io::Result<()> {
+async fn the_binary_is_the_one_this_run_built(app: Service, greeter: Service) -> std::io::Result<()> {
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).unwrap();
     let line = ask(&app, "where").await?;
     let expected = std::env::var("NEXTEST_BIN_EXE_kvapp")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_kvapp").to_string());
-    let canonical = |p: &str| std::fs::canonicalize(p.trim()).unwrap();
-    assert_eq!(canonical(&line), canonical(&expected));
+    assert_eq!(canonical(line.trim().as_ref()), canonical(expected.as_ref()));
+    let line = ask(&greeter, "where").await?;
+    let test_binary = std::env::current_exe()?;
+    let profile_dir = test_binary.parent().and_then(|deps| deps.parent()).unwrap();
+    assert_eq!(canonical(line.trim().as_ref()), canonical(&profile_dir.join("greeter")));
     Ok(())
 }
 
