@@ -348,9 +348,14 @@ fn kill_and_remove(path: &Path) -> usize {
         kill(path);
     }
     let deadline = Instant::now() + EMPTY_WAIT;
+    let mut tries = 0;
     loop {
-        // Killed orphans we adopted are zombies of ours until we reap them.
-        crate::exec::reaper::reap_adopted_zombies();
+        // Killed orphans we adopted are zombies of ours until we reap them; looking for them
+        // reads all of /proc, so only once the cgroup did not go at the first try.
+        if tries > 0 {
+            crate::exec::reaper::reap_adopted_zombies();
+        }
+        tries += 1;
         match remove_tree(path) {
             Ok(()) => return found,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return found,
