@@ -27,7 +27,7 @@ use std::time::Duration;
 use harness::orchestrator::ServiceManager;
 use harness::registry::{AutosaveGuard, Registry, SaveReport};
 use harness::topology::TopologyConfig;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::output::{errln, outln};
@@ -203,9 +203,10 @@ fn spawn_and_relay(args: &UpArgs, dir: &Path, lock: &File) -> Result<Relayed, St
     let stdin = lock
         .try_clone()
         .map_err(|e| format!("share the lock of {}: {e}", dir.display()))?;
-    // Ctrl-C during the start is passed on to the supervisor, which stops what it started.
-    let mut signals = Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| format!("install handlers for SIGINT and SIGTERM: {e}"))?;
+    // Ctrl-C during the start (or a closed terminal) is passed on to the supervisor, which
+    // stops what it started.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+        .map_err(|e| format!("install handlers for SIGINT, SIGTERM, SIGHUP and SIGQUIT: {e}"))?;
     let mut child = command
         .stdin(Stdio::from(stdin))
         .stdout(out)

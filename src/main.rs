@@ -51,14 +51,14 @@ const EXIT_CODES: &str = "\
 Exit codes:
   run          the program's own; 128+N when killed by signal N; 125 harness failed;
                126 not executable; 127 not found
-  up           0 stopped after Ctrl-C/SIGTERM; 1 the start failed (everything stopped);
-               125 invalid file or harness failed
+  up           0 stopped after Ctrl-C, SIGTERM, SIGHUP or SIGQUIT; 1 the start failed
+               (everything stopped); 125 invalid file or harness failed
   up -d        0 all healthy, running in the background; 1 the start failed (nothing
                left); 4 already running; 125 invalid file or harness failed
   status, logs, down
                0 done; 3 nothing (of FILE) is running; 125 unknown or ambiguous service,
                several runs for down without FILE, or harness failed
-  serve        0 stopped after Ctrl-C/SIGTERM; 125 harness failed
+  serve        0 stopped after Ctrl-C, SIGTERM, SIGHUP or SIGQUIT; 125 harness failed
   package      0 valid (and written); 1 refused: a rule, the manifest or the checksum;
                125 a file could not be read or written
   deploy       0 every host deployed (or already was), rolled back or stopped;

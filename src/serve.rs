@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use harness::api::{DEFAULT_MAX_MESSAGE_SIZE, WsServer};
 use harness::registry::Registry;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::output::{errln, outln};
@@ -65,8 +65,8 @@ fn serve_inner(args: &ServeArgs) -> Result<(), String> {
 
     // From here on SIGINT and SIGTERM no longer kill the process: they are queued for the
     // signal thread, so one that arrives during startup shuts the server down once it runs.
-    let mut signals = Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| format!("install handlers for SIGINT and SIGTERM: {e}"))?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+        .map_err(|e| format!("install handlers for SIGINT, SIGTERM, SIGHUP and SIGQUIT: {e}"))?;
 
     let (registry, warning) =
         smol::block_on(Registry::load_or_new(&args.state)).map_err(|e| e.to_string())?;
@@ -94,10 +94,11 @@ fn serve_inner(args: &ServeArgs) -> Result<(), String> {
         .name("harness-signals".into())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                let name = if signal == SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
+                let name = match signal {
+                    SIGINT => "SIGINT",
+                    SIGHUP => "SIGHUP",
+                    SIGQUIT => "SIGQUIT",
+                    _ => "SIGTERM",
                 };
                 tracing::info!("received {name}; shutting down");
                 shutdown.shutdown();

@@ -15,7 +15,7 @@ use harness::api::{ServerHandle, WsServer};
 use harness::orchestrator::{OrchestratorError, Progress, ServiceManager, ServiceStatus};
 use harness::registry::{Registry, ServiceState};
 use harness::topology::{TopologyConfig, parse_duration};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
 
 use crate::daemon;
@@ -144,11 +144,12 @@ pub(crate) struct StopSignals {
 }
 
 impl StopSignals {
-    /// From now on SIGINT, SIGTERM and SIGHUP no longer kill the process: the first one is
-    /// sent to [`StopSignals::receiver`].
+    /// From now on SIGINT, SIGTERM, SIGHUP and SIGQUIT no longer kill the process: the first
+    /// one is sent to [`StopSignals::receiver`].
     pub(crate) fn install() -> Result<StopSignals, String> {
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
-            .map_err(|e| format!("install handlers for SIGINT, SIGTERM and SIGHUP: {e}"))?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT]).map_err(|e| {
+            format!("install handlers for SIGINT, SIGTERM, SIGHUP and SIGQUIT: {e}")
+        })?;
         let (stop_tx, receiver) = smol::channel::bounded::<&'static str>(1);
         let handle = signals.handle();
         let watcher = std::thread::Builder::new()
@@ -158,6 +159,7 @@ impl StopSignals {
                     let _ = stop_tx.try_send(match signal {
                         SIGINT => "SIGINT",
                         SIGHUP => "SIGHUP",
+                        SIGQUIT => "SIGQUIT",
                         _ => "SIGTERM",
                     });
                 }

@@ -4,9 +4,9 @@
 //! where cgroups are not available (`none` here), with the subreaper alone:
 //!
 //! - `harness down` after `harness up -d`;
-//! - SIGTERM, SIGINT and SIGHUP of a foreground `harness up`;
+//! - SIGTERM, SIGINT, SIGHUP and SIGQUIT of a foreground `harness up`;
 //! - a test suite (tests/user_escaping.rs) whose tests pass, whose test panics, or that is
-//!   ended with SIGTERM, and the same suite under `cargo nextest run`, where a shared
+//!   ended with SIGTERM, SIGHUP or SIGQUIT, and the same suite under `cargo nextest run`, where a shared
 //!   supervisor owns the copy.
 //!
 //! SIGKILL gives the killed process no chance: its services die by their death signal, and what
@@ -333,7 +333,7 @@ fn down_after_up_d_removes_them() {
 #[test]
 fn a_signal_to_a_foreground_up_removes_them() {
     for cgroups in MODES {
-        for sig in [Signal::TERM, Signal::INT, Signal::HUP] {
+        for sig in [Signal::TERM, Signal::INT, Signal::HUP, Signal::QUIT] {
             let mut scene = Scene::new("up");
             let up =
                 scene.start(scene.harness(&["up", &topology(), "--stop-grace", "2s"], cgroups));
@@ -448,17 +448,27 @@ fn a_test_suite_removes_them_however_its_tests_end() {
             );
             scene.assert_none_left(&what);
         }
-        // Ended from outside while its tests run (nextest's timeout, `kill`).
-        let mut scene = Scene::new("suite-term");
-        let mut command = scene.command(&suite, cgroups);
-        command
-            .args(["--test-threads", "2"])
-            .env("HARNESS_ESCAPING_END", "hang");
-        let suite_pid = scene.start(command);
-        scene.wait_escaped();
-        signal(suite_pid, Signal::TERM);
-        scene.wait_exit(suite_pid, "the suite after SIGTERM");
-        scene.assert_none_left(&format!("SIGTERM of the suite (HARNESS_CGROUP={cgroups})"));
+        // Ended from outside while its tests run (nextest's timeout, `kill`, a closed
+        // terminal, SIGQUIT).
+        for sig in [Signal::TERM, Signal::HUP, Signal::QUIT] {
+            let mut scene = Scene::new("suite-term");
+            let mut command = scene.command(&suite, cgroups);
+            command
+                .args(["--test-threads", "2"])
+                .env("HARNESS_ESCAPING_END", "hang");
+            let suite_pid = scene.start(command);
+            scene.wait_escaped();
+            signal(suite_pid, sig);
+            let what = format!("{sig:?} of the suite (HARNESS_CGROUP={cgroups})");
+            let status = scene.wait_exit(suite_pid, &what);
+            // It ends as the signal would have ended it; SIGQUIT without a core, 128 + 3.
+            let expected = match sig {
+                Signal::QUIT => status.code() == Some(131),
+                _ => std::os::unix::process::ExitStatusExt::signal(&status) == Some(sig.as_raw()),
+            };
+            assert!(expected, "{what}: {status}");
+            scene.assert_none_left(&what);
+        }
     }
 }
 

@@ -311,14 +311,33 @@ fn containers_of_a_killed_suite_are_removed_by_the_next_run() {
     );
 
     // Ended by SIGTERM instead (nextest's timeout, `kill`), the suite removes its containers,
-    // network and image before it ends.
+    // network and image before it ends; so it does after SIGHUP (a closed terminal, a lost SSH
+    // session) and SIGQUIT.
+    end_with(&mut next, "-TERM", leftovers);
+    for sig in ["-HUP", "-QUIT"] {
+        std::fs::remove_file(scene.markers().join("docker::hangs")).unwrap();
+        let mut suite = scene.spawn_suite(&["--exact", "docker::hangs"]);
+        scene.wait_for(&["docker::hangs"], &mut suite);
+        let running = scene.leftovers().with_docker_owner(suite.id()).snapshot();
+        assert_eq!(
+            running.containers.len(),
+            1,
+            "the suite's container:\n{running}"
+        );
+        end_with(&mut suite, sig, scene.leftovers());
+    }
+}
+
+/// Sends `sig` (as `kill` takes it) to the suite and checks that its containers, network and
+/// image went with it.
+fn end_with(suite: &mut Child, sig: &str, leftovers: Leftovers) {
     let status = Command::new("kill")
-        .args(["-TERM", &next_pid.to_string()])
+        .args([sig, &suite.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    next.wait().unwrap();
+    suite.wait().unwrap();
     leftovers
-        .with_docker_owner(next_pid)
+        .with_docker_owner(suite.id())
         .assert_nothing_left(REST_GONE);
 }

@@ -426,6 +426,9 @@ fn supervise(shared: &Shared, dir: &Path) -> ExitCode {
     if let Err(e) = crate::exec::become_subreaper() {
         log(&format!("failed to become a child subreaper: {e}"));
     }
+    // Ended by a signal (`kill`, a shutdown), it removes its copy's containers, networks,
+    // images and state first, as the runner does.
+    crate::orchestrator::remove_on_termination();
     let sock = dir.join("sock");
     let listener = match UnixListener::bind(&sock) {
         Ok(listener) => listener,

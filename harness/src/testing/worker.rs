@@ -213,6 +213,9 @@ impl Workers {
                 .unwrap_or_else(|| Err(std::io::Error::other("the spawner thread is gone")))
                 .map_err(|e| format!("start a test worker {}: {e}", self.exe.display()))?
         };
+        // A signal that ends the runner ends the worker first, and waits while it stops its
+        // private copies.
+        crate::orchestrator::end_helper_first(child.id());
         let mut worker = Worker::new(child, reader, self.token.clone())?;
         if let Err(e) = writeln!(worker.stdin, "{}", self.token) {
             worker.end();
@@ -273,6 +276,7 @@ impl Closing {
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
+        crate::orchestrator::forget_helper(self.0.id());
     }
 }
 
@@ -463,6 +467,7 @@ impl Worker {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        crate::orchestrator::forget_helper(self.child.id());
         // What it wrote last.
         std::thread::sleep(Duration::from_millis(20));
     }
