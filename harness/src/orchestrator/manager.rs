@@ -1085,15 +1085,17 @@ impl ServiceManager {
             };
             // Dropped outside the lock: dropping kills what the service left in its group.
             drop(ended);
-            let reason = format!("{status} after it was started");
-            // This runs on the service's output thread, which has nothing else to do now.
-            let _ = future::block_on(registry.set_state(&name, ServiceState::failed(reason)));
+            // Reported before the state changes, so whoever sees the service failed has been
+            // told why.
             if let Some(report) = progress {
                 report(&Progress::Exited {
-                    service: name,
+                    service: name.clone(),
                     status,
                 });
             }
+            let reason = format!("{status} after it was started");
+            // This runs on the service's output thread, which has nothing else to do now.
+            let _ = future::block_on(registry.set_state(&name, ServiceState::failed(reason)));
         })
     }
 
