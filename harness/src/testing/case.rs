@@ -165,3 +165,28 @@ impl<E: Debug> IntoTestResult for Result<(), E> {
         self.map_err(|e| format!("the test returned an error: {e:?}"))
     }
 }
+
+/// A test of `name` on `topology` whose body is `run`, with every other field at its default,
+/// for the runner's own unit tests.
+#[cfg(test)]
+pub(crate) fn test_case(
+    name: &'static str,
+    topology: Source,
+    run: for<'a> fn(&'a Topology) -> TestFuture<'a>,
+) -> &'static TestCase {
+    Box::leak(Box::new(TestCase {
+        module_path: "suite",
+        name,
+        topology,
+        overlays: &[],
+        timeout_ms: None,
+        ignored: false,
+        ignore_reason: None,
+        isolated: false,
+        runtime: None,
+        cargo_bins: &[],
+        workspace_bins: &[],
+        manifest: "Cargo.toml",
+        run,
+    }))
+}

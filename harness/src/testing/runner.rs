@@ -302,7 +302,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
-    use crate::testing::case::{Source, TestFuture};
+    use crate::testing::case::{Source, TestFuture, test_case as case};
 
     const SLEEPER: &str =
         "services:\n  s:\n    target:\n      process: { binary: /bin/sleep, args: [\"300\"] }\n";
@@ -321,28 +321,6 @@ mod tests {
 
     /// The pid of topology A's service, seen by its first test.
     static A_PID: AtomicU32 = AtomicU32::new(0);
-
-    fn case(
-        name: &'static str,
-        topology: Source,
-        run: for<'a> fn(&'a Topology) -> TestFuture<'a>,
-    ) -> &'static TestCase {
-        Box::leak(Box::new(TestCase {
-            module_path: "suite",
-            name,
-            topology,
-            overlays: &[],
-            timeout_ms: None,
-            ignored: false,
-            ignore_reason: None,
-            isolated: false,
-            runtime: None,
-            cargo_bins: &[],
-            workspace_bins: &[],
-            manifest: "Cargo.toml",
-            run,
-        }))
-    }
 
     fn pid_of_s(topology: &Topology) -> TestFuture<'_> {
         Box::pin(async move {

@@ -631,7 +631,7 @@ fn report(token: &str, outcome: &Outcome) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::case::{Source, TestFuture};
+    use crate::testing::case::{Source, TestFuture, test_case};
     use crate::testing::topology::Topology;
 
     const SLEEPER: Source = Source {
@@ -645,21 +645,7 @@ mod tests {
 
     #[test]
     fn a_workers_lease_is_kept_between_tests_and_asks_how_the_copy_is() {
-        let case: &'static TestCase = Box::leak(Box::new(TestCase {
-            module_path: "suite",
-            name: "lease",
-            topology: SLEEPER,
-            overlays: &[],
-            timeout_ms: None,
-            ignored: false,
-            ignore_reason: None,
-            isolated: false,
-            runtime: None,
-            cargo_bins: &[],
-            workspace_bins: &[],
-            manifest: "Cargo.toml",
-            run: nothing,
-        }));
+        let case = test_case("lease", SLEEPER, nothing);
         let base = std::env::temp_dir();
         // The runner's copy, served on a socket as `Workers::new` serves it.
         let owner = Arc::new(Shared::new(case, base.clone(), Origin::Here));
