@@ -441,6 +441,58 @@ fn a_service_ignoring_sigterm_is_killed_after_the_grace_period() {
 }
 
 #[test]
+fn a_service_stops_with_its_own_signal_and_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = bin("echo-server");
+    // polite: asked with SIGINT, which it catches. stubborn: ignores SIGTERM, and its own
+    // 200 ms grace, not the run's 5 s, is what it gets before SIGKILL.
+    let topology = inline(
+        dir.path(),
+        &format!(
+            "services:
+  polite:
+    target: {{ process: {{ binary: \"{}\" }} }}
+    port: auto
+    stop_signal: INT
+  stubborn:
+    target:
+      process:
+        binary: sh
+        args: [\"-c\", \"trap '' TERM; echo up; while true; do sleep 1; done\"]
+    health_check: {{ log: up }}
+    stop_grace: 200ms
+",
+            echo.display()
+        ),
+    );
+    let (manager, progress) = new_manager(topology, dir.path());
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let pids = started_pids(&progress.lock().unwrap());
+        manager.stop("polite").await.unwrap();
+        // Its last lines may still be on their way to the log.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = manager.logs("polite").unwrap();
+            if lines.iter().any(|l| l.text.contains("received SIGINT")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{lines:?}");
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+        let started = Instant::now();
+        manager.stop("stubborn").await.unwrap();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(4),
+            "killed after its own 200 ms grace, not the run's 5 s: the stop took {took:?}"
+        );
+        assert_gone(&pids);
+        manager.stop_all().await.unwrap();
+    });
+}
+
+#[test]
 fn a_service_that_exits_after_its_start_is_marked_failed_and_can_restart() {
     let dir = tempfile::tempdir().unwrap();
     let topology = inline(

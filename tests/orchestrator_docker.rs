@@ -669,3 +669,130 @@ fn files_are_copied_into_a_container_before_it_starts() {
     });
     assert_nothing_left(&run_id, &[&image]);
 }
+
+/// busybox's httpd, built into an image as its entrypoint: a program with no SIGTERM handler,
+/// which as a container's PID 1 ignores SIGTERM.
+fn httpd_service(name: &str, image: &str, extra: &str) -> String {
+    format!(
+        "  {name}:
+    target:
+      docker:
+        image: \"{image}\"
+        build: {{ binary: /bin/busybox, base: busybox }}
+        command: [httpd, -f, -p, \"${{port}}\"]
+{extra}    port: auto
+"
+    )
+}
+
+#[test]
+fn a_built_program_without_a_signal_handler_stops_on_sigterm_through_init() {
+    if !require_docker("a_built_program_without_a_signal_handler_stops_on_sigterm_through_init") {
+        return;
+    }
+    let project = project_dir();
+    let image = format!("harness-test/httpd-{}:dev", std::process::id());
+    let topology = inline(
+        project.path(),
+        &format!(
+            "services:\n{}{}",
+            // Built, so init is on by default.
+            httpd_service("with-init", &image, ""),
+            // The same program as PID 1, which SIGTERM does not end: killed after its grace.
+            httpd_service(
+                "without-init",
+                &image,
+                "        init: false\n    stop_grace: 1s\n"
+            ),
+        ),
+    );
+    let (manager, run_id) = new_manager(topology, project.path());
+    let _cleanup = Cleanup {
+        run_id: run_id.clone(),
+        images: vec![image.clone()],
+    };
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let pid1 = |service: &'static str| {
+            let manager = &manager;
+            async move {
+                let argv = ["cat".to_string(), "/proc/1/cmdline".to_string()];
+                let out = manager.exec(service, &argv).await.unwrap();
+                out.stdout_text().replace('\0', " ")
+            }
+        };
+        let with = pid1("with-init").await;
+        assert!(with.contains("docker-init"), "PID 1 of with-init: {with}");
+        let without = pid1("without-init").await;
+        assert!(
+            without.contains("httpd"),
+            "PID 1 of without-init: {without}"
+        );
+
+        // The manager's grace is 5 s (new_manager): with init, SIGTERM ends the program at
+        // once; without, only the SIGKILL after the service's own 1 s grace does.
+        let started = Instant::now();
+        manager.stop("with-init").await.unwrap();
+        let with_init = started.elapsed();
+        assert!(
+            with_init < Duration::from_secs(4),
+            "SIGTERM did not end the program under init: the stop took {with_init:?}"
+        );
+        let started = Instant::now();
+        manager.stop("without-init").await.unwrap();
+        let without_init = started.elapsed();
+        assert!(
+            without_init >= Duration::from_secs(1) && without_init < Duration::from_secs(4),
+            "PID 1 without a handler is killed after stop_grace (1 s), not the run's 5 s: \
+             the stop took {without_init:?}"
+        );
+        manager.stop_all().await.unwrap();
+    });
+    assert_nothing_left(&run_id, &[&image]);
+}
+
+#[test]
+fn a_container_gets_its_stop_signal() {
+    if !require_docker("a_container_gets_its_stop_signal") {
+        return;
+    }
+    let project = project_dir();
+    let image = format!("harness-test/stop-signal-{}:dev", std::process::id());
+    let topology = inline(
+        project.path(),
+        &format!(
+            "services:
+  echo:
+    target:
+      docker:
+        image: \"{image}\"
+        build: {{ binary: ./target/debug/echo-server }}
+    port: 7000
+    stop_signal: SIGINT
+"
+        ),
+    );
+    let (manager, run_id) = new_manager(topology, project.path());
+    let _cleanup = Cleanup {
+        run_id: run_id.clone(),
+        images: vec![image.clone()],
+    };
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let id = manager
+            .registry()
+            .get("echo")
+            .await
+            .unwrap()
+            .execution
+            .container_id;
+        let id = id.expect("a container id");
+        let signal = docker_lines(&["inspect", "--format", "{{.Config.StopSignal}}", &id]);
+        assert_eq!(signal, ["SIGINT"]);
+        // Torn down with the run, it still gets its own signal: a service that names one is
+        // stopped gracefully.
+        manager.stop_all().await.unwrap();
+        log_has(&manager, "echo", "received SIGINT").await;
+    });
+    assert_nothing_left(&run_id, &[&image]);
+}

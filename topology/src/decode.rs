@@ -9,10 +9,10 @@ use super::diagnostic::{Diagnostic, Sources, Span};
 use super::model::{
     BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, FileSource, HealthCheck,
     LabConfig, LabHostConfig, LogLimits, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget,
-    RemoteLanTarget, ServiceConfig, ServiceFile, ServiceTarget, Subnet, TopologyConfig,
+    RemoteLanTarget, ServiceConfig, ServiceFile, ServiceTarget, StopSignal, Subnet, TopologyConfig,
     WireguardTarget,
 };
-use super::parse::{Key, Node, ScalarKind, Value};
+use super::parse::{Key, Node, Scalar, ScalarKind, Value};
 use super::suggest::{closest, one_of};
 
 /// The target kinds, as the ADR writes them under `target:`.
@@ -31,6 +31,8 @@ const SERVICE_FIELDS: &[&str] = &[
     "config",
     "logs",
     "files",
+    "stop_signal",
+    "stop_grace",
 ];
 const FILE_FIELDS: &[&str] = &["source", "content", "target", "mode"];
 const LOGS_FIELDS: &[&str] = &["max_size", "max_files"];
@@ -44,6 +46,7 @@ const DOCKER_FIELDS: &[&str] = &[
     "command",
     "entrypoint",
     "working_dir",
+    "init",
 ];
 const BUILD_FIELDS: &[&str] = &["binary", "base"];
 const REMOTE_LAN_FIELDS: &[&str] = &[
@@ -357,6 +360,8 @@ impl<'a> Decoder<'a> {
             config: serde_json::Map::new(),
             logs: LogLimits::default(),
             files: Vec::new(),
+            stop_signal: None,
+            stop_grace: None,
             locations: FieldLocations::new(self.sources.location(key.span)),
         };
         let context = format!("service `{name}`");
@@ -406,6 +411,16 @@ impl<'a> Decoder<'a> {
             self.record("files", k.span);
             let kind = complete.then(|| service.target.kind());
             service.files = self.files(name, kind, n);
+        }
+        if let Some((k, n)) = fields.present("stop_signal") {
+            self.record("stop_signal", n.span);
+            service.stop_signal = self.stop_signal(n);
+            self.refuse_on_mesh(name, &service.target, complete, k, "stop_signal");
+        }
+        if let Some((k, n)) = fields.present("stop_grace") {
+            self.record("stop_grace", n.span);
+            service.stop_grace = self.duration(n, "stop_grace");
+            self.refuse_on_mesh(name, &service.target, complete, k, "stop_grace");
         }
         for (path, span) in &self.spans {
             service
@@ -528,6 +543,13 @@ impl<'a> Decoder<'a> {
         let command = self.optional_list_field(&fields, "command", path);
         let entrypoint = self.optional_list_field(&fields, "entrypoint", path);
         let working_dir = self.optional_text(&fields, "working_dir", path);
+        let init = match fields.present("init") {
+            None => Some(None),
+            Some((_, n)) => {
+                self.record(&format!("{path}.init"), n.span);
+                self.boolean(n, "`init`").map(Some)
+            }
+        };
         Some(DockerTarget {
             image: image?,
             build: build?,
@@ -537,7 +559,62 @@ impl<'a> Decoder<'a> {
             command: command?,
             entrypoint: entrypoint?,
             working_dir: working_dir?,
+            init: init?,
         })
+    }
+
+    fn stop_signal(&mut self, node: &Node) -> Option<StopSignal> {
+        let names = StopSignal::ALL.map(|(n, _)| n);
+        let text = self.text(node, "`stop_signal`")?;
+        let signal = StopSignal::from_name(&text);
+        if signal.is_none() {
+            self.error(
+                node.span,
+                format!(
+                    "unknown signal `{text}` for `stop_signal`: expected one of {}",
+                    one_of(&names)
+                ),
+            );
+        }
+        signal
+    }
+
+    /// A `wireguard` service is stopped by its package's own stop script: a signal or a
+    /// grace period of ours would have no effect, so they are refused.
+    fn refuse_on_mesh(
+        &mut self,
+        service: &str,
+        target: &ServiceTarget,
+        complete: bool,
+        key: &Key,
+        field: &str,
+    ) {
+        if complete && matches!(target, ServiceTarget::Wireguard(_)) {
+            self.error(
+                key.span,
+                format!(
+                    "service `{service}` runs on the mesh (`wireguard`), where its package's \
+                     stop script stops it: `{field}` has no effect there; remove it"
+                ),
+            );
+        }
+    }
+
+    fn boolean(&mut self, node: &Node, what: &str) -> Option<bool> {
+        match &node.value {
+            Value::Scalar(Scalar {
+                kind: ScalarKind::Bool(b),
+                ..
+            }) => Some(*b),
+            other => {
+                let found = other.describe();
+                self.error(
+                    node.span,
+                    format!("expected `true` or `false` for {what}, found {found}"),
+                );
+                None
+            }
+        }
     }
 
     fn build(&mut self, key: &Key, node: &Node, path: &str, context: &str) -> Option<DockerBuild> {

@@ -218,9 +218,72 @@ pub struct ServiceConfig {
     /// the file lists them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<ServiceFile>,
+    /// `stop_signal:`: the signal that asks the service to stop (`TERM`, `INT`, `QUIT`, `HUP`,
+    /// `USR1`, `USR2` or `KILL`, written with or without `SIG`); `None` is `TERM`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<StopSignal>,
+    /// `stop_grace:`: how long the service may take to stop before it is killed; `None`
+    /// leaves it to the run (`harness up --stop-grace`, 10 s by default).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_optional_duration"
+    )]
+    pub stop_grace: Option<std::time::Duration>,
     /// Where in which file each part of the service was written.
     #[serde(skip)]
     pub locations: FieldLocations,
+}
+
+/// A signal that asks a service to stop (`stop_signal:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum StopSignal {
+    /// `SIGTERM`, the default.
+    Term,
+    /// `SIGINT`, what Ctrl-C sends (PostgreSQL's fast shutdown).
+    Int,
+    /// `SIGQUIT` (nginx's graceful shutdown).
+    Quit,
+    /// `SIGHUP`.
+    Hup,
+    /// `SIGUSR1`.
+    Usr1,
+    /// `SIGUSR2`.
+    Usr2,
+    /// `SIGKILL`: no graceful stop at all.
+    Kill,
+}
+
+impl StopSignal {
+    /// Every signal `stop_signal:` takes, by its name without `SIG`.
+    pub const ALL: [(&'static str, StopSignal); 7] = [
+        ("TERM", StopSignal::Term),
+        ("INT", StopSignal::Int),
+        ("QUIT", StopSignal::Quit),
+        ("HUP", StopSignal::Hup),
+        ("USR1", StopSignal::Usr1),
+        ("USR2", StopSignal::Usr2),
+        ("KILL", StopSignal::Kill),
+    ];
+
+    /// The signal called `name` (`TERM`, `SIGTERM`, `sigterm`).
+    pub fn from_name(name: &str) -> Option<StopSignal> {
+        let upper = name.to_ascii_uppercase();
+        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == bare)
+            .map(|(_, signal)| *signal)
+    }
+
+    /// Its name without `SIG`, as `docker --stop-signal` and `kill -s` take it.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map(|(n, _)| *n)
+            .expect("every signal is listed")
+    }
 }
 
 impl ServiceConfig {
@@ -396,6 +459,18 @@ pub struct DockerTarget {
     pub entrypoint: Option<Vec<String>>,
     /// The working directory inside the container.
     pub working_dir: Option<String>,
+    /// `init:`: a tiny init as PID 1 (`docker run --init`), which forwards signals and reaps
+    /// zombies, so that a program with no signal handler still stops on `SIGTERM`. `None`
+    /// means on for images harness builds (`build:`) and off for others.
+    pub init: Option<bool>,
+}
+
+impl DockerTarget {
+    /// Whether the container runs with an init as PID 1: `init:` if written, else whether
+    /// harness builds the image.
+    pub fn uses_init(&self) -> bool {
+        self.init.unwrap_or(self.build.is_some())
+    }
 }
 
 /// `docker: { build: {...} }`: an image made here from a local binary, with no registry.
@@ -575,4 +650,14 @@ impl Serialize for LogPattern {
 
 fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&super::format_duration(*d))
+}
+
+fn serialize_optional_duration<S: Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => serialize_duration(d, s),
+        None => s.serialize_none(),
+    }
 }

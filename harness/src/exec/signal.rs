@@ -15,6 +15,8 @@ pub enum Signal {
     User1,
     /// `SIGUSR2`.
     User2,
+    /// `SIGQUIT`: by convention, stop gracefully (nginx) or dump state (the JVM).
+    Quit,
 }
 
 impl Signal {
@@ -27,6 +29,7 @@ impl Signal {
             Signal::Reload => "HUP",
             Signal::User1 => "USR1",
             Signal::User2 => "USR2",
+            Signal::Quit => "QUIT",
         }
     }
 
@@ -39,6 +42,7 @@ impl Signal {
             Signal::Reload => 1,
             Signal::User1 => 10,
             Signal::User2 => 12,
+            Signal::Quit => 3,
         }
     }
 
@@ -51,6 +55,22 @@ impl Signal {
             Signal::Reload => S::HUP,
             Signal::User1 => S::USR1,
             Signal::User2 => S::USR2,
+            Signal::Quit => S::QUIT,
+        }
+    }
+}
+
+impl From<crate::topology::StopSignal> for Signal {
+    fn from(signal: crate::topology::StopSignal) -> Self {
+        use crate::topology::StopSignal as S;
+        match signal {
+            S::Term => Signal::Terminate,
+            S::Int => Signal::Interrupt,
+            S::Quit => Signal::Quit,
+            S::Hup => Signal::Reload,
+            S::Usr1 => Signal::User1,
+            S::Usr2 => Signal::User2,
+            S::Kill => Signal::Kill,
         }
     }
 }

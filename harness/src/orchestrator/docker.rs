@@ -17,7 +17,7 @@ use crate::topology::{BuildBase, DockerBuild, DockerTarget, ServiceTarget};
 
 use super::address::HOST_GATEWAY;
 use super::error::StartFailure;
-use super::executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec};
+use super::executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec, StopRequest};
 use super::logs::LogBuffer;
 use super::process::{ExitWatch, pump_events};
 
@@ -68,12 +68,18 @@ pub struct DockerExecutor {
     /// Numbers containers, so that a restarted service never meets its old container's name
     /// while that one is still being removed.
     started: AtomicU64,
+    /// Containers of the run that may still exist: started, and not yet seen removed. When
+    /// none is, the run's removal asks docker for none.
+    live: Arc<AtomicU64>,
     state: AsyncMutex<RunState>,
 }
 
 /// What the executor made for the current run.
 #[derive(Debug, Default)]
 struct RunState {
+    /// The janitor's sweep of dead runs, started at the first start on a thread of its own
+    /// (off the start's path) and waited for when the run is removed.
+    sweep: Option<std::thread::JoinHandle<()>>,
     swept: bool,
     network: Option<DockerNetwork<LocalLauncher>>,
     /// Every image built in the run: its id by tag; `None` for a tag that existed before the
@@ -95,6 +101,7 @@ impl DockerExecutor {
             run: run_id(),
             used: AtomicBool::new(false),
             started: AtomicU64::new(0),
+            live: Arc::new(AtomicU64::new(0)),
             state: AsyncMutex::new(RunState::default()),
         }
     }
@@ -105,19 +112,24 @@ impl DockerExecutor {
         &self.run
     }
 
-    /// Sweeps dead runs once, creates the network if need be, builds the image if the target
-    /// says so and it was not built in this run yet. Returns the network's name.
+    /// Starts the sweep of dead runs once, creates the network if the run needs one, builds
+    /// the image if the target says so and it was not built in this run yet. Returns the
+    /// network's name, if the run has one.
     async fn prepare(
         &self,
         spec: &StartSpec,
         target: &DockerTarget,
-    ) -> Result<String, StartFailure> {
+    ) -> Result<Option<String>, StartFailure> {
         let mut state = self.state.lock().await;
         if !state.swept {
             state.swept = true;
-            sweep_dead_runs(&self.launcher).await;
+            state.sweep = std::thread::Builder::new()
+                .name("harness-docker-janitor".into())
+                .spawn(|| futures_lite::future::block_on(sweep_dead_runs(&LocalLauncher)))
+                .map_err(|e| tracing::warn!("start the docker janitor: {e}"))
+                .ok();
         }
-        if state.network.is_none() {
+        if spec.containers_meet && state.network.is_none() {
             let network = DockerNetwork::create_labelled(
                 &self.launcher,
                 self.run.clone(),
@@ -133,12 +145,7 @@ impl DockerExecutor {
             let built = self.build(&target.image, build, &spec.base_dir).await?;
             state.images.insert(target.image.clone(), built);
         }
-        Ok(state
-            .network
-            .as_ref()
-            .expect("created above")
-            .name()
-            .to_string())
+        Ok(state.network.as_ref().map(|n| n.name().to_string()))
     }
 
     /// Builds `tag` from `build` and returns the image's id; `None` if the tag existed before
@@ -183,14 +190,28 @@ impl DockerExecutor {
         Ok((!existed).then_some(id))
     }
 
-    /// The container for `spec`, on `network`.
-    fn container(&self, spec: &StartSpec, target: &DockerTarget, network: &str) -> DockerContainer {
+    /// The container for `spec`, on `network` if the run has one (else Docker's default
+    /// bridge).
+    fn container(
+        &self,
+        spec: &StartSpec,
+        target: &DockerTarget,
+        network: Option<&str>,
+    ) -> DockerContainer {
         let name = &spec.service.name;
         let n = self.started.fetch_add(1, Ordering::Relaxed);
-        let mut c = DockerContainer::new(&target.image)
-            .with_name(format!("{}-{name}-{n}", self.run))
-            .with_network(network)
-            .with_network_alias(name)
+        let mut c =
+            DockerContainer::new(&target.image).with_name(format!("{}-{name}-{n}", self.run));
+        if let Some(network) = network {
+            c = c.with_network(network).with_network_alias(name);
+        }
+        if target.uses_init() {
+            c = c.with_init();
+        }
+        if let Some(signal) = spec.service.stop_signal {
+            c = c.with_stop_signal(signal.into());
+        }
+        let mut c = c
             .with_label(RUN_LABEL, &self.run)
             .with_label(SERVICE_LABEL, name)
             .with_pull(Pull::Never)
@@ -232,13 +253,22 @@ impl DockerExecutor {
     async fn remove_run(
         launcher: &LocalLauncher,
         run: &str,
+        live: &AtomicU64,
         state: &mut RunState,
     ) -> Result<(), LaunchError> {
         let mut first_error = None;
+        if let Some(sweep) = state.sweep.take() {
+            // Done long ago, as a rule; waited for so that no docker command of it outlives
+            // the run.
+            let _ = blocking::unblock(move || sweep.join()).await;
+        }
         // Containers first: a network with containers on it cannot go, nor an image in use.
-        // Services stopped on purpose are gone already; one that exited on its own may still
-        // be on its way out.
-        remove_labelled(launcher, "container", &format!("{RUN_LABEL}={run}")).await;
+        // Services stopped on purpose are gone already; one whose removal failed is looked
+        // for by its label.
+        if live.load(Ordering::SeqCst) > 0 {
+            remove_labelled(launcher, "container", &format!("{RUN_LABEL}={run}")).await;
+            live.store(0, Ordering::SeqCst);
+        }
         if let Some(network) = state.network.take() {
             let name = network.name().to_string();
             if let Err(e) = remove_network(launcher, network).await {
@@ -270,7 +300,7 @@ impl ServiceExecutor for DockerExecutor {
             self.used.store(true, Ordering::SeqCst);
             STARTED_ANY.store(true, Ordering::SeqCst);
             let network = self.prepare(spec, target).await?;
-            let container = self.container(spec, target, &network);
+            let container = self.container(spec, target, network.as_deref());
             let mut handle = container
                 .launch(&self.launcher)
                 .await
@@ -278,6 +308,7 @@ impl ServiceExecutor for DockerExecutor {
                     LaunchError::NoSuchImage { image, .. } => StartFailure::MissingImage(image),
                     other => StartFailure::Launch(other),
                 })?;
+            self.live.fetch_add(1, Ordering::SeqCst);
             let events = handle.take_events().expect("a fresh handle has its events");
             let exit = pump_events(events, log, format!("harness-log-{}", handle.name()))?;
             let published = target
@@ -286,6 +317,8 @@ impl ServiceExecutor for DockerExecutor {
                 .filter_map(|&p| handle.host_port(p).map(|h| (p, h)))
                 .collect();
             Ok(Box::new(ContainerService {
+                live: self.live.clone(),
+                keeps_data: !target.volumes.is_empty(),
                 id: handle.container_id().to_string(),
                 pid: handle.id(),
                 ip: handle.ip_address(),
@@ -302,7 +335,7 @@ impl ServiceExecutor for DockerExecutor {
                 return Ok(());
             }
             let mut state = self.state.lock().await;
-            Self::remove_run(&self.launcher, &self.run, &mut state).await?;
+            Self::remove_run(&self.launcher, &self.run, &self.live, &mut state).await?;
             // Nothing is left for the drop to look for, unless a start comes again.
             self.used.store(false, Ordering::SeqCst);
             Ok(())
@@ -318,9 +351,8 @@ impl Drop for DockerExecutor {
             return;
         }
         let state = self.state.get_mut();
-        if let Err(e) =
-            futures_lite::future::block_on(Self::remove_run(&self.launcher, &self.run, state))
-        {
+        let removal = Self::remove_run(&self.launcher, &self.run, &self.live, state);
+        if let Err(e) = futures_lite::future::block_on(removal) {
             tracing::warn!("remove docker run {}: {e}", self.run);
         }
     }
@@ -329,6 +361,11 @@ impl Drop for DockerExecutor {
 /// A running container.
 struct ContainerService {
     handle: Option<ContainerHandle<LocalLauncher>>,
+    /// The executor's count of containers that may still exist.
+    live: Arc<AtomicU64>,
+    /// Whether it has `volumes:`, which outlive it: then it is stopped gracefully even when
+    /// the run is torn down.
+    keeps_data: bool,
     id: String,
     pid: Option<u32>,
     ip: Option<IpAddr>,
@@ -379,16 +416,34 @@ impl RunningService for ContainerService {
         ExitWatch::on_exit(&self.exit, notify);
     }
 
-    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
+    fn stop(&mut self, how: StopRequest) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
         Box::pin(async move {
             let Some(mut handle) = self.handle.take() else {
                 return Ok(ExitWatch::status(&self.exit).unwrap_or(ExitStatus::from_code(0)));
             };
-            let stopped = handle.stop(grace).await;
-            let removed = handle.remove().await;
+            if how.teardown && !self.keeps_data {
+                // Its filesystem goes with it: a graceful stop buys nothing. One forced
+                // removal, as `docker rm -f` by hand.
+                self.remove(handle).await?;
+                return Ok(ExitWatch::status(&self.exit).unwrap_or(ExitStatus::from_signal(9)));
+            }
+            let stopped = handle.stop(how.grace).await;
+            let removed = self.remove(handle).await;
             let status = stopped?;
             removed.map(|()| status)
         })
+    }
+}
+
+impl ContainerService {
+    /// Removes the container (`docker rm --force`) and waits until it is gone.
+    async fn remove(&self, handle: ContainerHandle<LocalLauncher>) -> Result<(), LaunchError> {
+        handle.remove().await?;
+        // Saturating: the run's removal may have counted it gone already.
+        let _ = self
+            .live
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        Ok(())
     }
 }
 
@@ -397,7 +452,7 @@ impl Drop for ContainerService {
     /// right after.
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take()
-            && let Err(e) = futures_lite::future::block_on(handle.remove())
+            && let Err(e) = futures_lite::future::block_on(self.remove(handle))
         {
             tracing::warn!("remove a service's container: {e}");
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::exec::{ExitStatus, LaunchError};
+use crate::exec::{ExitStatus, LaunchError, Signal};
 use crate::topology::ServiceConfig;
 
 use super::error::StartFailure;
@@ -40,6 +40,10 @@ pub struct StartSpec {
     /// Its `files:`, staged on this machine. A process's are in place already; an executor
     /// that runs the service elsewhere puts them there before it starts the service.
     pub files: Vec<StagedFile>,
+    /// Whether a container of the run depends on another container, so that the run's
+    /// containers need a Docker network of their own to find each other by name. The same
+    /// for every service of a run.
+    pub containers_meet: bool,
 }
 
 impl StartSpec {
@@ -131,8 +135,42 @@ pub trait RunningService: Send + Sync {
     /// it to notice a service that exits on its own after it was started.
     fn on_exit(&self, notify: Box<dyn FnOnce(ExitStatus) + Send>);
 
-    /// Asks it to stop (SIGTERM to its process group, or to a container's main process), waits
-    /// up to `grace`, then kills it; a container is then removed.
+    /// Asks it to stop (`how.signal` to its process group, or to a container's main process),
+    /// waits up to `how.grace`, then kills it; a container is then removed.
     /// Returns how it ended.
-    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>>;
+    fn stop(&mut self, how: StopRequest) -> BoxFuture<'_, Result<ExitStatus, LaunchError>>;
+}
+
+/// How the manager asks a service to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StopRequest {
+    /// The signal that asks it to stop: its `stop_signal:`, else `SIGTERM`.
+    pub signal: Signal,
+    /// How long it may take before it is killed: its `stop_grace:`, else the run's.
+    pub grace: Duration,
+    /// Set when the whole run is being torn down and the service asked for no graceful stop
+    /// of its own (neither `stop_signal:` nor `stop_grace:`): an executor may then skip the
+    /// graceful stop where it buys nothing, as for a container whose filesystem goes with
+    /// it.
+    pub teardown: bool,
+}
+
+impl StopRequest {
+    /// A graceful stop of `service`: its own signal and grace if it has them, else `SIGTERM`
+    /// and `grace`.
+    pub fn of(service: &ServiceConfig, grace: Duration) -> Self {
+        StopRequest {
+            signal: service.stop_signal.map_or(Signal::Terminate, Signal::from),
+            grace: service.stop_grace.unwrap_or(grace),
+            teardown: false,
+        }
+    }
+
+    /// The stop of `service` when its run is torn down.
+    pub fn teardown_of(service: &ServiceConfig, grace: Duration) -> Self {
+        StopRequest {
+            teardown: service.stop_signal.is_none() && service.stop_grace.is_none(),
+            ..Self::of(service, grace)
+        }
+    }
 }

@@ -23,7 +23,7 @@ use super::address::{MeshSite, Placement, ServiceAddr};
 use super::docker::DockerExecutor;
 use super::env::{Dependency, injected_env, placeholder_values, write_run_env_file};
 use super::error::{OrchestratorError, StartFailure};
-use super::executor::{RunningService, ServiceExecutor, StartSpec};
+use super::executor::{RunningService, ServiceExecutor, StartSpec, StopRequest};
 use super::health::{ProbeContext, default_check, wait_healthy};
 use super::logs::{
     DEFAULT_LOG_TAIL, FAILURE_TAIL, FOLLOWER_CAPACITY, LogBuffer, LogLine, effective_log_limits,
@@ -190,6 +190,8 @@ pub struct ServiceManager {
     /// another instead of interleaving their state changes. Commands on different services
     /// still run in parallel.
     turns: Arc<HashMap<String, async_lock::Mutex<()>>>,
+    /// Whether a container depends on another container ([`StartSpec::containers_meet`]).
+    containers_meet: bool,
 }
 
 /// A lab built for the run, and how its hosts are reached.
@@ -260,7 +262,17 @@ impl ServiceManager {
                 (name.clone(), slot)
             })
             .collect();
+        let is_container = |name: &String| {
+            topology
+                .service(name)
+                .is_some_and(|s| matches!(s.target, ServiceTarget::Docker(_)))
+        };
+        let containers_meet = topology
+            .services
+            .iter()
+            .any(|(name, s)| is_container(name) && s.dependencies.iter().any(is_container));
         Self {
+            containers_meet,
             topology: Arc::new(topology),
             registry,
             // Absolute, so that messages name full paths.
@@ -527,7 +539,7 @@ impl ServiceManager {
         for layer in graph.stop_order() {
             let stops = layer.iter().map(|name| async move {
                 let _turn = self.turn(name).await;
-                self.stop_one(name).await
+                self.stop_one(name, true).await
             });
             for result in join_all(stops).await {
                 if let Err(e) = result {
@@ -584,7 +596,7 @@ impl ServiceManager {
     pub async fn stop(&self, name: &str) -> Result<(), OrchestratorError> {
         self.config(name)?;
         let _turn = self.turn(name).await;
-        self.stop_one(name).await
+        self.stop_one(name, false).await
     }
 
     /// Stops and starts one service again, on the same port, and returns once it is healthy.
@@ -593,7 +605,7 @@ impl ServiceManager {
     pub async fn restart(&self, name: &str) -> Result<(), OrchestratorError> {
         self.config(name)?;
         let _turn = self.turn(name).await;
-        self.stop_one(name).await?;
+        self.stop_one(name, false).await?;
         self.start_checked(name).await
     }
 
@@ -902,6 +914,7 @@ impl ServiceManager {
             base_dir: self.base_dir.clone(),
             state_dir: state_dir.clone(),
             files,
+            containers_meet: self.containers_meet,
         };
         let env = spec.env();
         if let Err(e) = write_run_env_file(&state_dir.join(format!("{name}.env")), &env) {
@@ -1006,7 +1019,8 @@ impl ServiceManager {
             },
         };
         if let Err(reason) = healthy {
-            if let Err(e) = running.stop(self.grace).await {
+            let how = StopRequest::teardown_of(config, self.grace);
+            if let Err(e) = running.stop(how).await {
                 tracing::warn!("stop service {name} after its failed start: {e}");
             }
             // Lines written just before the exit may still be on their way to the log.
@@ -1121,7 +1135,8 @@ impl ServiceManager {
         }
     }
 
-    async fn stop_one(&self, name: &str) -> Result<(), OrchestratorError> {
+    /// Stops `name`; `teardown` when the whole run goes (see [`StopRequest::teardown`]).
+    async fn stop_one(&self, name: &str, teardown: bool) -> Result<(), OrchestratorError> {
         let running = {
             let mut run = self.lock();
             let slot = run
@@ -1140,7 +1155,13 @@ impl ServiceManager {
             service: name.to_string(),
         });
         let _ = self.registry.set_state(name, ServiceState::Stopping).await;
-        let result = running.stop(self.grace).await;
+        let config = self.config(name)?;
+        let how = if teardown {
+            StopRequest::teardown_of(config, self.grace)
+        } else {
+            StopRequest::of(config, self.grace)
+        };
+        let result = running.stop(how).await;
         // Dropping the handle kills what the service left in its process group.
         drop(running);
         let _ = self.registry.set_state(name, ServiceState::Stopped).await;

@@ -163,7 +163,7 @@ mod wireguard;
 
 pub use docker::{DockerExecutor, RUN_LABEL, SERVICE_LABEL};
 pub use error::{OrchestratorError, StartFailure};
-pub use executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec};
+pub use executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec, StopRequest};
 pub use files::{DEFAULT_FILE_MODE, StagedFile};
 pub use health::CHECK_OUTPUT_LINES;
 pub use logs::{

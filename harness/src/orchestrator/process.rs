@@ -2,7 +2,6 @@
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_io::Timer;
 use futures_lite::future;
@@ -14,7 +13,7 @@ use crate::exec::{
 use crate::topology::ServiceTarget;
 
 use super::error::StartFailure;
-use super::executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec};
+use super::executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec, StopRequest};
 use super::logs::LogBuffer;
 
 /// Runs `process:` targets on this machine with [`LocalLauncher`]: each in a process group of
@@ -228,9 +227,9 @@ impl RunningService for LocalService {
         ExitWatch::on_exit(&self.exit, notify);
     }
 
-    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
+    fn stop(&mut self, how: StopRequest) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
         Box::pin(async move {
-            let status = stop_gracefully(&mut self.process, grace).await;
+            let status = stop_gracefully(&mut self.process, how).await;
             // What left the process group (a daemon that double forked) is still in the
             // service's cgroup.
             self.process.remove_cgroup();
@@ -239,16 +238,18 @@ impl RunningService for LocalService {
     }
 }
 
-/// Stops `process` as every executor does: SIGTERM to its process group, up to `grace` to end,
-/// then SIGKILL. Returns how it ended (at once if it already has).
+/// Stops `process` as every executor does: `how.signal` (SIGTERM unless the service says
+/// otherwise) to its process group, up to `how.grace` to end, then SIGKILL. Returns how it
+/// ended (at once if it already has).
 pub(crate) async fn stop_gracefully<P: ProcessHandle>(
     process: &mut P,
-    grace: Duration,
+    how: StopRequest,
 ) -> Result<ExitStatus, LaunchError> {
     if let Some(status) = process.try_status() {
         return Ok(status);
     }
-    match process.terminate().await {
+    let grace = how.grace;
+    match process.signal(how.signal).await {
         Ok(()) | Err(LaunchError::AlreadyExited { .. }) => {}
         Err(e) => return Err(e),
     }

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_lock::OnceCell;
 
@@ -14,7 +13,7 @@ use crate::exec::{
 use crate::topology::{RemoteLanTarget, ServiceTarget};
 
 use super::error::StartFailure;
-use super::executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec};
+use super::executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec, StopRequest};
 use super::logs::LogBuffer;
 use super::process::{ExitWatch, pump_events, stop_gracefully};
 
@@ -207,9 +206,9 @@ impl RunningService for RemoteService {
         ExitWatch::on_exit(&self.exit, notify);
     }
 
-    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
+    fn stop(&mut self, how: StopRequest) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
         Box::pin(async move {
-            let stopped = stop_gracefully(&mut self.process, grace).await;
+            let stopped = stop_gracefully(&mut self.process, how).await;
             super::files::remove_over_ssh(&self.ssh, &std::mem::take(&mut self.files)).await;
             stopped
         })

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::exec::{
     ExitStatus, LaunchError, Launcher as _, LocalLauncher, OutputStream, SshLauncher,
@@ -17,7 +16,7 @@ use crate::registry::{DeploymentProgress, Registry};
 use crate::topology::ServiceTarget;
 
 use super::error::StartFailure;
-use super::executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec};
+use super::executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec, StopRequest};
 use super::logs::LogBuffer;
 use super::remote_lan::KNOWN_HOSTS_FILE;
 
@@ -282,7 +281,7 @@ impl RunningService for PackageService {
         Box::pin(async move { ssh.output(&command?).await })
     }
 
-    fn stop(&mut self, _grace: Duration) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
+    fn stop(&mut self, _how: StopRequest) -> BoxFuture<'_, Result<ExitStatus, LaunchError>> {
         Box::pin(async move {
             Installed::new(self.host.root.clone(), self.service.clone())
                 .stop(&self.host.ssh, &self.target_host, false)

@@ -10,7 +10,7 @@ use crate::exec::command::Command;
 use crate::exec::docker::DockerExecLauncher;
 use crate::exec::docker::cli::{self, Removal, docker, forward_events, unique_name};
 use crate::exec::error::LaunchError;
-use crate::exec::event::{EventStream, ExitStatus, LogFilter, ProcessEvent};
+use crate::exec::event::{EventStream, ExitStatus, LogFilter, Output, ProcessEvent};
 use crate::exec::launcher::{Launcher, ProcessHandle};
 use crate::exec::pipe::ChildInput;
 use crate::exec::remote::RemoteProcess;
@@ -72,6 +72,7 @@ pub struct DockerContainer {
     args: Vec<String>,
     docker_args: Vec<String>,
     init: bool,
+    stop_signal: Option<Signal>,
     interactive: bool,
     pull: Pull,
     filter: Option<Arc<dyn LogFilter>>,
@@ -111,6 +112,7 @@ impl DockerContainer {
             args: Vec::new(),
             docker_args: Vec::new(),
             init: false,
+            stop_signal: None,
             interactive: false,
             pull: Pull::default(),
             filter: None,
@@ -224,6 +226,13 @@ impl DockerContainer {
         self
     }
 
+    /// The signal [`ContainerHandle::stop`] (`docker stop`) sends first (`--stop-signal`);
+    /// the image's own `STOPSIGNAL`, else `SIGTERM`, unless set.
+    pub fn with_stop_signal(mut self, signal: Signal) -> Self {
+        self.stop_signal = Some(signal);
+        self
+    }
+
     /// Keeps the container's stdin open (`--interactive`), to be taken with
     /// `ProcessHandle::take_stdin`.
     pub fn with_stdin(mut self) -> Self {
@@ -329,6 +338,9 @@ impl DockerContainer {
         if self.init {
             a.push("--init".into());
         }
+        if let Some(signal) = self.stop_signal {
+            a.push(format!("--stop-signal=SIG{}", signal.name()));
+        }
         if self.interactive {
             a.push("--interactive".into());
         }
@@ -352,9 +364,9 @@ impl DockerContainer {
             .unwrap_or_else(|| format!("the entrypoint of image `{}`", self.image))
     }
 
-    async fn start<L: Launcher>(self, launcher: L) -> Result<ContainerHandle<L>, LaunchError> {
-        let name = self.name.clone().unwrap_or_else(|| unique_name("harness"));
-        let create = docker(self.create_args(&name));
+    /// `docker create`: the new container's id.
+    async fn create<L: Launcher>(&self, launcher: &L, name: &str) -> Result<String, LaunchError> {
+        let create = docker(self.create_args(name));
         let out = launcher.output(&create).await?;
         if !out.success() {
             let stderr = out.stderr_text();
@@ -365,60 +377,125 @@ impl DockerContainer {
                 });
             }
             return Err(cli::failure(
-                &launcher,
+                launcher,
                 &create,
                 &out,
                 &format!("create container `{name}` from image `{}`", self.image),
             ));
         }
-        let id = out
+        Ok(out
             .stdout
             .last()
             .map(|s| s.trim().to_string())
-            .unwrap_or_else(|| name.clone());
-        // From here on the container exists: whatever fails, it goes.
+            .unwrap_or_else(|| name.to_string()))
+    }
+
+    /// Copies [`with_file`](Self::with_file)'s files into the created container `id`.
+    async fn copy_files<L: Launcher>(
+        &self,
+        launcher: &L,
+        name: &str,
+        id: &str,
+    ) -> Result<(), LaunchError> {
+        let doing = format!("copy files into container `{name}`");
+        let files = self.files.clone();
+        let archive = blocking::unblock(move || files_archive(&files))
+            .await
+            .map_err(|e| LaunchError::io(doing.clone(), e))?;
+        let cp = docker(["cp".to_string(), "-".into(), format!("{id}:/")]);
+        let out = launcher.output_with_input(&cp, &archive).await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(cli::failure(launcher, &cp, &out, &doing))
+        }
+    }
+
+    /// `cmd` (`docker run` or `docker start --attach`) as the attached client: its output is
+    /// the container's.
+    fn attached(&self, mut cmd: Command) -> Command {
+        if self.interactive {
+            cmd = cmd.arg("--interactive").piped_stdin();
+        }
+        cmd.filter = self.filter.clone();
+        if let Some(batches) = self.output_batches {
+            cmd = cmd.bounded_output(batches);
+        }
+        cmd
+    }
+
+    /// Why `docker run` ended before its container existed, from what it said.
+    fn run_failure(&self, name: &str, run: &Command, said: &Output) -> LaunchError {
+        let stderr = said.stderr_text();
+        if cli::is_missing_image(&stderr) {
+            return LaunchError::NoSuchImage {
+                image: self.image.clone(),
+                reason: stderr,
+            };
+        }
+        LaunchError::CommandFailed {
+            doing: format!("create container `{name}` from image `{}`", self.image),
+            command: run.display(),
+            status: said.status.unwrap_or(ExitStatus::from_code(-1)),
+            stderr,
+        }
+    }
+
+    fn start_timed_out(&self, name: &str) -> LaunchError {
+        LaunchError::io(
+            format!("start container `{name}`"),
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("still not running after {:?}", self.start_timeout),
+            ),
+        )
+    }
+
+    async fn start<L: Launcher>(self, launcher: L) -> Result<ContainerHandle<L>, LaunchError> {
+        let name = self.name.clone().unwrap_or_else(|| unique_name("harness"));
+        // Removes the container whatever fails from here on; one that was never made is
+        // fine.
         let mut removal = Removal::new(
             launcher.clone(),
             docker(["rm", "--force", "--volumes", name.as_str()]),
             format!("remove container `{name}`"),
         );
-
-        if !self.files.is_empty() {
-            let doing = format!("copy files into container `{name}`");
-            let files = self.files.clone();
-            let copied = match blocking::unblock(move || files_archive(&files)).await {
-                Ok(archive) => {
-                    let cp = docker(["cp".to_string(), "-".into(), format!("{id}:/")]);
-                    match launcher.output_with_input(&cp, &archive).await {
-                        Ok(out) if out.success() => Ok(()),
-                        Ok(out) => Err(cli::failure(&launcher, &cp, &out, &doing)),
-                        Err(e) => Err(e),
-                    }
-                }
-                Err(e) => Err(LaunchError::io(doing, e)),
-            };
-            if let Err(e) = copied {
+        let (mut client, start) = if self.files.is_empty() {
+            // One call, as `docker run` by hand: created, attached and started.
+            let mut run = self.create_args(&name);
+            run[0] = "run".into();
+            let run = self.attached(docker(run));
+            (launcher.spawn(&run).await?, run)
+        } else {
+            // The files go in between create and start.
+            let id = self.create(&launcher, &name).await?;
+            if let Err(e) = self.copy_files(&launcher, &name, &id).await {
                 let _ = removal.run().await;
                 return Err(e);
             }
-        }
-
-        let mut start = docker(["start", "--attach"]);
-        if self.interactive {
-            start = start.arg("--interactive").piped_stdin();
-        }
-        start = start.arg(id.clone());
-        start.filter = self.filter.clone();
-        if let Some(batches) = self.output_batches {
-            start = start.bounded_output(batches);
-        }
-        let mut client = launcher.spawn(&start).await?;
+            let start = self.attached(docker(["start", "--attach"]));
+            (launcher.spawn(&start.clone().arg(id)).await?, start)
+        };
         let client_events = client.take_events().expect("a fresh handle has its events");
 
         let deadline = Instant::now() + self.start_timeout;
         let mut pause = Duration::from_millis(5);
         let state = loop {
-            let state = inspect(&launcher, &id).await?;
+            let Some(state) = inspect(&launcher, &name).await? else {
+                // Not made yet, or never: a client that is gone says why.
+                if client.try_status().is_some() {
+                    let said = client_events.collect().await;
+                    return Err(self.run_failure(&name, &start, &said));
+                }
+                if Instant::now() > deadline {
+                    drop(client);
+                    let _ = removal.run().await;
+                    return Err(self.start_timed_out(&name));
+                }
+                async_io::Timer::after(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(10));
+                continue;
+            };
             if !state.error.is_empty() {
                 drop(client);
                 let _ = removal.run().await;
@@ -459,17 +536,12 @@ impl DockerContainer {
             if Instant::now() > deadline {
                 drop(client);
                 let _ = removal.run().await;
-                return Err(LaunchError::io(
-                    format!("start container `{name}`"),
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("still not running after {:?}", self.start_timeout),
-                    ),
-                ));
+                return Err(self.start_timed_out(&name));
             }
             async_io::Timer::after(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+            pause = (pause * 2).min(Duration::from_millis(10));
         };
+        let id = state.id.clone();
         tracing::debug!(container = %name, status = %state.status, pid = state.pid, "container started");
 
         let pid = (state.pid > 0).then_some(state.pid);
@@ -527,6 +599,7 @@ impl Target for DockerContainer {
 /// What `docker inspect` says about a container.
 #[derive(Debug, Default)]
 struct State {
+    id: String,
     status: String,
     pid: u32,
     exit_code: i32,
@@ -538,7 +611,7 @@ struct State {
 }
 
 /// One line per fact, the free-form error last.
-const INSPECT_FORMAT: &str = "{{.State.Status}}\n{{.State.Pid}}\n{{.State.ExitCode}}\n\
+const INSPECT_FORMAT: &str = "{{.Id}}\n{{.State.Status}}\n{{.State.Pid}}\n{{.State.ExitCode}}\n\
 {{range $p, $b := .NetworkSettings.Ports}}{{range $b}}port {{$p}} {{.HostIp}} {{.HostPort}}\n{{end}}{{end}}\
 {{range $n, $c := .NetworkSettings.Networks}}net {{$n}} {{$c.IPAddress}}\n{{end}}\
 error {{.State.Error}}";
@@ -563,26 +636,35 @@ fn files_archive(files: &[ContainerFile]) -> std::io::Result<Vec<u8>> {
     archive.into_inner()
 }
 
-async fn inspect<L: Launcher>(launcher: &L, id: &str) -> Result<State, LaunchError> {
-    let out = cli::run(
+/// What docker says of container `name`; `None` if there is no such container.
+async fn inspect<L: Launcher>(launcher: &L, name: &str) -> Result<Option<State>, LaunchError> {
+    let cmd = docker([
+        "inspect",
+        "--type",
+        "container",
+        "--format",
+        INSPECT_FORMAT,
+        name,
+    ]);
+    let out = launcher.output(&cmd).await?;
+    if out.success() {
+        return Ok(Some(parse_state(&out.stdout)));
+    }
+    if cli::is_no_such_container(&out.stderr_text()) {
+        return Ok(None);
+    }
+    Err(cli::failure(
         launcher,
-        vec![
-            "inspect".into(),
-            "--type".into(),
-            "container".into(),
-            "--format".into(),
-            INSPECT_FORMAT.into(),
-            id.into(),
-        ],
-        &format!("inspect container `{id}`"),
-    )
-    .await?;
-    Ok(parse_state(&out.stdout))
+        &cmd,
+        &out,
+        &format!("inspect container `{name}`"),
+    ))
 }
 
 fn parse_state(lines: &[String]) -> State {
     let mut s = State::default();
     let mut it = lines.iter();
+    s.id = it.next().map(|l| l.trim().to_string()).unwrap_or_default();
     s.status = it.next().map(|l| l.trim().to_string()).unwrap_or_default();
     s.pid = it.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
     s.exit_code = it.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
@@ -675,7 +757,7 @@ impl<L: Launcher> ContainerHandle<L> {
         self.exec_launcher().spawn(cmd).await
     }
 
-    /// Stops the container: `SIGTERM` (or the image's stop signal), then `SIGKILL` after
+    /// Stops the container: its stop signal (`with_stop_signal`, else the image's, else `SIGTERM`), then `SIGKILL` after
     /// `grace` (rounded up to whole seconds), and waits for it to exit.
     pub async fn stop(&mut self, grace: Duration) -> Result<ExitStatus, LaunchError> {
         if let Some(status) = self.client.try_status() {
@@ -783,6 +865,7 @@ mod tests {
             .with_user("1000")
             .with_entrypoint("/bin/sh")
             .with_init()
+            .with_stop_signal(Signal::Quit)
             .with_pull(Pull::Never)
             .with_docker_arg("--cap-add=NET_ADMIN")
             .with_args(["-c", "echo hi"]);
@@ -816,6 +899,7 @@ mod tests {
             "--entrypoint",
             "/bin/sh",
             "--init",
+            "--stop-signal=SIGQUIT",
             "--pull=never",
             "--cap-add=NET_ADMIN",
             "img:1",
@@ -831,6 +915,7 @@ mod tests {
     #[test]
     fn inspect_output_is_parsed() {
         let out: Vec<String> = [
+            "0123abcd",
             "running",
             "4242",
             "0",
@@ -843,6 +928,7 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         let s = parse_state(&out);
+        assert_eq!(s.id, "0123abcd");
         assert_eq!(s.status, "running");
         assert_eq!(s.pid, 4242);
         assert_eq!(
