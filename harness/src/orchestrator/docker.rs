@@ -142,6 +142,12 @@ impl DockerExecutor {
         if let Some(build) = &target.build
             && !state.images.contains_key(&target.image)
         {
+            // A dead run's image of the same tag must be gone first, or this run would take
+            // it for one that existed before the run and leave its own build behind. A build
+            // takes far longer than the sweep, so this costs nothing.
+            if let Some(sweep) = state.sweep.take() {
+                let _ = blocking::unblock(move || sweep.join()).await;
+            }
             let built = self.build(&target.image, build, &spec.base_dir).await?;
             state.images.insert(target.image.clone(), built);
         }
