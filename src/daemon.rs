@@ -191,6 +191,14 @@ fn spawn_and_relay(args: &UpArgs, dir: &Path, lock: &File) -> Result<Relayed, St
     command
         .arg("--stop-grace")
         .arg(format!("{}ms", args.stop_grace.as_millis()));
+    if let Some(pull) = args.pull {
+        let name = harness::topology::PullPolicy::ALL
+            .iter()
+            .find(|(_, p)| *p == pull)
+            .map(|(n, _)| *n)
+            .expect("every policy has a name");
+        command.arg("--pull").arg(name);
+    }
     if let Some(api) = &args.api.api {
         command.arg("--api").arg(api);
     }
@@ -316,8 +324,12 @@ fn supervise_inner(args: &UpArgs, dir: &Path) -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())?;
     let names: Vec<String> = topology.services.keys().cloned().collect();
     let cargo_bins = crate::cargo_bins::resolve(&topology)?;
-    let manager = ServiceManager::new(topology, registry.clone())
-        .with_stop_grace(args.stop_grace)
+    let mut manager =
+        ServiceManager::new(topology, registry.clone()).with_stop_grace(args.stop_grace);
+    if let Some(pull) = args.pull {
+        manager = manager.with_pull(pull);
+    }
+    let manager = manager
         .with_cargo_bins(cargo_bins)
         .with_state_dir(dir.join("services"))
         .with_progress(print_progress);

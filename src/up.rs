@@ -39,6 +39,11 @@ pub struct UpArgs {
     /// How long each service may take to stop after SIGTERM before it is killed.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub(crate) stop_grace: Duration,
+    /// When containers' images are pulled, for services that name no `pull:` of their own:
+    /// `missing` (when not on this machine), `always` or `never`. Default: HARNESS_PULL, else
+    /// `missing`.
+    #[arg(long, value_name = "POLICY", value_parser = parse_pull)]
+    pub(crate) pull: Option<harness::topology::PullPolicy>,
     /// Start in the background: return once every service is healthy, leaving them running
     /// under a supervisor process (see `harness status`, `logs`, `down`).
     #[arg(short = 'd', long)]
@@ -49,6 +54,13 @@ pub struct UpArgs {
     /// starts; not for direct use).
     #[arg(long, hide = true, value_name = "DIR", conflicts_with = "detach")]
     pub(crate) supervise: Option<PathBuf>,
+}
+
+/// `--pull`'s policy by name.
+fn parse_pull(name: &str) -> Result<harness::topology::PullPolicy, String> {
+    harness::topology::PullPolicy::from_name(name).ok_or_else(|| {
+        format!("`{name}` is no pull policy: expected `missing`, `always` or `never`")
+    })
 }
 
 /// `--api` and its token options.
@@ -116,8 +128,12 @@ pub fn up(args: UpArgs) -> ExitCode {
             return ExitCode::from(EXIT_HARNESS_FAILED);
         }
     };
-    let manager = ServiceManager::new(topology, Registry::new())
-        .with_stop_grace(args.stop_grace)
+    let mut manager =
+        ServiceManager::new(topology, Registry::new()).with_stop_grace(args.stop_grace);
+    if let Some(pull) = args.pull {
+        manager = manager.with_pull(pull);
+    }
+    let manager = manager
         .with_cargo_bins(cargo_bins)
         .with_progress(print_progress);
     let api = match start_api(&args.api, token, &manager) {
@@ -355,6 +371,11 @@ pub(crate) fn print_progress(progress: &Progress) {
         Progress::Failed { service } => outln!("{service} failed"),
         Progress::Exited { service, status } => outln!("{service} {status}"),
         Progress::Stopped { service } => outln!("{service} stopped"),
+        Progress::Pulling {
+            service,
+            image,
+            status,
+        } => outln!("{service}: pull {image}: {status}"),
         _ => {}
     }
 }

@@ -796,3 +796,155 @@ fn a_container_gets_its_stop_signal() {
     });
     assert_nothing_left(&run_id, &[&image]);
 }
+
+/// A real registry (Debian's docker-registry) on a free port of 127.0.0.1, with its storage in
+/// a temporary directory; killed when dropped.
+struct LocalRegistry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    fn start() -> LocalRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{ level: error }}\nstorage:\n  filesystem:\n    \
+                 rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start docker-registry (Debian's docker-registry package)");
+        let registry = LocalRegistry {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the registry never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        registry
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn images_are_pulled_from_a_registry_as_the_pull_policy_says() {
+    if !require_docker("images_are_pulled_from_a_registry_as_the_pull_policy_says") {
+        return;
+    }
+    let registry = LocalRegistry::start();
+    let local = format!("harness-test/pushed-{}:dev", std::process::id());
+    let remote = format!(
+        "127.0.0.1:{}/harness-test/pulled:{}",
+        registry.port,
+        std::process::id()
+    );
+    // An image made here, pushed to the registry, then removed from this machine.
+    let built = run(harness::exec::DockerImage::busybox(&local)
+        .with_bytes("ok\n", "/www/index.html", 0o644)
+        .with_entrypoint(["/bin/busybox", "httpd", "-f", "-h", "/www", "-p"])
+        .build(&harness::exec::LocalLauncher))
+    .unwrap_or_else(|e| panic!("{e}"));
+    docker_lines(&["tag", &local, &remote]);
+    let push = Command::new("docker")
+        .args(["push", &remote])
+        .output()
+        .unwrap();
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    docker_lines(&["image", "rm", &remote]);
+    run(built.remove()).unwrap();
+    let _cleanup = Cleanup {
+        run_id: String::from("none"),
+        images: vec![remote.clone(), local.clone()],
+    };
+    assert!(!image_exists(&remote));
+
+    let project = project_dir();
+    let service = |image: &str, pull: &str| {
+        format!(
+            "services:\n  web:\n    target:\n      docker:\n        image: \"{image}\"\n        \
+             command: [\"${{port}}\"]\n{pull}    port: auto\n"
+        )
+    };
+    // `pull: never`: not here, so the start fails and says what to do.
+    let topology = inline(project.path(), &service(&remote, "        pull: never\n"));
+    let (manager, run_id) = new_manager(topology, project.path());
+    let error = start_error(run(manager.start_all()), "web");
+    assert!(
+        error.contains(&remote) && error.contains("pull: missing"),
+        "{error}"
+    );
+    drop(manager);
+    assert_nothing_left(&run_id, &[]);
+
+    // The default, `missing`: pulled, with its progress reported, then started.
+    let topology = inline(project.path(), &service(&remote, ""));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let (manager, run_id) = new_manager(topology, project.path());
+    let manager = manager.with_progress(move |p| {
+        if let harness::orchestrator::Progress::Pulling { status, .. } = p {
+            record.lock().unwrap().push(status.clone());
+        }
+    });
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            http(addr(&manager, "web").await, "GET", "/", "").status,
+            200
+        );
+        manager.stop_all().await.unwrap();
+    });
+    let pulled = seen.lock().unwrap().clone();
+    assert!(
+        pulled.iter().any(|l| l.contains("Downloaded newer image")),
+        "the pull's progress: {pulled:?}"
+    );
+    assert!(
+        image_exists(&remote),
+        "the pulled image stays, as docker compose leaves it"
+    );
+    assert_nothing_left(&run_id, &[]);
+
+    // An image no registry has: the error names it, the engine's reason and the ways out.
+    let missing = format!("127.0.0.1:{}/harness-test/absent:1", registry.port);
+    let topology = inline(project.path(), &service(&missing, "        pull: always\n"));
+    let (manager, run_id) = new_manager(topology, project.path());
+    let error = start_error(run(manager.start_all()), "web");
+    assert!(
+        error.contains(&format!("pull image `{missing}`"))
+            && error.contains("manifest unknown")
+            && error.contains("build:")
+            && error.contains("pull: never"),
+        "{error}"
+    );
+    drop(manager);
+    assert_nothing_left(&run_id, &[]);
+}

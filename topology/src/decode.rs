@@ -9,8 +9,8 @@ use super::diagnostic::{Diagnostic, Sources, Span};
 use super::model::{
     BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, FileSource, HealthCheck,
     LabConfig, LabHostConfig, LogLimits, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget,
-    RemoteLanTarget, ServiceConfig, ServiceFile, ServiceTarget, StopSignal, Subnet, TopologyConfig,
-    WireguardTarget,
+    PullPolicy, RemoteLanTarget, ServiceConfig, ServiceFile, ServiceTarget, StopSignal, Subnet,
+    TopologyConfig, WireguardTarget,
 };
 use super::parse::{Key, Node, Scalar, ScalarKind, Value};
 use super::suggest::{closest, one_of};
@@ -47,6 +47,7 @@ const DOCKER_FIELDS: &[&str] = &[
     "entrypoint",
     "working_dir",
     "init",
+    "pull",
 ];
 const BUILD_FIELDS: &[&str] = &["binary", "base"];
 const REMOTE_LAN_FIELDS: &[&str] = &[
@@ -550,7 +551,25 @@ impl<'a> Decoder<'a> {
                 self.boolean(n, "`init`").map(Some)
             }
         };
+        let pull = match fields.present("pull") {
+            None => Some(None),
+            Some((k, n)) => {
+                self.record(&format!("{path}.pull"), n.span);
+                let policy = self.pull_policy(n);
+                if policy.is_some() && fields.present("build").is_some() {
+                    self.error(
+                        k.span,
+                        format!(
+                            "`pull` has no effect in the {context}: harness builds its image \
+                             (`build`) and never pulls it; remove one of them"
+                        ),
+                    );
+                }
+                policy.map(Some)
+            }
+        };
         Some(DockerTarget {
+            pull: pull?,
             image: image?,
             build: build?,
             env: env?,
@@ -561,6 +580,22 @@ impl<'a> Decoder<'a> {
             working_dir: working_dir?,
             init: init?,
         })
+    }
+
+    fn pull_policy(&mut self, node: &Node) -> Option<PullPolicy> {
+        let names = PullPolicy::ALL.map(|(n, _)| n);
+        let text = self.text(node, "`pull`")?;
+        let policy = PullPolicy::from_name(&text);
+        if policy.is_none() {
+            self.error(
+                node.span,
+                format!(
+                    "unknown pull policy `{text}`: expected one of {}",
+                    one_of(&names)
+                ),
+            );
+        }
+        policy
     }
 
     fn stop_signal(&mut self, node: &Node) -> Option<StopSignal> {

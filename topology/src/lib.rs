@@ -178,8 +178,8 @@ pub use load::{MAX_TOPOLOGY_FILE_SIZE, OVERLAY_ENV, overlay_paths, read_topology
 pub use model::{
     BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, FileSource, HealthCheck,
     LabConfig, LabHostConfig, LogLimits, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget,
-    RemoteLanTarget, ServiceConfig, ServiceFile, ServiceTarget, SourceLocation, StopSignal, Subnet,
-    TopologyConfig, WireguardTarget,
+    PullPolicy, RemoteLanTarget, ServiceConfig, ServiceFile, ServiceTarget, SourceLocation,
+    StopSignal, Subnet, TopologyConfig, WireguardTarget,
 };
 pub use size::parse_size;
 pub use substitute::{

@@ -223,7 +223,7 @@ pub struct ServiceConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<StopSignal>,
     /// `stop_grace:`: how long the service may take to stop before it is killed; `None`
-    /// leaves it to the run (`harness up --stop-grace`, 10 s by default).
+    /// leaves it to the run (`harness up --stop-grace`, 5 s by default).
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "serialize_optional_duration"
@@ -459,6 +459,9 @@ pub struct DockerTarget {
     pub entrypoint: Option<Vec<String>>,
     /// The working directory inside the container.
     pub working_dir: Option<String>,
+    /// `pull:`: when the image is pulled from its registry; `None` leaves it to the run
+    /// (`harness up --pull`, `HARNESS_PULL`, else `missing`). Refused with `build:`.
+    pub pull: Option<PullPolicy>,
     /// `init:`: a tiny init as PID 1 (`docker run --init`), which forwards signals and reaps
     /// zombies, so that a program with no signal handler still stops on `SIGTERM`. `None`
     /// means on for images harness builds (`build:`) and off for others.
@@ -470,6 +473,34 @@ impl DockerTarget {
     /// harness builds the image.
     pub fn uses_init(&self) -> bool {
         self.init.unwrap_or(self.build.is_some())
+    }
+}
+
+/// When a container's image is pulled (`pull:`, `--pull`, `HARNESS_PULL`), as compose's
+/// `pull_policy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    /// Pulled when it is not on this machine.
+    #[default]
+    Missing,
+    /// Pulled at every run, so that a moving tag (`:latest`) is current.
+    Always,
+    /// Never pulled: an image that is not here fails the start.
+    Never,
+}
+
+impl PullPolicy {
+    /// Every policy, by name.
+    pub const ALL: [(&'static str, PullPolicy); 3] = [
+        ("missing", PullPolicy::Missing),
+        ("always", PullPolicy::Always),
+        ("never", PullPolicy::Never),
+    ];
+
+    /// The policy called `name`.
+    pub fn from_name(name: &str) -> Option<PullPolicy> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::exec::{
     Command, ContainerHandle, DockerContainer, DockerImage, DockerNetwork, ExitStatus, LaunchError,
     Launcher, LocalLauncher, OWNER_PID_LABEL, ProcessHandle, Pull, Target,
 };
-use crate::topology::{BuildBase, DockerBuild, DockerTarget, ServiceTarget};
+use crate::topology::{BuildBase, DockerBuild, DockerTarget, PullPolicy, ServiceTarget};
 
 use super::address::HOST_GATEWAY;
 use super::error::StartFailure;
@@ -48,8 +48,10 @@ const NSSWITCH: &str = "hosts: files dns\n";
 ///   ([`OWNER_PID_LABEL`]).
 /// - A target with `build:` gets its image built here ([`DockerImage`]: busybox or scratch,
 ///   the binary with its shared libraries as entrypoint), once per run whichever services use
-///   it, tagged with the target's `image`. Images without `build:` must be on this machine:
-///   nothing is pulled, and a missing image fails the start saying so.
+///   it, tagged with the target's `image`. Images without `build:` are pulled as
+///   [`StartSpec::pull`] says (`docker pull`, its lines reported as the start's progress),
+///   and stay after the run; containers are created with `--pull=never`, so a missing image
+///   fails the start saying so.
 /// - The service's port (`PORT`) is published on `127.0.0.1:<host port>` (the manager
 ///   chooses it, [`StartSpec::host_port`]); each of `ports:` on a port docker chooses.
 /// - The container's output goes to the service's log; its exit is noticed like a process's.
@@ -85,7 +87,15 @@ struct RunState {
     /// Every image built in the run: its id by tag; `None` for a tag that existed before the
     /// run, which is not removed.
     images: BTreeMap<String, Option<String>>,
+    /// The images pulled in the run (`pull: always` pulls each once per run).
+    pulled: std::collections::BTreeSet<String>,
 }
+
+/// Images seen on this machine's engine by this process, so that `pull: missing` asks the
+/// engine once per image rather than once per start. An image removed meanwhile fails the
+/// start as missing, since containers are created with `--pull=never`.
+static PRESENT: Mutex<std::collections::BTreeSet<String>> =
+    Mutex::new(std::collections::BTreeSet::new());
 
 impl Default for DockerExecutor {
     fn default() -> Self {
@@ -150,6 +160,30 @@ impl DockerExecutor {
             }
             let built = self.build(&target.image, build, &spec.base_dir).await?;
             state.images.insert(target.image.clone(), built);
+        }
+        if target.build.is_none() {
+            let image = &target.image;
+            let known = || {
+                PRESENT
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(image)
+            };
+            let pull = match spec.pull {
+                PullPolicy::Never => false,
+                PullPolicy::Always => !state.pulled.contains(image),
+                PullPolicy::Missing => !known() && !image_exists(&self.launcher, image).await,
+            };
+            if pull {
+                pull_image(&self.launcher, spec, image).await?;
+                state.pulled.insert(image.clone());
+            }
+            if spec.pull != PullPolicy::Never {
+                PRESENT
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(image.clone());
+            }
         }
         Ok(state.network.as_ref().map(|n| n.name().to_string()))
     }
@@ -311,7 +345,14 @@ impl ServiceExecutor for DockerExecutor {
                 .launch(&self.launcher)
                 .await
                 .map_err(|e| match e {
-                    LaunchError::NoSuchImage { image, .. } => StartFailure::MissingImage(image),
+                    LaunchError::NoSuchImage { image, .. } => {
+                        // Gone since it was seen: looked for again at the next start.
+                        PRESENT
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&image);
+                        StartFailure::MissingImage(image)
+                    }
                     other => StartFailure::Launch(other),
                 })?;
             self.live.fetch_add(1, Ordering::SeqCst);
@@ -490,6 +531,51 @@ fn volume_spec(volume: &str, base: &Path) -> String {
     } else {
         volume.to_string()
     }
+}
+
+/// `docker pull image`, each line it writes reported as the start's progress (and logged at
+/// info level). A failed pull names the image and the engine's reason.
+async fn pull_image(
+    launcher: &LocalLauncher,
+    spec: &StartSpec,
+    image: &str,
+) -> Result<(), StartFailure> {
+    let cmd = Command::new("docker").args(["pull", image]);
+    let failed = |reason: String| StartFailure::Pull {
+        image: image.to_string(),
+        reason,
+    };
+    let mut pull = launcher
+        .spawn(&cmd)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let mut events = pull.take_events().expect("a fresh handle has its events");
+    let mut said = Vec::new();
+    spec.report.line(&format!("pulling {image}"));
+    while let Some(event) = events.recv().await {
+        match event {
+            crate::exec::ProcessEvent::Stdout(line) => {
+                tracing::info!(service = %spec.service.name, %image, "{line}");
+                spec.report.line(&line);
+            }
+            crate::exec::ProcessEvent::Stderr(line) => said.push(line),
+            _ => {}
+        }
+    }
+    let status = pull.wait().await.map_err(|e| failed(e.to_string()))?;
+    if status.success() {
+        return Ok(());
+    }
+    let reason = said.join("\n");
+    let reason = reason.trim();
+    Err(failed(if reason.is_empty() {
+        format!("docker pull {status}")
+    } else {
+        reason
+            .strip_prefix("Error response from daemon: ")
+            .unwrap_or(reason)
+            .to_string()
+    }))
 }
 
 async fn image_exists(launcher: &LocalLauncher, tag: &str) -> bool {

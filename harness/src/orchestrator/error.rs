@@ -142,8 +142,15 @@ pub enum StartFailure {
         /// What it is: "a directory", "a FIFO".
         kind: &'static str,
     },
-    /// A container's image is not on this machine, and harness does not pull.
+    /// A container's image is not on this machine, and its pull policy is `never`.
     MissingImage(String),
+    /// A container's image could not be pulled.
+    Pull {
+        /// The image.
+        image: String,
+        /// The engine's reason.
+        reason: String,
+    },
     /// A container's image could not be built.
     Build {
         /// The image's tag.
@@ -216,9 +223,16 @@ impl fmt::Display for StartFailure {
             }
             Self::MissingImage(image) => write!(
                 f,
-                "image `{image}` is not on this machine, and harness does not pull images; \
-                 build it first, or add `build: {{ binary: ./path/to/program }}` to the \
-                 service's docker target to have harness build it"
+                "image `{image}` is not on this machine, and the service's pull policy is \
+                 `never` (`pull: never`, `--pull never` or HARNESS_PULL=never); pull or build \
+                 it first, allow the pull with `pull: missing`, or add `build: {{ binary: \
+                 ./path/to/program }}` to the service's docker target to have harness build it"
+            ),
+            Self::Pull { image, reason } => write!(
+                f,
+                "pull image `{image}`: {reason}; if no registry this machine reaches has it, \
+                 add `build: {{ binary: ./path/to/program }}` to the service's docker target to \
+                 have harness build it, or use an image that is here with `pull: never`"
             ),
             Self::Build { image, source } => write!(f, "build image `{image}`: {source}"),
             Self::Unsupported(kind) => {

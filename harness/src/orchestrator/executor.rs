@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::exec::{ExitStatus, LaunchError, Signal};
-use crate::topology::ServiceConfig;
+use crate::topology::{PullPolicy, ServiceConfig};
 
 use super::error::StartFailure;
 use super::files::StagedFile;
@@ -44,6 +44,41 @@ pub struct StartSpec {
     /// containers need a Docker network of their own to find each other by name. The same
     /// for every service of a run.
     pub containers_meet: bool,
+    /// When its image is pulled (a container's): its `pull:`, else the run's.
+    pub pull: PullPolicy,
+    /// Where the lines of a long step of its start go (an image's pull): the manager's
+    /// progress ([`Progress::Pulling`](super::Progress::Pulling)).
+    pub report: StepReport,
+}
+
+/// Receives the lines of a long step of a start, such as `docker pull`'s.
+#[derive(Clone, Default)]
+pub struct StepReport(Option<LineFn>);
+
+type LineFn = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+impl StepReport {
+    /// Lines go to `receive`.
+    pub fn new(receive: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        StepReport(Some(std::sync::Arc::new(receive)))
+    }
+
+    /// Reports one line.
+    pub fn line(&self, text: &str) {
+        if let Some(receive) = &self.0 {
+            receive(text);
+        }
+    }
+}
+
+impl std::fmt::Debug for StepReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "StepReport(..)"
+        } else {
+            "StepReport(none)"
+        })
+    }
 }
 
 impl StartSpec {

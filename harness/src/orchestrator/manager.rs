@@ -17,13 +17,16 @@ use crate::registry::{
     Endpoint, ExecutionInfo, ExecutionKind, HealthResult, Location, Registry, ServiceEntry,
     ServiceState,
 };
-use crate::topology::{DIR, Probe, ServiceConfig, ServiceTarget, TopologyConfig};
+use crate::topology::{DIR, Probe, PullPolicy, ServiceConfig, ServiceTarget, TopologyConfig};
 
 use super::address::{MeshSite, Placement, ServiceAddr};
 use super::docker::DockerExecutor;
 use super::env::{Dependency, injected_env, placeholder_values, write_run_env_file};
 use super::error::{OrchestratorError, StartFailure};
-use super::executor::{RunningService, ServiceExecutor, StartSpec, StopRequest};
+use super::executor::{RunningService, ServiceExecutor, StartSpec, StepReport, StopRequest};
+
+/// The environment variable that sets the run's pull policy (`missing`, `always`, `never`).
+pub const PULL_ENV: &str = "HARNESS_PULL";
 use super::health::{ProbeContext, default_check, wait_healthy};
 use super::logs::{
     DEFAULT_LOG_TAIL, FAILURE_TAIL, FOLLOWER_CAPACITY, LogBuffer, LogLine, effective_log_limits,
@@ -107,6 +110,15 @@ pub enum Progress {
     Stopped {
         /// The service.
         service: String,
+    },
+    /// A container's image is being pulled: one line of `docker pull`'s progress.
+    Pulling {
+        /// The service.
+        service: String,
+        /// The image.
+        image: String,
+        /// What `docker pull` said (`abc123: Downloading`, `Status: Downloaded newer image`).
+        status: String,
     },
 }
 
@@ -192,6 +204,12 @@ pub struct ServiceManager {
     turns: Arc<HashMap<String, async_lock::Mutex<()>>>,
     /// Whether a container depends on another container ([`StartSpec::containers_meet`]).
     containers_meet: bool,
+    /// The run's pull policy for containers whose service names none: [`with_pull`], else
+    /// `HARNESS_PULL`, else `missing`; an `HARNESS_PULL` that names no policy fails their
+    /// start.
+    ///
+    /// [`with_pull`]: ServiceManager::with_pull
+    pull: Result<PullPolicy, String>,
 }
 
 /// A lab built for the run, and how its hosts are reached.
@@ -271,7 +289,14 @@ impl ServiceManager {
             .services
             .iter()
             .any(|(name, s)| is_container(name) && s.dependencies.iter().any(is_container));
+        let pull = match std::env::var(PULL_ENV) {
+            Err(_) => Ok(PullPolicy::Missing),
+            Ok(name) => PullPolicy::from_name(&name).ok_or_else(|| {
+                format!("{PULL_ENV}={name:?} names no pull policy: expected `missing`, `always` or `never`")
+            }),
+        };
         Self {
+            pull,
             containers_meet,
             topology: Arc::new(topology),
             registry,
@@ -291,6 +316,13 @@ impl ServiceManager {
                 services,
             })),
         }
+    }
+
+    /// Pulls the images of containers whose service names no `pull:` as `policy` says
+    /// (`harness up --pull`); without it, as `HARNESS_PULL` says, else `missing`.
+    pub fn with_pull(mut self, policy: PullPolicy) -> Self {
+        self.pull = Ok(policy);
+        self
     }
 
     /// Resolves relative binaries and working directories against `dir` instead of the
@@ -906,7 +938,43 @@ impl ServiceManager {
             Ok(files) => files,
             Err(e) => return Err(fail(e).await),
         };
+        let pull = match &service.target {
+            ServiceTarget::Docker(docker) => match (docker.pull, &self.pull) {
+                (Some(own), _) => own,
+                (None, Ok(run)) => *run,
+                (None, Err(message)) => {
+                    return Err(fail(StartFailure::Io {
+                        doing: "choose when to pull the service's image",
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            message.clone(),
+                        ),
+                    })
+                    .await);
+                }
+            },
+            _ => PullPolicy::Missing,
+        };
+        let report = match self.progress.clone() {
+            None => StepReport::default(),
+            Some(progress) => {
+                let service_name = name.to_string();
+                let image = match &service.target {
+                    ServiceTarget::Docker(docker) => docker.image.clone(),
+                    _ => String::new(),
+                };
+                StepReport::new(move |line| {
+                    progress(&Progress::Pulling {
+                        service: service_name.clone(),
+                        image: image.clone(),
+                        status: line.to_string(),
+                    })
+                })
+            }
+        };
         let spec = StartSpec {
+            pull,
+            report,
             service,
             port,
             host_port,

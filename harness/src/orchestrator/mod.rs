@@ -69,8 +69,9 @@
 //! Dockerfile: [`DockerImage`](crate::exec::DockerImage), busybox unless `base: scratch`, which
 //! needs a static binary), the binary relative to the base directory and made the entrypoint.
 //! Each tag is built once per run, whichever services use it, and removed with the run unless
-//! the tag existed before. Without `build:`, the image must already be on this machine:
-//! nothing is pulled, and a missing image fails the start naming the service and the image.
+//! the tag existed before. Without `build:`, the image is pulled as the service's `pull:` (or
+//! the run's, [`ServiceManager::with_pull`], `HARNESS_PULL`) says, `missing` by default; a
+//! failed pull or a missing image fails the start naming the service and the image.
 //! A container's output goes to the service's log, and its exit is noticed like a process's;
 //! stopping it is `docker stop` (SIGTERM, the grace period rounded up to whole seconds, then
 //! SIGKILL) and `docker rm`.
@@ -163,7 +164,9 @@ mod wireguard;
 
 pub use docker::{DockerExecutor, RUN_LABEL, SERVICE_LABEL};
 pub use error::{OrchestratorError, StartFailure};
-pub use executor::{BoxFuture, RunningService, ServiceExecutor, StartSpec, StopRequest};
+pub use executor::{
+    BoxFuture, RunningService, ServiceExecutor, StartSpec, StepReport, StopRequest,
+};
 pub use files::{DEFAULT_FILE_MODE, StagedFile};
 pub use health::CHECK_OUTPUT_LINES;
 pub use logs::{
