@@ -49,7 +49,8 @@ fn main() {
     let rounds: usize = std::env::var("CONTAINER_BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(10)
+        .max(1);
     let image = smol::block_on(
         DockerImage::busybox(IMAGE)
             .with_bytes("ok\n", "/www/index.html", 0o644)
@@ -57,7 +58,18 @@ fn main() {
             .build(&LocalLauncher),
     )
     .unwrap_or_else(|e| panic!("build {IMAGE}: {e}"));
+    // The image goes whatever happens: a panic's unwinding would not wait for its removal.
+    let measured = std::panic::catch_unwind(|| measure(rounds));
+    if let Err(e) = smol::block_on(image.remove()) {
+        eprintln!("remove {IMAGE}: {e}");
+    }
+    if let Err(panic) = measured {
+        std::panic::resume_unwind(panic);
+    }
+}
 
+/// Every figure, printed as it is measured.
+fn measure(rounds: usize) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let file = dir.path().join("services.yaml");
     std::fs::write(
@@ -147,9 +159,6 @@ fn main() {
         ms(harness_copies),
         ratio(harness_copies, floor_copies)
     );
-    if let Err(e) = smol::block_on(image.remove()) {
-        eprintln!("remove {IMAGE}: {e}");
-    }
 }
 
 /// `docker run -d -p`, poll, `docker rm -f`: start to ready and teardown.
