@@ -182,5 +182,7 @@ pub use process::ProcessExecutor;
 pub use remote_lan::{KNOWN_HOSTS_FILE, RemoteLanExecutor};
 pub use state::{STATE_DIR_ENV, state_root};
 pub(crate) use temp_dir::{RunDir, create as create_run_dir, sweep as sweep_run_dirs};
-pub(crate) use termination::{end_helper_first, forget_helper, remove_on_termination};
+pub(crate) use termination::{
+    end_helper_first, forget_helper, remove_on_termination, unless_ending,
+};
 pub use waiting::{WAIT_REPORT_AFTER, WAIT_REPORT_EVERY, WaitReport};

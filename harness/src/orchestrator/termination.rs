@@ -68,6 +68,30 @@ fn end_helpers() {
     }
 }
 
+/// Set once an ending signal has arrived: from then on the thread that handles it ends the
+/// process, not `main` returning.
+static ENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How long `main` waits for the handling thread before it returns anyway.
+const ENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `code`, for `main` to return, unless an ending signal is being handled: then it waits for
+/// the handling thread to end the process as the signal says. The tests a signal ends fail
+/// (their workers get SIGTERM first, their services go), and `main` returning 101 then would
+/// end the process before its runs are removed and with the wrong status.
+pub(crate) fn unless_ending(code: std::process::ExitCode) -> std::process::ExitCode {
+    let deadline = std::time::Instant::now() + ENDING_WAIT;
+    while ENDING.load(std::sync::atomic::Ordering::SeqCst) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            tracing::warn!("the removal of this process's runs did not end; exiting anyway");
+            break;
+        }
+        std::thread::park_timeout(left);
+    }
+    code
+}
+
 /// The signals that end a run after its teardown.
 pub(crate) const ENDING_SIGNALS: [i32; 4] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT];
 
@@ -89,6 +113,7 @@ pub(crate) fn remove_on_termination() {
             .name("harness-termination".into())
             .spawn(move || {
                 if let Some(signal) = signals.forever().next() {
+                    ENDING.store(true, std::sync::atomic::Ordering::SeqCst);
                     end_helpers();
                     temp_dir::remove_live();
                     async_io::block_on(docker::remove_own_runs());

@@ -33,6 +33,11 @@ pub fn run_with_setup(setup: impl FnOnce()) -> ExitCode {
 
 /// Like [`run`], with the arguments given.
 pub fn run_with_args(args: Arguments) -> ExitCode {
+    crate::orchestrator::unless_ending(run_role_with_args(args))
+}
+
+/// [`run_with_args`] up to its exit code.
+fn run_role_with_args(args: Arguments) -> ExitCode {
     super::log::init_tracing();
     raise_open_files_limit();
     // Every entry point checks the role first, so a binary with a `main` of its own that calls
@@ -49,6 +54,11 @@ pub fn run_with_args(args: Arguments) -> ExitCode {
 /// What `harness::main!()` runs: bodies on `runtime` unless a test names its own, `setup` first
 /// unless the tests are only listed.
 pub(crate) fn run_suite(runtime: Runtime, setup: impl FnOnce()) -> ExitCode {
+    crate::orchestrator::unless_ending(run_role(runtime, setup))
+}
+
+/// [`run_suite`] up to its exit code.
+fn run_role(runtime: Runtime, setup: impl FnOnce()) -> ExitCode {
     super::log::init_tracing();
     raise_open_files_limit();
     // A supervisor parses no arguments and needs no setup: the test that started it did it.
