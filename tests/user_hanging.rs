@@ -61,6 +61,28 @@ mod docker {
         reached("docker::hangs", topo);
         std::future::pending::<()>().await;
     }
+
+    /// A shared copy and an isolated copy of the same topology, each building the image; in
+    /// name order (as the runner starts them), the isolated copy starts while the shared one
+    /// runs, which its third test keeps alive.
+    mod copies {
+        use super::*;
+
+        #[harness_test(topology = "fixtures/topologies/teardown-docker.yaml")]
+        async fn a_shared(topo: &Topology) {
+            reached("docker::copies::a_shared", topo);
+        }
+
+        #[harness_test(topology = "fixtures/topologies/teardown-docker.yaml", isolated)]
+        async fn b_isolated(topo: &Topology) {
+            reached("docker::copies::b_isolated", topo);
+        }
+
+        #[harness_test(topology = "fixtures/topologies/teardown-docker.yaml")]
+        async fn c_shared(topo: &Topology) {
+            reached("docker::copies::c_shared", topo);
+        }
+    }
 }
 
 fn main() -> ExitCode {

@@ -11,6 +11,8 @@
 //! - The same with a container in the topology: the container outlives its killed owner, and
 //!   the next run's janitor removes it, the run's network and its image. That run, ended with
 //!   SIGTERM, removes its own before it ends.
+//! - A suite with a shared and an isolated copy of that topology, both building its image,
+//!   leaves no image.
 
 #[path = "support/docker.rs"]
 mod docker;
@@ -336,6 +338,35 @@ fn containers_of_a_killed_suite_are_removed_by_the_next_run() {
             "the suite's container:\n{running}"
         );
         end_with(&mut suite, sig, scene.leftovers());
+    }
+}
+
+#[test]
+fn a_shared_and_an_isolated_copy_leave_no_image() {
+    if !docker::require_docker("a_shared_and_an_isolated_copy_leave_no_image") {
+        return;
+    }
+    // Both copies build the image's tag; each run must remove its own build, whichever ends
+    // first, and neither may take the other's for one the user had. `--nocapture` runs both
+    // in the suite's process (no workers), so that all they make carries its pid.
+    for threads in ["1", "2"] {
+        let scene = Scene::new();
+        let suite = scene
+            .command(suite_binary())
+            .args(["docker::copies", "--nocapture", "--test-threads", threads])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the hanging suite");
+        let pid = suite.id();
+        let out = suite.wait_with_output().unwrap();
+        let text = fixtures::both(&out);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("3 passed"), "{text}");
+        scene
+            .leftovers()
+            .with_docker_owner(pid)
+            .assert_nothing_left(REST_GONE);
     }
 }
 

@@ -60,7 +60,7 @@ const NSSWITCH: &str = "hosts: files dns\n";
 ///   container (`docker rm --force`) and waits until it is gone.
 /// - [`ServiceExecutor::clean_up`] (called by `stop_all`) and dropping the executor (when the
 ///   last clone of its manager goes) remove the run's containers, its network and the images it
-///   built, except a tag that existed before the run, which keeps the new build.
+///   built, except a tag that named an image harness did not build, which keeps the new build.
 #[derive(Debug)]
 pub struct DockerExecutor {
     launcher: LocalLauncher,
@@ -84,11 +84,21 @@ struct RunState {
     sweep: Option<std::thread::JoinHandle<()>>,
     swept: bool,
     network: Option<DockerNetwork<LocalLauncher>>,
-    /// Every image built in the run: its id by tag; `None` for a tag that existed before the
-    /// run, which is not removed.
-    images: BTreeMap<String, Option<String>>,
+    /// Every image built in the run, by tag.
+    images: BTreeMap<String, Build>,
     /// The images pulled in the run (`pull: always` pulls each once per run).
     pulled: std::collections::BTreeSet<String>,
+}
+
+/// An image a run built.
+#[derive(Debug)]
+struct Build {
+    /// Its id: the run's containers start from it, not from the tag, which another run's
+    /// build of the same tag may take over or remove meanwhile.
+    id: String,
+    /// Whether the run removes it: not if the tag named an image of the user's before the run
+    /// (then the build stays under the tag).
+    owned: bool,
 }
 
 /// Images seen on this machine's engine by this process, so that `pull: missing` asks the
@@ -124,12 +134,13 @@ impl DockerExecutor {
 
     /// Starts the sweep of dead runs once, creates the network if the run needs one, builds
     /// the image if the target says so and it was not built in this run yet. Returns the
-    /// network's name, if the run has one.
+    /// network's name, if the run has one, and the image to start: the id of the run's own
+    /// build, or the target's image.
     async fn prepare(
         &self,
         spec: &StartSpec,
         target: &DockerTarget,
-    ) -> Result<Option<String>, StartFailure> {
+    ) -> Result<(Option<String>, String), StartFailure> {
         let mut state = self.state.lock().await;
         if !state.swept {
             state.swept = true;
@@ -161,6 +172,10 @@ impl DockerExecutor {
             let built = self.build(&target.image, build, &spec.base_dir).await?;
             state.images.insert(target.image.clone(), built);
         }
+        let image = match state.images.get(&target.image) {
+            Some(built) if target.build.is_some() => built.id.clone(),
+            _ => target.image.clone(),
+        };
         if target.build.is_none() {
             let image = &target.image;
             let known = || {
@@ -185,17 +200,17 @@ impl DockerExecutor {
                     .insert(image.clone());
             }
         }
-        Ok(state.network.as_ref().map(|n| n.name().to_string()))
+        Ok((state.network.as_ref().map(|n| n.name().to_string()), image))
     }
 
-    /// Builds `tag` from `build` and returns the image's id; `None` if the tag existed before
-    /// (the build then stays).
+    /// Builds `tag` from `build`; the build stays after the run if the tag named an image
+    /// that harness did not build (the user's own).
     async fn build(
         &self,
         tag: &str,
         build: &DockerBuild,
         base_dir: &Path,
-    ) -> Result<Option<String>, StartFailure> {
+    ) -> Result<Build, StartFailure> {
         let binary: PathBuf = base_dir
             .join(&build.binary)
             .components()
@@ -210,7 +225,11 @@ impl DockerExecutor {
             BuildBase::Busybox => DockerImage::busybox(tag),
             BuildBase::Scratch => DockerImage::scratch(tag),
         };
-        let existed = image_exists(&self.launcher, tag).await;
+        // Another run's build under the tag (a shared copy beside an isolated one, a parallel
+        // test process) is that run's to remove, by id; only a tag of the user's is kept.
+        let users = image_run(&self.launcher, tag)
+            .await
+            .is_some_and(|run| run.is_none());
         let built = base
             .with_binary(&binary, &program)
             .with_bytes(NSSWITCH, "/etc/nsswitch.conf", 0o644)
@@ -227,7 +246,7 @@ impl DockerExecutor {
         // moves to its image, and this run must remove its own image, not that one.
         let id = built.id().to_string();
         let _ = built.keep();
-        Ok((!existed).then_some(id))
+        Ok(Build { id, owned: !users })
     }
 
     /// The container for `spec`, on `network` if the run has one (else Docker's default
@@ -236,12 +255,12 @@ impl DockerExecutor {
         &self,
         spec: &StartSpec,
         target: &DockerTarget,
+        image: &str,
         network: Option<&str>,
     ) -> DockerContainer {
         let name = &spec.service.name;
         let n = self.started.fetch_add(1, Ordering::Relaxed);
-        let mut c =
-            DockerContainer::new(&target.image).with_name(format!("{}-{name}-{n}", self.run));
+        let mut c = DockerContainer::new(image).with_name(format!("{}-{name}-{n}", self.run));
         if let Some(network) = network {
             c = c.with_network(network).with_network_alias(name);
         }
@@ -316,9 +335,9 @@ impl DockerExecutor {
                 first_error.get_or_insert(e);
             }
         }
-        for (tag, id) in std::mem::take(&mut state.images) {
-            if let Some(id) = id
-                && let Err(e) = remove_image(launcher, &tag, &id).await
+        for (tag, built) in std::mem::take(&mut state.images) {
+            if built.owned
+                && let Err(e) = remove_image(launcher, &tag, &built.id).await
             {
                 first_error.get_or_insert(e);
             }
@@ -339,8 +358,8 @@ impl ServiceExecutor for DockerExecutor {
             };
             self.used.store(true, Ordering::SeqCst);
             STARTED_ANY.store(true, Ordering::SeqCst);
-            let network = self.prepare(spec, target).await?;
-            let container = self.container(spec, target, network.as_deref());
+            let (network, image) = self.prepare(spec, target).await?;
+            let container = self.container(spec, target, &image, network.as_deref());
             let mut handle = container
                 .launch(&self.launcher)
                 .await
@@ -576,6 +595,20 @@ async fn pull_image(
             .unwrap_or(reason)
             .to_string()
     }))
+}
+
+/// The run whose build the image `tag` names: `None` if there is no such image, `Some(None)`
+/// if harness did not build it.
+async fn image_run(launcher: &LocalLauncher, tag: &str) -> Option<Option<String>> {
+    let format = format!("{{{{index .Config.Labels \"{RUN_LABEL}\"}}}}");
+    let cmd = Command::new("docker").args(["image", "inspect", "--format", &format, tag]);
+    let out = launcher
+        .output(&cmd)
+        .await
+        .ok()
+        .filter(|out| out.success())?;
+    let run = out.stdout_text().trim().to_string();
+    Some((!run.is_empty() && run != "<no value>").then_some(run))
 }
 
 async fn image_exists(launcher: &LocalLauncher, tag: &str) -> bool {
