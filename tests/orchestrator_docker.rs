@@ -3,8 +3,9 @@
 //! talking across every edge (process to container, container to process, container to
 //! container) through the addresses harness injected; a missing image and a container that
 //! exits fail the start, named, with the log tail, and roll back; dropping the manager and
-//! stopping it leave no container, network, image or state directory; and the janitor removes
-//! what a dead run left.
+//! stopping it leave no container, network, image or state directory; the janitor removes
+//! what a dead run left; an image's own HEALTHCHECK, `tmpfs:`, `volumes:`, `cpus:`, `memory:`
+//! and `network_mode: host` take effect in the engine.
 //!
 //! Without a Docker engine each test says why it did not run and passes, unless
 //! `HARNESS_REQUIRE_DOCKER=1`.
@@ -947,4 +948,206 @@ fn images_are_pulled_from_a_registry_as_the_pull_policy_says() {
     );
     drop(manager);
     assert_nothing_left(&run_id, &[]);
+}
+
+/// Builds `tag` from busybox-static (no registry needed) with the Dockerfile `lines` after it.
+fn build_busybox_image(tag: &str, lines: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("/bin/busybox", dir.path().join("busybox")).expect("busybox-static is installed");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM scratch\nCOPY busybox /bin/busybox\n\
+             RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+             RUN [\"/bin/busybox\", \"mkdir\", \"-m\", \"1777\", \"/tmp\"]\n{lines}\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new("docker")
+        .args(["build", "--quiet", "--tag", tag])
+        .arg(dir.path())
+        .output()
+        .expect("run docker build");
+    assert!(
+        out.status.success(),
+        "docker build {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One container of `image` running `command`, checked by the image's HEALTHCHECK, with the
+/// check's `timing` fields after it.
+fn checked_by_its_image(image: &str, command: &str, timing: &str) -> String {
+    format!(
+        "services:
+  web:
+    target:
+      docker:
+        image: \"{image}\"
+        pull: never
+        command: [sh, -c, \"{command}\"]
+    port: auto
+    health_check:
+      docker: {{}}
+{timing}"
+    )
+}
+
+#[test]
+fn an_images_own_healthcheck_is_its_health_check() {
+    if !require_docker("an_images_own_healthcheck_is_its_health_check") {
+        return;
+    }
+    let project = project_dir();
+    let tag = |what: &str| format!("harness-test/healthcheck-{what}-{}:dev", std::process::id());
+    let (ready, failing, none) = (tag("ready"), tag("failing"), tag("none"));
+    // A long interval: Docker's own runs of the test decide nothing here. The shell form
+    // (CMD-SHELL) runs through the container's shell, with its environment.
+    build_busybox_image(
+        &ready,
+        "HEALTHCHECK --interval=1h CMD test -f /tmp/ready && wget -qO- http://127.0.0.1:$PORT/",
+    );
+    build_busybox_image(&failing, "HEALTHCHECK --interval=1h CMD [\"false\"]");
+    build_busybox_image(&none, "");
+    let _images = Cleanup {
+        run_id: String::new(),
+        images: vec![ready.clone(), failing.clone(), none.clone()],
+    };
+
+    // The server answers at once, but the test passes only once /tmp/ready exists, which this
+    // test makes while the start waits: until then the service must still be starting.
+    let serve = "mkdir /www && echo served > /www/index.html && exec httpd -f -p ${port} -h /www";
+    let topology = inline(project.path(), &checked_by_its_image(&ready, serve, ""));
+    let (manager, run_id) = new_manager(topology, project.path());
+    let _cleanup = Cleanup {
+        run_id: run_id.clone(),
+        images: Vec::new(),
+    };
+    run(async {
+        let registry = manager.registry().clone();
+        let make_ready = async {
+            let id = loop {
+                let entry = registry.get("web").await.unwrap();
+                if let Some(id) = entry.execution.container_id {
+                    break id;
+                }
+                smol::Timer::after(Duration::from_millis(20)).await;
+            };
+            smol::Timer::after(Duration::from_millis(500)).await;
+            let entry = registry.get("web").await.unwrap();
+            assert_eq!(entry.state, ServiceState::Starting, "{:?}", entry.health);
+            let touched = Command::new("docker")
+                .args(["exec", &id, "touch", "/tmp/ready"])
+                .status()
+                .unwrap();
+            assert!(touched.success());
+        };
+        let (started, ()) = smol::future::zip(manager.start_all(), make_ready).await;
+        started.unwrap_or_else(|e| panic!("{e}"));
+        let last = registry.get("web").await.unwrap().health.expect("a result");
+        assert!(
+            last.healthy && last.detail.contains("docker exec"),
+            "the last result: {last:?}"
+        );
+        manager.stop_all().await.unwrap();
+    });
+    assert_nothing_left(&run_id, &[]);
+
+    // A test that fails fails the start, naming what ran; an image without one says so.
+    let once = "      start_period: 0s\n      retries: 1\n";
+    for (image, expected) in [
+        (&failing, "false` exited with code 1"),
+        (&none, "has no HEALTHCHECK"),
+    ] {
+        let serve = "exec httpd -f -p ${port}";
+        let topology = inline(project.path(), &checked_by_its_image(image, serve, once));
+        let (manager, run_id) = new_manager(topology, project.path());
+        let _cleanup = Cleanup {
+            run_id: run_id.clone(),
+            images: Vec::new(),
+        };
+        run(async {
+            let error = manager.start_all().await.expect_err("the check fails");
+            let error = error.to_string();
+            assert!(error.contains(expected), "{image}: {error}");
+            assert!(error.contains("web"), "{image}: {error}");
+        });
+        assert_nothing_left(&run_id, &[]);
+    }
+}
+
+#[test]
+fn tmpfs_volumes_limits_and_the_host_network_reach_the_container() {
+    if !require_docker("tmpfs_volumes_limits_and_the_host_network_reach_the_container") {
+        return;
+    }
+    let project = project_dir();
+    let image = format!("harness-test/host-net-{}:dev", std::process::id());
+    let origin = tempfile::tempdir().unwrap();
+    std::fs::write(origin.path().join("index.html"), "from-origin\n").unwrap();
+    // `origin` listens on 127.0.0.1 only, where no container on a bridge reaches it; `web`,
+    // on this machine's network, fetches from it, then serves what it got and its mounts from
+    // a tmpfs, on 127.0.0.1 too.
+    let topology = inline(
+        project.path(),
+        &format!(
+            "services:
+  origin:
+    target:
+      process:
+        binary: /bin/busybox
+        args: [httpd, -f, -p, \"127.0.0.1:${{port}}\", -h, \"{origin}\"]
+    port: auto
+  web:
+    target:
+      docker:
+        image: \"{image}\"
+        build: {{ binary: /bin/busybox, base: busybox }}
+        network_mode: host
+        tmpfs: [\"/www:size=1m\"]
+        volumes: [\"./data:/data\"]
+        cpus: 0.5
+        memory: 64M
+        command: [sh, -c, \"wget -qO /www/origin http://${{ORIGIN_ADDR}}/ && grep ' /www ' /proc/mounts > /www/index.html && echo written > /data/out && exec httpd -f -p 127.0.0.1:${{port}} -h /www\"]
+    dependencies: [origin]
+    port: auto
+",
+            origin = origin.path().display()
+        ),
+    );
+    let (manager, run_id) = new_manager(topology, project.path());
+    let _cleanup = Cleanup {
+        run_id: run_id.clone(),
+        images: vec![image.clone()],
+    };
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let entry = manager.registry().get("web").await.unwrap();
+        let addr = entry.endpoints[0].address;
+        assert!(addr.ip().is_loopback(), "{addr}");
+        assert_eq!(
+            env_var(&manager, "web", "ORIGIN_ADDR"),
+            manager.registry().get("origin").await.unwrap().endpoints[0]
+                .address
+                .to_string(),
+            "a container on this machine's network reaches a process where this machine does"
+        );
+        let origin_copy = http(addr, "GET", "/origin", "").body;
+        assert!(origin_copy.contains("from-origin"), "{origin_copy}");
+        let mounts = http(addr, "GET", "/", "").body;
+        assert!(mounts.contains("tmpfs /www tmpfs"), "{mounts}");
+        assert!(mounts.contains("size=1024k"), "{mounts}");
+        let written = std::fs::read_to_string(project.path().join("data/out")).unwrap();
+        assert_eq!(written, "written\n", "the bind mount of ./data");
+        let id = entry.execution.container_id.expect("a container id");
+        let limits = docker_lines(&[
+            "inspect",
+            "--format",
+            "{{.HostConfig.NetworkMode}} {{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}",
+            &id,
+        ]);
+        assert_eq!(limits, [format!("host 500000000 {}", 64 << 20)]);
+        manager.stop_all().await.unwrap();
+    });
+    assert_nothing_left(&run_id, &[&image]);
 }

@@ -7,10 +7,10 @@ use indexmap::IndexMap;
 
 use super::diagnostic::{Diagnostic, Sources, Span};
 use super::model::{
-    BuildBase, DockerBuild, DockerTarget, EnvMap, FieldLocations, FileSource, HealthCheck,
-    LabConfig, LabHostConfig, LogLimits, LogPattern, NetworkConfig, PortSpec, Probe, ProcessTarget,
-    PullPolicy, RemoteLanTarget, ServiceConfig, ServiceFile, ServiceTarget, StopSignal, Subnet,
-    TopologyConfig, WireguardTarget,
+    BuildBase, Cpus, DockerBuild, DockerTarget, EnvMap, FieldLocations, FileSource, HealthCheck,
+    LabConfig, LabHostConfig, LogLimits, LogPattern, NetworkConfig, NetworkMode, PortSpec, Probe,
+    ProcessTarget, PullPolicy, RemoteLanTarget, ServiceConfig, ServiceFile, ServiceTarget,
+    StopSignal, Subnet, TopologyConfig, WireguardTarget,
 };
 use super::parse::{Key, Node, Scalar, ScalarKind, Value};
 use super::suggest::{closest, one_of};
@@ -48,6 +48,10 @@ const DOCKER_FIELDS: &[&str] = &[
     "working_dir",
     "init",
     "pull",
+    "tmpfs",
+    "network_mode",
+    "cpus",
+    "memory",
 ];
 const BUILD_FIELDS: &[&str] = &["binary", "base"];
 const REMOTE_LAN_FIELDS: &[&str] = &[
@@ -61,12 +65,13 @@ const REMOTE_LAN_FIELDS: &[&str] = &[
     "key",
 ];
 const WIREGUARD_FIELDS: &[&str] = &["host", "user", "package"];
-const PROBES: &[&str] = &["tcp", "http", "command", "log"];
+const PROBES: &[&str] = &["tcp", "http", "command", "log", "docker"];
 const HEALTH_FIELDS: &[&str] = &[
     "tcp",
     "http",
     "command",
     "log",
+    "docker",
     "interval",
     "timeout",
     "retries",
@@ -75,6 +80,8 @@ const HEALTH_FIELDS: &[&str] = &[
 const HTTP_FIELDS: &[&str] = &["path", "status"];
 /// `tcp: {}` takes no fields.
 const TCP_FIELDS: &[&str] = &[];
+/// `docker: {}` takes no fields.
+const DOCKER_PROBE_FIELDS: &[&str] = &[];
 
 /// Every table of field names above, by the section of docs/topology.md that documents it
 /// (named by its heading): the docs test checks that each field there has a row of its own.
@@ -95,6 +102,7 @@ pub(crate) const FIELD_TABLES: &[(&str, &[&str])] = &[
     ("target.wireguard", WIREGUARD_FIELDS),
     ("health_check", HEALTH_FIELDS),
     ("health_check.tcp", TCP_FIELDS),
+    ("health_check.docker", DOCKER_PROBE_FIELDS),
     ("health_check.http", HTTP_FIELDS),
 ];
 
@@ -395,6 +403,23 @@ impl<'a> Decoder<'a> {
         if let Some((k, n)) = fields.present("health_check") {
             self.record("health_check", k.span);
             service.health_check = self.health_check(name, k, n);
+            if complete
+                && service
+                    .health_check
+                    .as_ref()
+                    .is_some_and(|c| c.probe == Probe::Docker)
+                && !matches!(service.target, ServiceTarget::Docker(_))
+            {
+                self.error(
+                    k.span,
+                    format!(
+                        "service `{name}` is checked by its image's HEALTHCHECK (`docker: {{}}`), \
+                         but its target is `{}`, which has no image; use `tcp`, `http`, \
+                         `command` or `log`",
+                        service.target.kind()
+                    ),
+                );
+            }
         }
         if let Some((_, n)) = fields.present("port") {
             self.record("port", n.span);
@@ -568,7 +593,46 @@ impl<'a> Decoder<'a> {
                 policy.map(Some)
             }
         };
+        let tmpfs = self.list_field(&fields, "tmpfs", path);
+        let network_mode = match fields.present("network_mode") {
+            None => Some(NetworkMode::Bridge),
+            Some((_, n)) => {
+                self.record(&format!("{path}.network_mode"), n.span);
+                self.network_mode(n)
+            }
+        };
+        if network_mode == Some(NetworkMode::Host)
+            && let Some((k, _)) = fields.present("ports")
+        {
+            self.error(
+                k.span,
+                format!(
+                    "`ports` has no effect in the {context}: with `network_mode: host` the \
+                     container listens on this machine's own ports, which are not published; \
+                     remove `ports`"
+                ),
+            );
+        }
+        let cpus = match fields.present("cpus") {
+            None => Some(None),
+            Some((_, n)) => {
+                self.record(&format!("{path}.cpus"), n.span);
+                self.cpus(n).map(Some)
+            }
+        };
+        let memory = match fields.present("memory") {
+            None => Some(None),
+            Some((_, n)) => {
+                self.record(&format!("{path}.memory"), n.span);
+                // Docker's own floor is 6 MiB.
+                self.size(n, "`memory`", 6 << 20).map(Some)
+            }
+        };
         Some(DockerTarget {
+            tmpfs: tmpfs?,
+            network_mode: network_mode?,
+            cpus: cpus?,
+            memory: memory?,
             pull: pull?,
             image: image?,
             build: build?,
@@ -580,6 +644,52 @@ impl<'a> Decoder<'a> {
             working_dir: working_dir?,
             init: init?,
         })
+    }
+
+    fn network_mode(&mut self, node: &Node) -> Option<NetworkMode> {
+        let names = NetworkMode::ALL.map(|(n, _)| n);
+        let text = self.text(node, "`network_mode`")?;
+        let mode = NetworkMode::from_name(&text);
+        if mode.is_none() {
+            self.error(
+                node.span,
+                format!(
+                    "unknown network mode `{text}`: expected one of {}",
+                    one_of(&names)
+                ),
+            );
+        }
+        mode
+    }
+
+    /// `cpus:`: a positive number of CPUs, to three decimals.
+    fn cpus(&mut self, node: &Node) -> Option<Cpus> {
+        let value = match &node.value {
+            Value::Scalar(s) => match s.kind {
+                ScalarKind::Int(i) => Some(i as f64),
+                ScalarKind::Float(f) => Some(f),
+                _ => None,
+            },
+            _ => None,
+        };
+        let millis = value
+            .filter(|v| v.is_finite() && *v > 0.0 && *v <= 1024.0)
+            .map(|v| (v * 1000.0).round() as u32)
+            .filter(|&m| m > 0);
+        if millis.is_none() {
+            let found = match &node.value {
+                Value::Scalar(s) => format!("`{}`", s.text),
+                other => other.describe().to_string(),
+            };
+            self.error(
+                node.span,
+                format!(
+                    "expected a number of CPUs greater than 0 and at most 1024 (such as `0.5` \
+                     or `2`) for `cpus`, found {found}"
+                ),
+            );
+        }
+        millis.map(Cpus)
     }
 
     fn pull_policy(&mut self, node: &Node) -> Option<PullPolicy> {
@@ -940,7 +1050,10 @@ impl<'a> Decoder<'a> {
             Ok(bytes) => {
                 self.error(
                     node.span,
-                    format!("{name} must be at least {min} bytes (`1K`), found {bytes}"),
+                    format!(
+                        "{name} must be at least {min} bytes (`{}`), found {bytes}",
+                        short_size(min)
+                    ),
                 );
                 None
             }
@@ -1054,6 +1167,10 @@ impl<'a> Decoder<'a> {
                     path: path_field?,
                     status: status?,
                 })
+            }
+            "docker" => {
+                self.fields(node, Some(key), "`docker` probe", DOCKER_PROBE_FIELDS)?;
+                Some(Probe::Docker)
             }
             "command" => {
                 let command = self.list(node, &path, "`command`")?;
@@ -1516,4 +1633,14 @@ fn to_json(node: &Node) -> serde_json::Value {
                 .collect(),
         ),
     }
+}
+
+/// `bytes` as the shortest size a file writes for it: `6M`, `1K`, `100`.
+fn short_size(bytes: u64) -> String {
+    for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
 }

@@ -466,6 +466,65 @@ pub struct DockerTarget {
     /// zombies, so that a program with no signal handler still stops on `SIGTERM`. `None`
     /// means on for images harness builds (`build:`) and off for others.
     pub init: Option<bool>,
+    /// `tmpfs:`: in-memory mounts as `docker run --tmpfs` takes them, `PATH[:OPTIONS]`
+    /// (`/var/lib/postgresql/data:size=256m`); gone with the container.
+    pub tmpfs: Vec<String>,
+    /// `network_mode:`: the run's network (or Docker's default bridge), or this machine's own
+    /// network stack.
+    pub network_mode: NetworkMode,
+    /// `cpus:`: at most this many CPUs' worth of time (`docker run --cpus`).
+    pub cpus: Option<Cpus>,
+    /// `memory:`: at most this many bytes of memory (`docker run --memory`).
+    pub memory: Option<u64>,
+}
+
+/// A container's `network_mode:`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    /// Its own network namespace, on the run's network when containers meet there, else on
+    /// Docker's default bridge; its ports are published on this machine.
+    #[default]
+    Bridge,
+    /// This machine's network stack (`--network host`): it listens on this machine's ports
+    /// and reaches this machine's services at `127.0.0.1`, like a local process.
+    Host,
+}
+
+impl NetworkMode {
+    /// Every mode, by name.
+    pub const ALL: [(&'static str, NetworkMode); 2] =
+        [("bridge", NetworkMode::Bridge), ("host", NetworkMode::Host)];
+
+    /// The mode called `name`.
+    pub fn from_name(name: &str) -> Option<NetworkMode> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
+    }
+}
+
+/// A number of CPUs, kept in thousandths (`cpus: 0.5` is 500), as `docker run --cpus` takes it
+/// to three decimals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cpus(pub u32);
+
+impl Cpus {
+    /// As `docker run --cpus` takes it: `0.5`, `2`, `1.25`.
+    pub fn as_arg(self) -> String {
+        let (whole, part) = (self.0 / 1000, self.0 % 1000);
+        if part == 0 {
+            whole.to_string()
+        } else {
+            format!("{whole}.{part:03}")
+                .trim_end_matches('0')
+                .to_string()
+        }
+    }
+}
+
+impl Serialize for Cpus {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(f64::from(self.0) / 1000.0)
+    }
 }
 
 impl DockerTarget {
@@ -649,6 +708,9 @@ pub enum Probe {
     Command(Vec<String>),
     /// `log: REGEX`: a line of the service's output matches.
     Log(LogPattern),
+    /// `docker: {}`: the test of the image's own `HEALTHCHECK` exits with status 0 in the
+    /// container (docker targets only).
+    Docker,
 }
 
 /// A compiled `log:` pattern. Two patterns are equal when their source text is.

@@ -4,7 +4,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 
-use crate::topology::ServiceTarget;
+use crate::topology::{NetworkMode, ServiceTarget};
 
 use super::ports::LOCAL_HOST;
 
@@ -89,6 +89,8 @@ impl Placement {
     /// machine's address towards it found ([`LanSite::locate`]).
     pub(crate) fn of(target: &ServiceTarget) -> io::Result<Self> {
         Ok(match target {
+            // `network_mode: host`: this machine's own network stack, as a process has.
+            ServiceTarget::Docker(t) if t.network_mode == NetworkMode::Host => Placement::Host,
             ServiceTarget::Docker(_) => Placement::Container,
             ServiceTarget::RemoteLan(t) => Placement::Lan(LanSite::locate(&t.host)?),
             _ => Placement::Host,

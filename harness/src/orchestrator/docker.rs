@@ -13,7 +13,9 @@ use crate::exec::{
     Command, ContainerHandle, DockerContainer, DockerImage, DockerNetwork, ExitStatus, LaunchError,
     Launcher, LocalLauncher, OWNER_PID_LABEL, ProcessHandle, Pull, Target,
 };
-use crate::topology::{BuildBase, DockerBuild, DockerTarget, PullPolicy, ServiceTarget};
+use crate::topology::{
+    BuildBase, DockerBuild, DockerTarget, NetworkMode, PullPolicy, ServiceTarget,
+};
 
 use super::address::HOST_GATEWAY;
 use super::error::StartFailure;
@@ -261,8 +263,21 @@ impl DockerExecutor {
         let name = &spec.service.name;
         let n = self.started.fetch_add(1, Ordering::Relaxed);
         let mut c = DockerContainer::new(image).with_name(format!("{}-{name}-{n}", self.run));
-        if let Some(network) = network {
+        let host_network = target.network_mode == NetworkMode::Host;
+        if host_network {
+            // This machine's ports: nothing is published, and it is on no network of the run.
+            c = c.with_docker_arg("--network=host");
+        } else if let Some(network) = network {
             c = c.with_network(network).with_network_alias(name);
+        }
+        for mount in &target.tmpfs {
+            c = c.with_docker_arg(format!("--tmpfs={mount}"));
+        }
+        if let Some(cpus) = target.cpus {
+            c = c.with_docker_arg(format!("--cpus={}", cpus.as_arg()));
+        }
+        if let Some(bytes) = target.memory {
+            c = c.with_docker_arg(format!("--memory={bytes}"));
         }
         if target.uses_init() {
             c = c.with_init();
@@ -279,7 +294,7 @@ impl DockerExecutor {
         for (key, value) in spec.env() {
             c = c.with_env(key, value);
         }
-        if let (Some(port), Some(host_port)) = (spec.port, spec.host_port) {
+        if let (Some(port), Some(host_port), false) = (spec.port, spec.host_port, host_network) {
             c = c.with_port_mapping(port, host_port);
         }
         for port in &target.ports {

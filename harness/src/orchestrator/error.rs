@@ -124,7 +124,7 @@ pub enum StartFailure {
     Exited(ExitStatus),
     /// Its health check kept failing.
     Unhealthy {
-        /// How many times the check was tried.
+        /// How many times the check was tried; 0 when it could not be tried at all.
         tries: u32,
         /// What the last try said, in one line.
         last_error: String,
@@ -212,6 +212,11 @@ impl fmt::Display for StartFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Exited(status) => write!(f, "it {status} before it was healthy"),
+            Self::Unhealthy {
+                tries: 0,
+                last_error,
+                ..
+            } => write!(f, "health check cannot run: {last_error}"),
             Self::Unhealthy {
                 tries, last_error, ..
             } => {

@@ -1,5 +1,5 @@
-//! Health checks: `tcp`, `http`, `command` and `log` probes, tried until the service is
-//! healthy, exits, or fails too often.
+//! Health checks: `tcp`, `http`, `command`, `log` and `docker` probes, tried until the service
+//! is healthy, exits, or fails too often.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,6 +26,7 @@ pub const CHECK_OUTPUT_LINES: usize = 10;
 const CHECK_LINE_CHARS: usize = 200;
 
 /// What a probe needs to know about the service it checks.
+#[derive(Clone, Copy)]
 pub(crate) struct ProbeContext<'a> {
     /// The address at which this machine reaches the service: `127.0.0.1:HOST_PORT`, or a LAN
     /// host's address and the port.
@@ -36,6 +37,11 @@ pub(crate) struct ProbeContext<'a> {
     pub(crate) log: &'a LogBuffer,
     pub(crate) env: &'a [(String, String)],
     pub(crate) base_dir: &'a Path,
+    /// The service's container, if it runs in one.
+    pub(crate) container: Option<&'a str>,
+    /// The test of the container's `HEALTHCHECK`, as `docker exec` runs it: found by
+    /// [`wait_healthy`] for a `docker` probe.
+    pub(crate) image_test: Option<&'a [String]>,
 }
 
 /// The check used when a service has none: a `tcp` connect when it has a port (a port that
@@ -88,6 +94,19 @@ pub(crate) async fn wait_healthy(
     registry: &Registry,
     report: &mut (dyn FnMut(WaitReport) + Send),
 ) -> Result<u32, StartFailure> {
+    let image_test = match (&check.probe, context.container) {
+        (Probe::Docker, Some(container)) => Some(image_test(container).await?),
+        (Probe::Docker, None) => {
+            return Err(unhealthy(
+                "a `docker` check needs a container, and the service runs in none".to_string(),
+            ));
+        }
+        _ => None,
+    };
+    let context = &ProbeContext {
+        image_test: image_test.as_deref(),
+        ..*context
+    };
     let started = Instant::now();
     let mut schedule = ReportSchedule::new();
     let mut tries = 0;
@@ -183,6 +202,16 @@ pub(crate) async fn probe(
                 }
             }
             Probe::Command(argv) => return run_command(argv, context).await,
+            Probe::Docker => {
+                let (Some(container), Some(test)) = (context.container, context.image_test) else {
+                    return Err("no HEALTHCHECK test to run".to_string().into());
+                };
+                let exec = Command::new("docker")
+                    .arg("exec")
+                    .arg(short_id(container))
+                    .args(test.iter().cloned());
+                return run_check(exec).await;
+            }
             Probe::Log(pattern) => {
                 if context.log.matched() {
                     Ok(format!("a line matched `{}`", pattern.as_str()))
@@ -256,6 +285,83 @@ async fn run_command(argv: &[String], context: &ProbeContext<'_>) -> Result<Stri
         .args(args)
         .envs(context.env.iter().cloned())
         .current_dir(context.base_dir.to_string_lossy());
+    run_check(command).await
+}
+
+/// A start failure of a check that cannot be tried at all.
+fn unhealthy(reason: String) -> StartFailure {
+    StartFailure::Unhealthy {
+        tries: 0,
+        last_error: reason,
+        check_output: Vec::new(),
+    }
+}
+
+/// The first 12 characters of a container id, as `docker ps` shows it.
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// The test of container `id`'s `HEALTHCHECK` (its image's, unless `docker run` replaced it),
+/// as `docker exec` runs it: `CMD-SHELL` through the container's shell, `CMD` as written.
+async fn image_test(id: &str) -> Result<Vec<String>, StartFailure> {
+    let inspect = Command::new("docker").args([
+        "inspect",
+        "--format",
+        "{{json .Config.Healthcheck}} {{json .Config.Shell}} {{.Config.Image}}",
+        id,
+    ]);
+    let out = LocalLauncher
+        .output(&inspect)
+        .await
+        .map_err(StartFailure::Launch)?;
+    if !out.success() {
+        return Err(unhealthy(format!(
+            "`{}` failed: {}",
+            inspect.display(),
+            out.stderr_text().trim()
+        )));
+    }
+    let text = out.stdout_text();
+    let mut values = serde_json::Deserializer::from_str(&text).into_iter::<serde_json::Value>();
+    let check = values.next().and_then(Result::ok).unwrap_or_default();
+    let shell = values.next().and_then(Result::ok).unwrap_or_default();
+    let image = text
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let words = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|w| w.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let test = words(&check["Test"]);
+    match test.split_first() {
+        Some((kind, args)) if kind == "CMD" && !args.is_empty() => Ok(args.to_vec()),
+        Some((kind, [script])) if kind == "CMD-SHELL" => {
+            let mut shell = words(&shell);
+            if shell.is_empty() {
+                shell = vec!["/bin/sh".to_string(), "-c".to_string()];
+            }
+            shell.push(script.clone());
+            Ok(shell)
+        }
+        _ => Err(unhealthy(format!(
+            "image `{image}` has no HEALTHCHECK to run (`docker: {{}}` runs the image's own); \
+             give the service a `tcp`, `http`, `command` or `log` check instead"
+        ))),
+    }
+}
+
+/// Runs `command` here: success is exit status 0; a failure says the status and the last line
+/// the command wrote, and keeps its last lines.
+async fn run_check(command: Command) -> Result<String, ProbeFailure> {
     let output = LocalLauncher
         .output(&command)
         .await
@@ -316,6 +422,8 @@ mod tests {
     fn command_failure(script: &str) -> ProbeFailure {
         let log = LogBuffer::new("svc", 10);
         let context = ProbeContext {
+            container: None,
+            image_test: None,
             addr: None,
             direct: None,
             log: &log,

@@ -17,7 +17,9 @@ use crate::registry::{
     Endpoint, ExecutionInfo, ExecutionKind, HealthResult, Location, Registry, ServiceEntry,
     ServiceState,
 };
-use crate::topology::{DIR, Probe, PullPolicy, ServiceConfig, ServiceTarget, TopologyConfig};
+use crate::topology::{
+    DIR, NetworkMode, Probe, PullPolicy, ServiceConfig, ServiceTarget, TopologyConfig,
+};
 
 use super::address::{MeshSite, Placement, ServiceAddr};
 use super::docker::DockerExecutor;
@@ -283,7 +285,9 @@ impl ServiceManager {
         let is_container = |name: &String| {
             topology
                 .service(name)
-                .is_some_and(|s| matches!(s.target, ServiceTarget::Docker(_)))
+                .is_some_and(|s| {
+                    matches!(&s.target, ServiceTarget::Docker(t) if t.network_mode != NetworkMode::Host)
+                })
         };
         let containers_meet = topology
             .services
@@ -1037,7 +1041,7 @@ impl ServiceManager {
                 .update(name, |e| {
                     e.execution.pid = pid;
                     e.execution.start_time = start_time;
-                    e.execution.container_id = container_id;
+                    e.execution.container_id = container_id.clone();
                 })
                 .await?;
         }
@@ -1068,6 +1072,8 @@ impl ServiceManager {
                     log: &log,
                     env: &env,
                     base_dir: &self.base_dir,
+                    container: container_id.as_deref(),
+                    image_test: None,
                 };
                 let mut report = |waiting| self.report(Progress::StillWaiting(waiting));
                 wait_healthy(

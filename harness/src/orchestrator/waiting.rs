@@ -71,6 +71,15 @@ pub(crate) fn describe_check(probe: &Probe, context: &ProbeContext<'_>) -> Strin
             format!("command {}", Command::new(program).args(args).display())
         }
         Probe::Log(pattern) => format!("log line matching {}", pattern.as_str()),
+        Probe::Docker => match context.image_test {
+            Some(test) => format!(
+                "the image's HEALTHCHECK {}",
+                Command::new(test.first().cloned().unwrap_or_default())
+                    .args(test.iter().skip(1).cloned())
+                    .display()
+            ),
+            None => "the image's HEALTHCHECK".to_string(),
+        },
     }
 }
 
