@@ -5,7 +5,8 @@
 //! exits fail the start, named, with the log tail, and roll back; dropping the manager and
 //! stopping it leave no container, network, image or state directory; the janitor removes
 //! what a dead run left; an image's own HEALTHCHECK, `tmpfs:`, `volumes:`, `cpus:`, `memory:`
-//! and `network_mode: host` take effect in the engine.
+//! and `network_mode: host` take effect in the engine; a `compose:` target is reached both ways
+//! and goes with its project.
 //!
 //! Without a Docker engine each test says why it did not run and passes, unless
 //! `HARNESS_REQUIRE_DOCKER=1`.
@@ -501,6 +502,24 @@ fn the_janitor_removes_what_dead_runs_left() {
     create(&dead_run, dead);
     // One owned by a live process (this one) stays.
     create(&live_run, std::process::id());
+    // A compose project's network and volume, named for the dead owner as harness names its
+    // projects, and one of a live owner.
+    let hex = format!("{:012x}", u64::from(std::process::id()) * 7919);
+    let dead_project = format!("harness-{hex}-p{dead}-web-0");
+    let live_project = format!("harness-{hex}-p{}-web-0", std::process::id());
+    for project in [&dead_project, &live_project] {
+        let label = format!("com.docker.compose.project={project}");
+        docker_lines(&["network", "create", "--label", &label, project]);
+        docker_lines(&["volume", "create", "--label", &label, project]);
+    }
+    let compose_objects = |project: &str| {
+        let filter = format!("label=com.docker.compose.project={project}");
+        let mut found = docker_lines(&["network", "ls", "--quiet", "--filter", &filter]);
+        found.extend(docker_lines(&[
+            "volume", "ls", "--quiet", "--filter", &filter,
+        ]));
+        found
+    };
     let _cleanup = (
         Cleanup {
             run_id: dead_run.clone(),
@@ -540,6 +559,10 @@ fn the_janitor_removes_what_dead_runs_left() {
     assert_eq!(leftovers(&dead_run, &[]), Vec::<String>::new());
     assert_eq!(leftovers(&live_run, &[]), [format!("network {live_run}")]);
     assert_eq!(leftovers(&run_id, &[&image]), Vec::<String>::new());
+    assert_eq!(compose_objects(&dead_project), Vec::<String>::new());
+    assert_eq!(compose_objects(&live_project).len(), 2);
+    docker_lines(&["network", "rm", &live_project]);
+    docker_lines(&["volume", "rm", &live_project]);
 }
 
 #[test]
@@ -1150,4 +1173,171 @@ fn tmpfs_volumes_limits_and_the_host_network_reach_the_container() {
         manager.stop_all().await.unwrap();
     });
     assert_nothing_left(&run_id, &[&image]);
+}
+
+/// What Docker holds of the compose projects of run `run_id`: containers, networks, volumes.
+fn compose_leftovers(run_id: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    for (what, args) in [
+        (
+            "container",
+            vec![
+                "ps",
+                "--all",
+                "--format",
+                "{{.Names}} {{.Label \"com.docker.compose.project\"}}",
+            ],
+        ),
+        (
+            "network",
+            vec![
+                "network",
+                "ls",
+                "--format",
+                "{{.Name}} {{.Label \"com.docker.compose.project\"}}",
+            ],
+        ),
+        (
+            "volume",
+            vec![
+                "volume",
+                "ls",
+                "--format",
+                "{{.Name}} {{.Label \"com.docker.compose.project\"}}",
+            ],
+        ),
+    ] {
+        left.extend(
+            docker_lines(&args)
+                .into_iter()
+                .filter(|l| l.split(' ').nth(1).is_some_and(|p| p.starts_with(run_id)))
+                .map(|l| format!("{what} {l}")),
+        );
+    }
+    left
+}
+
+#[test]
+fn a_compose_service_is_reached_both_ways_and_taken_down_with_its_project() {
+    if !require_docker("a_compose_service_is_reached_both_ways_and_taken_down_with_its_project") {
+        return;
+    }
+    let project = project_dir();
+    let image = format!("harness-test/compose-{}:dev", std::process::id());
+    let client_image = format!("harness-test/compose-client-{}:dev", std::process::id());
+    build_busybox_image(&image, "");
+    let _images = Cleanup {
+        run_id: String::new(),
+        images: vec![image.clone()],
+    };
+    let origin = tempfile::tempdir().unwrap();
+    std::fs::write(origin.path().join("index.html"), "from-origin\n").unwrap();
+    // The user's file: `web` (with a named volume and a healthcheck, which is its health check
+    // here) depends on `sidecar`, which starts with it in the run's project. `$$` is compose's
+    // own escape of `$`.
+    std::fs::write(
+        project.path().join("compose.yaml"),
+        format!(
+            r#"version: "2.4"
+services:
+  web:
+    image: "{image}"
+    command: ["sh", "-c", "mkdir -p /www && wget -qO /www/origin http://$$ORIGIN_ADDR/ && echo $$ORIGIN_ADDR > /www/seen && exec httpd -f -p $$PORT -h /www"]
+    volumes: ["data:/data"]
+    depends_on: [sidecar]
+    healthcheck:
+      test: ["CMD-SHELL", "test -s /www/seen"]
+      interval: 1h
+  sidecar:
+    image: "{image}"
+    command: ["sleep", "1d"]
+    init: true
+volumes:
+  data: {{}}
+"#
+        ),
+    )
+    .unwrap();
+    // A process it depends on, and a container that depends on it: they reach each other
+    // through the addresses harness injects, the container on the run's network by name.
+    let topology = inline(
+        project.path(),
+        &format!(
+            "services:
+  origin:
+    target:
+      process:
+        binary: /bin/busybox
+        args: [httpd, -f, -p, \"0.0.0.0:${{port}}\", -h, \"{origin}\"]
+    port: auto
+  web:
+    target:
+      compose: {{ file: ./compose.yaml }}
+    dependencies: [origin]
+    port: 8080
+    health_check: {{ docker: {{}} }}
+  client:
+    target:
+      docker:
+        image: \"{client_image}\"
+        build: {{ binary: /bin/busybox, base: busybox }}
+        command: [sh, -c, \"mkdir /www && wget -qO /www/index.html http://${{WEB_ADDR}}/origin && exec httpd -f -p ${{port}} -h /www\"]
+    dependencies: [web]
+    port: auto
+",
+            origin = origin.path().display()
+        ),
+    );
+    let (manager, run_id) = new_manager(topology, project.path());
+    let _cleanup = Cleanup {
+        run_id: run_id.clone(),
+        images: vec![client_image.clone()],
+    };
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let registry = manager.registry();
+        let web = registry.get("web").await.unwrap();
+        assert_eq!(web.execution.kind, ExecutionKind::Compose);
+        let checked = web
+            .health
+            .expect("a result of the file's healthcheck")
+            .detail;
+        assert!(checked.contains("test -s /www/seen"), "{checked}");
+        let web_addr = web.endpoints[0].address;
+        assert!(web_addr.ip().is_loopback(), "{web_addr}");
+        // From here to the compose service, and from it to the process.
+        let fetched = http(web_addr, "GET", "/origin", "").body;
+        assert_eq!(fetched, "from-origin\n");
+        let origin_port = registry.get("origin").await.unwrap().endpoints[0]
+            .address
+            .port();
+        let seen = http(web_addr, "GET", "/seen", "").body;
+        assert_eq!(seen.trim(), format!("host.docker.internal:{origin_port}"));
+        // From a container to the compose service, by name on the run's network.
+        assert_eq!(env_var(&manager, "client", "WEB_ADDR"), "web:8080");
+        let client_addr = registry.get("client").await.unwrap().endpoints[0].address;
+        assert_eq!(http(client_addr, "GET", "/", "").body, "from-origin\n");
+        // The file's own dependency runs in the run's project, with its volume.
+        let running = compose_leftovers(&run_id);
+        let count = |kind: &str| running.iter().filter(|l| l.starts_with(kind)).count();
+        assert!(
+            count("container") == 2 && count("volume") == 1 && count("network") == 1,
+            "{running:?}"
+        );
+        assert!(running.iter().any(|l| l.contains("sidecar")), "{running:?}");
+        manager.stop_all().await.unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = compose_leftovers(&run_id);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run's projects left {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_nothing_left(&run_id, &[&client_image]);
 }

@@ -7,16 +7,17 @@ use indexmap::IndexMap;
 
 use super::diagnostic::{Diagnostic, Sources, Span};
 use super::model::{
-    BuildBase, Cpus, DockerBuild, DockerTarget, EnvMap, FieldLocations, FileSource, HealthCheck,
-    LabConfig, LabHostConfig, LogLimits, LogPattern, NetworkConfig, NetworkMode, PortSpec, Probe,
-    ProcessTarget, PullPolicy, RemoteLanTarget, ServiceConfig, ServiceFile, ServiceTarget,
-    StopSignal, Subnet, TopologyConfig, WireguardTarget,
+    BuildBase, ComposeTarget, Cpus, DockerBuild, DockerTarget, EnvMap, FieldLocations, FileSource,
+    HealthCheck, LabConfig, LabHostConfig, LogLimits, LogPattern, NetworkConfig, NetworkMode,
+    PortSpec, Probe, ProcessTarget, PullPolicy, RemoteLanTarget, ServiceConfig, ServiceFile,
+    ServiceTarget, StopSignal, Subnet, TopologyConfig, WireguardTarget,
 };
 use super::parse::{Key, Node, Scalar, ScalarKind, Value};
 use super::suggest::{closest, one_of};
 
 /// The target kinds, as the ADR writes them under `target:`.
-pub(crate) const TARGET_KINDS: &[&str] = &["process", "docker", "remote_lan", "wireguard"];
+pub(crate) const TARGET_KINDS: &[&str] =
+    &["process", "docker", "remote_lan", "wireguard", "compose"];
 const TOP_FIELDS: &[&str] = &["network", "lab", "services"];
 const LAB_FIELDS: &[&str] = &["networks", "hosts"];
 const LAB_HOST_FIELDS: &[&str] = &["networks"];
@@ -65,6 +66,7 @@ const REMOTE_LAN_FIELDS: &[&str] = &[
     "key",
 ];
 const WIREGUARD_FIELDS: &[&str] = &["host", "user", "package"];
+const COMPOSE_FIELDS: &[&str] = &["file", "service"];
 const PROBES: &[&str] = &["tcp", "http", "command", "log", "docker"];
 const HEALTH_FIELDS: &[&str] = &[
     "tcp",
@@ -100,6 +102,7 @@ pub(crate) const FIELD_TABLES: &[(&str, &[&str])] = &[
     ("target.docker.build", BUILD_FIELDS),
     ("target.remote_lan", REMOTE_LAN_FIELDS),
     ("target.wireguard", WIREGUARD_FIELDS),
+    ("target.compose", COMPOSE_FIELDS),
     ("health_check", HEALTH_FIELDS),
     ("health_check.tcp", TCP_FIELDS),
     ("health_check.docker", DOCKER_PROBE_FIELDS),
@@ -408,14 +411,17 @@ impl<'a> Decoder<'a> {
                     .health_check
                     .as_ref()
                     .is_some_and(|c| c.probe == Probe::Docker)
-                && !matches!(service.target, ServiceTarget::Docker(_))
+                && !matches!(
+                    service.target,
+                    ServiceTarget::Docker(_) | ServiceTarget::Compose(_)
+                )
             {
                 self.error(
                     k.span,
                     format!(
-                        "service `{name}` is checked by its image's HEALTHCHECK (`docker: {{}}`), \
-                         but its target is `{}`, which has no image; use `tcp`, `http`, \
-                         `command` or `log`",
+                        "service `{name}` is checked by its container's HEALTHCHECK (`docker: \
+                         {{}}`), but its target is `{}`, which runs no container; use `tcp`, \
+                         `http`, `command` or `log`",
                         service.target.kind()
                     ),
                 );
@@ -437,6 +443,16 @@ impl<'a> Decoder<'a> {
             self.record("files", k.span);
             let kind = complete.then(|| service.target.kind());
             service.files = self.files(name, kind, n);
+            if kind == Some("compose") {
+                self.error(
+                    k.span,
+                    format!(
+                        "service `{name}` is a service of a compose file, which says what its \
+                         container holds: `files` has no effect there; mount them in the \
+                         compose file (`volumes:`) or use a `docker` target"
+                    ),
+                );
+            }
         }
         if let Some((k, n)) = fields.present("stop_signal") {
             self.record("stop_signal", n.span);
@@ -497,6 +513,9 @@ impl<'a> Decoder<'a> {
                     "remote_lan" => self
                         .remote_lan(kind_key, kind_node, &path, &context)
                         .map(ServiceTarget::RemoteLan),
+                    "compose" => self
+                        .compose(kind_key, kind_node, &context)
+                        .map(ServiceTarget::Compose),
                     _ => self
                         .wireguard(kind_key, kind_node, &context)
                         .map(ServiceTarget::Wireguard),
@@ -835,6 +854,17 @@ impl<'a> Decoder<'a> {
             host: host?,
             user: user?,
             package: package?,
+        })
+    }
+
+    fn compose(&mut self, key: &Key, node: &Node, context: &str) -> Option<ComposeTarget> {
+        let path = "target.compose";
+        let fields = self.fields(node, Some(key), context, COMPOSE_FIELDS)?;
+        let file = self.required_text(&fields, key, "file", path, context);
+        let service = self.optional_text(&fields, "service", path);
+        Some(ComposeTarget {
+            file: file?,
+            service: service?,
         })
     }
 

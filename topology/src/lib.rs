@@ -176,10 +176,10 @@ pub use error::{EnvFileError, GraphError, PlaceholderError, SubstitutionError, T
 pub use graph::DependencyGraph;
 pub use load::{MAX_TOPOLOGY_FILE_SIZE, OVERLAY_ENV, overlay_paths, read_topology_file};
 pub use model::{
-    BuildBase, Cpus, DockerBuild, DockerTarget, EnvMap, FieldLocations, FileSource, HealthCheck,
-    LabConfig, LabHostConfig, LogLimits, LogPattern, NetworkConfig, NetworkMode, PortSpec, Probe,
-    ProcessTarget, PullPolicy, RemoteLanTarget, ServiceConfig, ServiceFile, ServiceTarget,
-    SourceLocation, StopSignal, Subnet, TopologyConfig, WireguardTarget,
+    BuildBase, ComposeTarget, Cpus, DockerBuild, DockerTarget, EnvMap, FieldLocations, FileSource,
+    HealthCheck, LabConfig, LabHostConfig, LogLimits, LogPattern, NetworkConfig, NetworkMode,
+    PortSpec, Probe, ProcessTarget, PullPolicy, RemoteLanTarget, ServiceConfig, ServiceFile,
+    ServiceTarget, SourceLocation, StopSignal, Subnet, TopologyConfig, WireguardTarget,
 };
 pub use size::parse_size;
 pub use substitute::{

@@ -400,30 +400,43 @@ pub enum ServiceTarget {
     /// A package deployed to a remote host that joins the WireGuard mesh
     /// (`target: { wireguard: {...} }`).
     Wireguard(WireguardTarget),
+    /// A service of a docker compose file, in a compose project of the run's own
+    /// (`target: { compose: {...} }`).
+    Compose(ComposeTarget),
 }
 
 impl ServiceTarget {
     /// The target's kind as the file writes it: `process`, `docker`, `remote_lan`,
-    /// `wireguard`.
+    /// `wireguard`, `compose`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Process(_) => "process",
             Self::Docker(_) => "docker",
             Self::RemoteLan(_) => "remote_lan",
             Self::Wireguard(_) => "wireguard",
+            Self::Compose(_) => "compose",
         }
     }
 
-    /// The environment the file gives the service (empty for `wireguard`, whose package
-    /// carries its own).
+    /// The environment the file gives the service (none for `wireguard`, whose package
+    /// carries its own, nor for `compose`, whose file does).
     pub fn env(&self) -> Option<&EnvMap> {
         match self {
             Self::Process(t) => Some(&t.env),
             Self::Docker(t) => Some(&t.env),
             Self::RemoteLan(t) => Some(&t.env),
-            Self::Wireguard(_) => None,
+            Self::Wireguard(_) | Self::Compose(_) => None,
         }
     }
+}
+
+/// `target: { compose: {...} }`: one service of an existing docker compose file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ComposeTarget {
+    /// The compose file, relative to the base directory.
+    pub file: String,
+    /// The service in that file; the harness service's own name when unset.
+    pub service: Option<String>,
 }
 
 /// `target: { process: {...} }`: a program started on this machine.
@@ -708,8 +721,9 @@ pub enum Probe {
     Command(Vec<String>),
     /// `log: REGEX`: a line of the service's output matches.
     Log(LogPattern),
-    /// `docker: {}`: the test of the image's own `HEALTHCHECK` exits with status 0 in the
-    /// container (docker targets only).
+    /// `docker: {}`: the test of the container's own `HEALTHCHECK` (its image's, or a compose
+    /// file's `healthcheck:`) exits with status 0 in the container (`docker` and `compose`
+    /// targets only).
     Docker,
 }
 

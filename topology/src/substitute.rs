@@ -212,7 +212,7 @@ impl ServiceConfig {
                     out.push(("target.remote_lan.working_dir".into(), dir));
                 }
             }
-            ServiceTarget::Wireguard(_) => {}
+            ServiceTarget::Wireguard(_) | ServiceTarget::Compose(_) => {}
         }
         if let Some(check) = &self.health_check
             && let Probe::Command(command) = &check.probe
@@ -278,7 +278,7 @@ impl ServiceConfig {
                 out.extend(t.env.values_mut());
                 out.extend(t.working_dir.as_mut());
             }
-            ServiceTarget::Wireguard(_) => {}
+            ServiceTarget::Wireguard(_) | ServiceTarget::Compose(_) => {}
         }
         if let Some(check) = &mut self.health_check
             && let Probe::Command(command) = &mut check.probe

@@ -69,8 +69,10 @@ impl ComposeCli {
 /// one is given, so that parallel tests never share containers, networks or volumes; compose
 /// labels everything it creates with it (`com.docker.compose.project`). Every service's
 /// containers also carry the ownership labels ([`MANAGED_LABEL`], [`OWNER_PID_LABEL`]), added
-/// by a second compose file written to `/tmp` where compose runs and removed with the project.
-/// Dropping the handle takes the whole project down, volumes included.
+/// by a second compose file written to `/tmp` (or
+/// [`with_scratch_dir`](Self::with_scratch_dir)) where compose runs and removed with the
+/// project; the builder's `with_env`, `with_port_mapping` and the like add to the service
+/// through it. Dropping the handle takes the whole project down, volumes included.
 ///
 /// ```no_run
 /// # smol::block_on(async {
@@ -91,6 +93,20 @@ pub struct ComposeService {
     project: Option<String>,
     all_services: bool,
     cli: Option<ComposeCli>,
+    extra: ServiceExtra,
+    scratch: Option<String>,
+}
+
+/// What harness adds to the launched service's definition, through the same second file as
+/// the ownership labels: compose merges it over the user's.
+#[derive(Debug, Clone, Default)]
+struct ServiceExtra {
+    env: Vec<(String, String)>,
+    labels: Vec<(String, String)>,
+    ports: Vec<String>,
+    extra_hosts: Vec<String>,
+    stop_signal: Option<Signal>,
+    stop_grace: Option<Duration>,
 }
 
 impl ComposeService {
@@ -102,7 +118,56 @@ impl ComposeService {
             project: None,
             all_services: false,
             cli: None,
+            extra: ServiceExtra::default(),
+            scratch: None,
         }
+    }
+
+    /// Writes the second compose file into `dir` (where the launcher runs) instead of `/tmp`:
+    /// a directory that is removed with its owner's run.
+    pub fn with_scratch_dir(mut self, dir: impl Into<String>) -> Self {
+        self.scratch = Some(dir.into());
+        self
+    }
+
+    /// Sets `key=value` in the service's environment, over what the compose file sets.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Labels the service's containers `key=value`.
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.labels.push((key.into(), value.into()));
+        self
+    }
+
+    /// Publishes the service's `container_port` on `host_ip:host_port` too (`ports:`).
+    pub fn with_port_mapping(mut self, host_ip: &str, host_port: u16, container_port: u16) -> Self {
+        self.extra
+            .ports
+            .push(format!("{host_ip}:{host_port}:{container_port}"));
+        self
+    }
+
+    /// Adds `name:address` to the service's `/etc/hosts` (`extra_hosts:`); `host-gateway` as
+    /// the address is the Docker host's gateway.
+    pub fn with_extra_host(mut self, name: &str, address: &str) -> Self {
+        self.extra.extra_hosts.push(format!("{name}:{address}"));
+        self
+    }
+
+    /// Stops the service with `signal` instead of its own (`stop_signal:`).
+    pub fn with_stop_signal(mut self, signal: Signal) -> Self {
+        self.extra.stop_signal = Some(signal);
+        self
+    }
+
+    /// Gives the service `grace` to stop before it is killed (`stop_grace_period:`), also when
+    /// the project is taken down.
+    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+        self.extra.stop_grace = Some(grace);
+        self
     }
 
     /// Names the project (`--project-name`) instead of a generated unique name.
@@ -142,8 +207,23 @@ impl ComposeService {
         let services = project
             .run(["config", "--services"], "list the services")
             .await?;
-        let labels = format!("/tmp/{}.harness-labels.yaml", project.name);
-        write_file(&launcher, &labels, &label_override(&services.stdout)).await?;
+        let dir = self.scratch.as_deref().unwrap_or("/tmp");
+        let labels = format!("{dir}/{}.harness-labels.yaml", project.name);
+        if !services.stdout.iter().any(|s| s.trim() == self.service) {
+            return Err(LaunchError::Unsupported(format!(
+                "compose file `{}` has no service `{}`; it has {}",
+                self.file,
+                self.service,
+                services
+                    .stdout
+                    .iter()
+                    .map(|s| format!("`{}`", s.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let yaml = label_override(&services.stdout, &self.service, &self.extra);
+        write_file(&launcher, &labels, &yaml).await?;
         project.files.push(labels.clone());
         // Armed before `up`, which may fail halfway and leave a network or containers behind.
         let down = project.command(["down", "--volumes", "--remove-orphans"]);
@@ -175,7 +255,7 @@ impl ComposeService {
                     "--type".into(),
                     "container".into(),
                     "--format".into(),
-                    "{{.State.Pid}} {{.Name}}".into(),
+                    "{{.State.Pid}} {{.Name}} {{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}".into(),
                     container.clone(),
                 ],
                 &format!("inspect the container of service `{}`", self.service),
@@ -189,9 +269,10 @@ impl ComposeService {
                 .unwrap_or(&container)
                 .trim_start_matches('/')
                 .to_string();
-            Ok::<_, LaunchError>((container, name, pid.filter(|p| *p > 0)))
+            let ip = words.find_map(|w| w.parse::<std::net::IpAddr>().ok());
+            Ok::<_, LaunchError>((container, name, pid.filter(|p| *p > 0), ip))
         };
-        let (container, container_name, pid) = match started.await {
+        let (container, container_name, pid, ip) = match started.await {
             Ok(found) => found,
             Err(e) => {
                 let _ = removal.run().await;
@@ -238,6 +319,7 @@ impl ComposeService {
             service: self.service,
             container,
             container_name,
+            ip,
             pid,
             events: Some(events),
             exit,
@@ -315,8 +397,11 @@ impl<L: Launcher> Project<L> {
     }
 }
 
-/// A compose file that adds the ownership labels to each of `services`.
-fn label_override(services: &[String]) -> String {
+/// A compose file that adds the ownership labels to each of `services`, and `extra` to
+/// `launched`.
+fn label_override(services: &[String], launched: &str, extra: &ServiceExtra) -> String {
+    // Compose interpolates `$` in every file it reads: `$$` is a `$`.
+    let value = |v: &str| json_string(&v.replace('$', "$$"));
     let mut yaml = String::from("services:\n");
     for service in services.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
         yaml.push_str(&format!(
@@ -324,6 +409,32 @@ fn label_override(services: &[String]) -> String {
             json_string(service),
             std::process::id()
         ));
+        if service != launched {
+            continue;
+        }
+        for (k, v) in &extra.labels {
+            yaml.push_str(&format!("      {}: {}\n", json_string(k), value(v)));
+        }
+        if !extra.env.is_empty() {
+            yaml.push_str("    environment:\n");
+            for (k, v) in &extra.env {
+                yaml.push_str(&format!("      {}: {}\n", json_string(k), value(v)));
+            }
+        }
+        for (field, items) in [("ports", &extra.ports), ("extra_hosts", &extra.extra_hosts)] {
+            if !items.is_empty() {
+                yaml.push_str(&format!("    {field}:\n"));
+                for item in items {
+                    yaml.push_str(&format!("      - {}\n", value(item)));
+                }
+            }
+        }
+        if let Some(signal) = extra.stop_signal {
+            yaml.push_str(&format!("    stop_signal: SIG{}\n", signal.name()));
+        }
+        if let Some(grace) = extra.stop_grace {
+            yaml.push_str(&format!("    stop_grace_period: {}ms\n", grace.as_millis()));
+        }
     }
     yaml
 }
@@ -377,6 +488,7 @@ pub struct ComposeHandle<L: Launcher> {
     service: String,
     container: String,
     container_name: String,
+    ip: Option<std::net::IpAddr>,
     pid: Option<u32>,
     events: Option<EventStream>,
     exit: Arc<ExitState>,
@@ -397,6 +509,16 @@ impl<L: Launcher> ComposeHandle<L> {
     /// The name of this service's container.
     pub fn container_name(&self) -> &str {
         &self.container_name
+    }
+
+    /// The id of this service's container.
+    pub fn container_id(&self) -> &str {
+        &self.container
+    }
+
+    /// The container's address on the first of its networks, as it was when it started.
+    pub fn ip_address(&self) -> Option<std::net::IpAddr> {
+        self.ip
     }
 
     /// The name of the container of `service`, another service of the same project.
@@ -575,7 +697,8 @@ mod tests {
 
     #[test]
     fn the_label_file_covers_every_service() {
-        let yaml = label_override(&["web".into(), "odd name".into(), "".into()]);
+        let services = ["web".into(), "odd name".into(), "".into()];
+        let yaml = label_override(&services, "web", &ServiceExtra::default());
         let pid = std::process::id();
         assert_eq!(
             yaml,
@@ -583,6 +706,31 @@ mod tests {
                 "services:\n  \"web\":\n    labels:\n      harness.managed: \"true\"\n      \
                  harness.pid: \"{pid}\"\n  \"odd name\":\n    labels:\n      \
                  harness.managed: \"true\"\n      harness.pid: \"{pid}\"\n"
+            )
+        );
+    }
+
+    #[test]
+    fn what_harness_adds_goes_to_the_launched_service_with_dollars_escaped() {
+        let service = ComposeService::new("c.yaml", "web")
+            .with_env("PRICE", "$5")
+            .with_label("harness.run", "r1")
+            .with_port_mapping("127.0.0.1", 40000, 8080)
+            .with_extra_host("host.docker.internal", "host-gateway")
+            .with_stop_signal(Signal::Interrupt)
+            .with_stop_grace(Duration::from_millis(1500));
+        let yaml = label_override(&["db".into(), "web".into()], "web", &service.extra);
+        let pid = std::process::id();
+        assert_eq!(
+            yaml,
+            format!(
+                "services:\n  \"db\":\n    labels:\n      harness.managed: \"true\"\n      \
+                 harness.pid: \"{pid}\"\n  \"web\":\n    labels:\n      harness.managed: \
+                 \"true\"\n      harness.pid: \"{pid}\"\n      \"harness.run\": \"r1\"\n    \
+                 environment:\n      \"PRICE\": \"$$5\"\n    ports:\n      - \
+                 \"127.0.0.1:40000:8080\"\n    extra_hosts:\n      - \
+                 \"host.docker.internal:host-gateway\"\n    stop_signal: SIGINT\n    \
+                 stop_grace_period: 1500ms\n"
             )
         );
     }

@@ -91,7 +91,7 @@ impl Placement {
         Ok(match target {
             // `network_mode: host`: this machine's own network stack, as a process has.
             ServiceTarget::Docker(t) if t.network_mode == NetworkMode::Host => Placement::Host,
-            ServiceTarget::Docker(_) => Placement::Container,
+            ServiceTarget::Docker(_) | ServiceTarget::Compose(_) => Placement::Container,
             ServiceTarget::RemoteLan(t) => Placement::Lan(LanSite::locate(&t.host)?),
             _ => Placement::Host,
         })

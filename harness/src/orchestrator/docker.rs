@@ -65,27 +65,27 @@ const NSSWITCH: &str = "hosts: files dns\n";
 ///   built, except a tag that named an image harness did not build, which keeps the new build.
 #[derive(Debug)]
 pub struct DockerExecutor {
-    launcher: LocalLauncher,
-    run: String,
+    pub(super) launcher: LocalLauncher,
+    pub(super) run: String,
     /// Set at the first start, so that an executor that never ran anything never calls docker.
     used: AtomicBool,
     /// Numbers containers, so that a restarted service never meets its old container's name
     /// while that one is still being removed.
-    started: AtomicU64,
+    pub(super) started: AtomicU64,
     /// Containers of the run that may still exist: started, and not yet seen removed. When
     /// none is, the run's removal asks docker for none.
-    live: Arc<AtomicU64>,
-    state: AsyncMutex<RunState>,
+    pub(super) live: Arc<AtomicU64>,
+    pub(super) state: AsyncMutex<RunState>,
 }
 
 /// What the executor made for the current run.
 #[derive(Debug, Default)]
-struct RunState {
+pub(super) struct RunState {
     /// The janitor's sweep of dead runs, started at the first start on a thread of its own
     /// (off the start's path) and waited for when the run is removed.
     sweep: Option<std::thread::JoinHandle<()>>,
     swept: bool,
-    network: Option<DockerNetwork<LocalLauncher>>,
+    pub(super) network: Option<DockerNetwork<LocalLauncher>>,
     /// Every image built in the run, by tag.
     images: BTreeMap<String, Build>,
     /// The images pulled in the run (`pull: always` pulls each once per run).
@@ -144,24 +144,7 @@ impl DockerExecutor {
         target: &DockerTarget,
     ) -> Result<(Option<String>, String), StartFailure> {
         let mut state = self.state.lock().await;
-        if !state.swept {
-            state.swept = true;
-            state.sweep = std::thread::Builder::new()
-                .name("harness-docker-janitor".into())
-                .spawn(|| futures_lite::future::block_on(sweep_dead_runs(&LocalLauncher)))
-                .map_err(|e| tracing::warn!("start the docker janitor: {e}"))
-                .ok();
-        }
-        if spec.containers_meet && state.network.is_none() {
-            let network = DockerNetwork::create_labelled(
-                &self.launcher,
-                self.run.clone(),
-                [(RUN_LABEL, self.run.as_str())],
-            )
-            .await
-            .map_err(StartFailure::Launch)?;
-            state.network = Some(network);
-        }
+        self.prepare_run(&mut state, spec).await?;
         if let Some(build) = &target.build
             && !state.images.contains_key(&target.image)
         {
@@ -203,6 +186,33 @@ impl DockerExecutor {
             }
         }
         Ok((state.network.as_ref().map(|n| n.name().to_string()), image))
+    }
+
+    /// Starts the sweep of dead runs once, and creates the network if the run needs one.
+    pub(super) async fn prepare_run(
+        &self,
+        state: &mut RunState,
+        spec: &StartSpec,
+    ) -> Result<(), StartFailure> {
+        if !state.swept {
+            state.swept = true;
+            state.sweep = std::thread::Builder::new()
+                .name("harness-docker-janitor".into())
+                .spawn(|| futures_lite::future::block_on(sweep_dead_runs(&LocalLauncher)))
+                .map_err(|e| tracing::warn!("start the docker janitor: {e}"))
+                .ok();
+        }
+        if spec.containers_meet && state.network.is_none() {
+            let network = DockerNetwork::create_labelled(
+                &self.launcher,
+                self.run.clone(),
+                [(RUN_LABEL, self.run.as_str())],
+            )
+            .await
+            .map_err(StartFailure::Launch)?;
+            state.network = Some(network);
+        }
+        Ok(())
     }
 
     /// Builds `tag` from `build`; the build stays after the run if the tag named an image
@@ -368,11 +378,15 @@ impl ServiceExecutor for DockerExecutor {
         log: LogBuffer,
     ) -> BoxFuture<'a, Result<Box<dyn RunningService>, StartFailure>> {
         Box::pin(async move {
-            let ServiceTarget::Docker(target) = &spec.service.target else {
-                return Err(StartFailure::Unsupported(spec.service.target.kind()));
-            };
             self.used.store(true, Ordering::SeqCst);
             STARTED_ANY.store(true, Ordering::SeqCst);
+            let target = match &spec.service.target {
+                ServiceTarget::Docker(target) => target,
+                ServiceTarget::Compose(target) => {
+                    return self.start_compose(spec, target, log).await;
+                }
+                other => return Err(StartFailure::Unsupported(other.kind())),
+            };
             let (network, image) = self.prepare(spec, target).await?;
             let container = self.container(spec, target, &image, network.as_deref());
             let mut handle = container
@@ -700,6 +714,9 @@ async fn list_labelled(
     kind: &str,
     label: &str,
 ) -> Vec<(String, Option<u32>)> {
+    if let Some(kind) = kind.strip_prefix("compose-") {
+        return super::compose::list_projects(launcher, kind).await;
+    }
     let filter = format!("label={label}");
     let owner = format!("{{{{.ID}}}} {{{{.Label \"{OWNER_PID_LABEL}\"}}}}");
     let list = match kind {
@@ -755,7 +772,8 @@ async fn list_labelled(
 async fn remove_object(launcher: &LocalLauncher, kind: &str, id: &str) {
     let args = match kind {
         "container" => vec!["rm", "--force", "--volumes", id],
-        "network" => vec!["network", "rm", id],
+        "network" | "compose-network" => vec!["network", "rm", id],
+        "compose-volume" => vec!["volume", "rm", "--force", id],
         _ => vec!["image", "rm", "--force", id],
     };
     match launcher.output(&Command::new("docker").args(args)).await {
@@ -771,6 +789,17 @@ async fn remove_object(launcher: &LocalLauncher, kind: &str, id: &str) {
     }
 }
 
+/// What a run leaves in Docker, in the order it can be removed: containers first (a network
+/// or volume in use cannot go), then the networks and volumes of its compose projects (named
+/// for their owner: see [`super::compose`]), its own network and images.
+const KINDS: [&str; 5] = [
+    "container",
+    "compose-network",
+    "compose-volume",
+    "network",
+    "image",
+];
+
 /// Set once this process has started a container, so that [`remove_own_runs`] knows whether
 /// there is anything to look for.
 static STARTED_ANY: AtomicBool = AtomicBool::new(false);
@@ -782,7 +811,7 @@ pub(crate) async fn remove_own_runs() {
         return;
     }
     let launcher = LocalLauncher;
-    for kind in ["container", "network", "image"] {
+    for kind in KINDS {
         for (id, owner) in list_labelled(&launcher, kind, RUN_LABEL).await {
             if owner == Some(std::process::id()) {
                 remove_object(&launcher, kind, &id).await;
@@ -795,7 +824,7 @@ pub(crate) async fn remove_own_runs() {
 /// process is gone (a run killed before it could clean up). Only what carries [`RUN_LABEL`]
 /// is looked at, so what other tools (or other harness APIs) made is left alone.
 async fn sweep_dead_runs(launcher: &LocalLauncher) {
-    for kind in ["container", "network", "image"] {
+    for kind in KINDS {
         for (id, owner) in list_labelled(launcher, kind, RUN_LABEL).await {
             if owner.is_some_and(|pid| !process_alive(pid)) {
                 tracing::info!("removing {kind} {id} left by dead process {owner:?}");

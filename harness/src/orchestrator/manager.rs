@@ -249,7 +249,10 @@ impl ServiceManager {
     pub fn new(topology: TopologyConfig, registry: Registry) -> Self {
         let mut executors: HashMap<&'static str, Arc<dyn ServiceExecutor>> = HashMap::new();
         executors.insert("process", Arc::new(ProcessExecutor));
-        executors.insert("docker", Arc::new(DockerExecutor::new()));
+        // One executor for both: a compose service joins the run's network and its labels.
+        let docker = Arc::new(DockerExecutor::new());
+        executors.insert("docker", docker.clone());
+        executors.insert("compose", docker);
         executors.insert("remote_lan", Arc::new(RemoteLanExecutor::new()));
         let mesh = Arc::new(super::wireguard::MeshRun::new(
             topology.network.wireguard_subnet.to_string(),
@@ -283,11 +286,11 @@ impl ServiceManager {
             })
             .collect();
         let is_container = |name: &String| {
-            topology
-                .service(name)
-                .is_some_and(|s| {
-                    matches!(&s.target, ServiceTarget::Docker(t) if t.network_mode != NetworkMode::Host)
-                })
+            topology.service(name).is_some_and(|s| match &s.target {
+                ServiceTarget::Docker(t) => t.network_mode != NetworkMode::Host,
+                ServiceTarget::Compose(_) => true,
+                _ => false,
+            })
         };
         let containers_meet = topology
             .services
@@ -371,13 +374,18 @@ impl ServiceManager {
         self
     }
 
-    /// Uses `executor` for targets of `kind` (`process`, `docker`, ...).
+    /// Uses `executor` for targets of `kind` (`process`, `docker`, ...); the one for
+    /// `docker` also starts `compose` targets, whose containers share the run's network.
     pub fn with_executor(
         mut self,
         kind: &'static str,
         executor: impl ServiceExecutor + 'static,
     ) -> Self {
-        self.executors.insert(kind, Arc::new(executor));
+        let executor: Arc<dyn ServiceExecutor> = Arc::new(executor);
+        if kind == "docker" {
+            self.executors.insert("compose", executor.clone());
+        }
+        self.executors.insert(kind, executor);
         self
     }
 
@@ -779,6 +787,7 @@ impl ServiceManager {
                 ServiceTarget::Docker(_) => ExecutionKind::Docker,
                 ServiceTarget::RemoteLan(_) => ExecutionKind::RemoteLan,
                 ServiceTarget::Wireguard(_) => ExecutionKind::Wireguard,
+                ServiceTarget::Compose(_) => ExecutionKind::Compose,
             };
             let (location, host) = match &config.target {
                 ServiceTarget::RemoteLan(t) => (

@@ -145,6 +145,7 @@
 //!   [`ServiceManager`]); another program could take it in between.
 
 mod address;
+mod compose;
 mod docker;
 mod env;
 mod error;
