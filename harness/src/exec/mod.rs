@@ -28,8 +28,10 @@
 //!   and [`remove_descendants`] after its last stop, as `harness up` and the test runner do.
 //! - Remote launchers need a POSIX `sh`, `setsid` and `kill` at the far end. A remote process
 //!   killed by a signal is reported as exit code 128 + the signal number, as the shell sees it.
-//! - Systemd targets generate `systemctl`/`portablectl`/`journalctl` command lines; they are
-//!   unit-tested, but not run against a live systemd in CI, which has none.
+//! - Systemd targets run `systemctl`/`portablectl`/`journalctl` command lines where their
+//!   launcher runs. CI runs them against a real systemd as PID 1 of a container (without
+//!   `--privileged`, which the CI host refuses: `SYS_ADMIN`, the host's cgroups, tmpfs on
+//!   `/run`); units that need more than a container gives them are not covered there.
 
 mod attach;
 mod cgroup;

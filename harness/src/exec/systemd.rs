@@ -1,12 +1,16 @@
 //! systemd units as targets: `SystemdService` (systemctl) and `SystemdPortable` (portablectl).
 //!
 //! Both run the systemd command lines through a launcher, so a unit on a remote host is the same
-//! target under `SshLauncher`. CI machines have no systemd, so these are tested by the command
-//! lines they generate; the live behaviour is systemd's own.
+//! target under `SshLauncher`. Their command lines are unit-tested here; tests/systemd_executor.rs
+//! runs them against a real systemd, PID 1 of a Debian container made with debootstrap, through
+//! `DockerExecLauncher`: installed, transient and portable units, their states, signals and
+//! journals.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::exec::command::Command;
+use crate::exec::docker::forward_events;
 use crate::exec::error::LaunchError;
 use crate::exec::event::{EventStream, ExitStatus, ProcessEvent};
 use crate::exec::launcher::{Launcher, ProcessHandle};
@@ -39,7 +43,7 @@ pub enum SystemdScope {
 /// let t = SystemdService::transient("echo-1", Command::new("/usr/bin/echo").arg("hi"));
 /// assert_eq!(
 ///     t.start_command().display(),
-///     "systemd-run --unit=echo-1.service --quiet --collect --no-block -- /usr/bin/echo hi"
+///     "systemd-run --unit=echo-1.service --quiet --no-block -- /usr/bin/echo hi"
 /// );
 /// ```
 #[derive(Debug, Clone)]
@@ -59,7 +63,8 @@ impl SystemdService {
         }
     }
 
-    /// A transient unit named `unit` that runs `command` (`systemd-run`), gone once it stops.
+    /// A transient unit named `unit` that runs `command` (`systemd-run`), gone once it stops
+    /// and its handle has read how it ended.
     pub fn transient(unit: impl Into<String>, command: Command) -> Self {
         SystemdService {
             unit: unit_name(unit.into()),
@@ -96,11 +101,11 @@ impl SystemdService {
                 if self.scope == SystemdScope::User {
                     c = c.arg("--user");
                 }
-                c = c.arg(format!("--unit={}", self.unit)).args([
-                    "--quiet",
-                    "--collect",
-                    "--no-block",
-                ]);
+                // Not `--collect`: systemd would unload a failed unit at once, and with it its
+                // exit status; the handle resets it once it has read that (`wait`).
+                c = c
+                    .arg(format!("--unit={}", self.unit))
+                    .args(["--quiet", "--no-block"]);
                 if let Some(dir) = cmd.get_current_dir() {
                     c = c.arg(format!("--working-directory={dir}"));
                 }
@@ -134,6 +139,11 @@ impl SystemdService {
         self.systemctl("disable").arg(&self.unit)
     }
 
+    /// Forgets that the unit failed, which unloads a failed transient unit.
+    pub fn reset_failed_command(&self) -> Command {
+        self.systemctl("reset-failed").arg(&self.unit)
+    }
+
     /// Sends `signal` to every process of the unit.
     pub fn kill_command(&self, signal: Signal) -> Command {
         self.systemctl("kill")
@@ -150,12 +160,54 @@ impl SystemdService {
 
     /// Follows the unit's journal from now on, message text only.
     pub fn journal_command(&self) -> Command {
-        let mut c = Command::new("journalctl");
-        if self.scope == SystemdScope::User {
-            c = c.arg("--user");
+        self.journal_follow("--lines=0")
+    }
+
+    /// Follows the unit's journal from the entry after `cursor`, or from its start if the
+    /// journal was empty (`None`).
+    fn journal_after_command(&self, cursor: Option<&str>) -> Command {
+        match cursor {
+            Some(cursor) => self.journal_follow(&format!("--after-cursor={cursor}")),
+            None => self.journal_follow("--lines=all"),
         }
-        c.args(["--follow", "--lines=0", "--output=cat", "--no-pager"])
+    }
+
+    fn journal_follow(&self, from: &str) -> Command {
+        self.journalctl()
+            .args(["--follow", from, "--output=cat", "--no-pager"])
             .arg(format!("--unit={}", self.unit))
+    }
+
+    /// Prints the cursor of the journal's last entry, as `-- cursor: ...`, and nothing if the
+    /// journal is empty.
+    fn journal_cursor_command(&self) -> Command {
+        self.journalctl()
+            .args(["--lines=0", "--show-cursor", "--quiet", "--no-pager"])
+    }
+
+    fn journalctl(&self) -> Command {
+        let c = Command::new("journalctl");
+        if self.scope == SystemdScope::User {
+            c.arg("--user")
+        } else {
+            c
+        }
+    }
+
+    /// Where the journal ends now: `Some(cursor)` (`None` in it if the journal is empty), or
+    /// `None` if it cannot be read.
+    async fn journal_end<L: Launcher>(&self, launcher: &L) -> Option<Option<String>> {
+        let out = launcher
+            .output(&self.journal_cursor_command())
+            .await
+            .ok()
+            .filter(|o| o.success())?;
+        Some(
+            out.stdout
+                .iter()
+                .find_map(|l| l.strip_prefix("-- cursor: "))
+                .map(str::to_string),
+        )
     }
 
     /// Runs the status command through `launcher` and parses it.
@@ -361,8 +413,9 @@ pub struct UnitHandle<L: Launcher> {
     stop: Command,
     journal: L::Process,
     events: Option<EventStream>,
-    /// Dropped after `Exited`, which ends the event stream.
-    sink: Option<crate::exec::event::EventSink>,
+    /// How the unit ended, once `wait` saw it; the journal's forwarder sends it as `Exited`
+    /// after the journal's last line.
+    ended: Arc<Mutex<Option<ExitStatus>>>,
     status: Option<ExitStatus>,
     main_pid: Option<u32>,
 }
@@ -374,26 +427,42 @@ impl<L: Launcher> UnitHandle<L> {
         start: Command,
         stop: Command,
     ) -> Result<Self, LaunchError> {
-        let (sink, events) = EventStream::channel();
-        // Follow the journal before starting, so no early line is missed.
-        let mut journal_cmd = service.journal_command();
-        journal_cmd.sink = Some(sink.clone());
+        // Follow the journal from where it ends before the start, so no early line is missed
+        // however long journalctl takes to open it. Its lines wait in its own stream until the
+        // unit's `Started` has gone first; a remote launcher reports the journal process's own
+        // start, which the forwarder drops.
+        let mut journal_cmd = match service.journal_end(launcher).await {
+            Some(cursor) => service.journal_after_command(cursor.as_deref()),
+            None => service.journal_command(),
+        };
         journal_cmd.announce_start = false;
         journal_cmd.announce_exit = false;
-        let journal = launcher.spawn(&journal_cmd).await?;
+        let mut journal = launcher.spawn(&journal_cmd).await?;
+        let lines = journal
+            .take_events()
+            .expect("a fresh handle has its events");
         let doing = format!("start unit {} on {}", service.unit(), launcher.location());
         launcher.run_checked(&start, &doing).await?;
         let main_pid = service.status(launcher).await.ok().and_then(|s| s.main_pid);
-        sink.send_one(ProcessEvent::Started {
-            pid: main_pid.unwrap_or(0),
-        });
+        let (sink, events) = EventStream::channel();
+        let ended = Arc::new(Mutex::new(None));
+        let exit = ended.clone();
+        forward_events(
+            lines,
+            sink,
+            ProcessEvent::Started {
+                pid: main_pid.unwrap_or(0),
+            },
+            "harness-unit-journal".into(),
+            move |_| *exit.lock().unwrap_or_else(|e| e.into_inner()),
+        )?;
         Ok(UnitHandle {
             launcher: launcher.clone(),
             service,
             stop,
             journal,
             events: Some(events),
-            sink: Some(sink),
+            ended,
             status: None,
             main_pid,
         })
@@ -446,10 +515,16 @@ impl<L: Launcher> ProcessHandle for UnitHandle<L> {
             if st.is_stopped() {
                 let status = st.exit_status();
                 self.status = Some(status);
-                let _ = self.journal.kill().await;
-                if let Some(sink) = self.sink.take() {
-                    sink.send_one(ProcessEvent::Exited(status));
+                if self.service.transient.is_some() {
+                    // A failed transient unit stays loaded until this; a clean one is gone.
+                    let _ = self
+                        .launcher
+                        .output(&self.service.reset_failed_command())
+                        .await;
                 }
+                *self.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+                // Ends the journal's stream, and with it the events, after `Exited`.
+                let _ = self.journal.kill().await;
                 return Ok(status);
             }
             async_io::Timer::after(POLL).await;
@@ -469,9 +544,21 @@ impl<L: Launcher> Drop for UnitHandle<L> {
         // We started it, so we stop it; without awaiting, on a thread of its own.
         let launcher = self.launcher.clone();
         let stop = self.stop.clone();
+        let reset = self
+            .service
+            .transient
+            .is_some()
+            .then(|| self.service.reset_failed_command());
         let _ = std::thread::Builder::new()
             .name("harness-unit-stop".into())
-            .spawn(move || futures_lite::future::block_on(launcher.output(&stop)));
+            .spawn(move || {
+                futures_lite::future::block_on(async {
+                    let _ = launcher.output(&stop).await;
+                    if let Some(reset) = reset {
+                        let _ = launcher.output(&reset).await;
+                    }
+                })
+            });
     }
 }
 
@@ -502,6 +589,10 @@ mod tests {
         );
         assert_eq!(line(&s.stop_command()), "systemctl stop postgresql.service");
         assert_eq!(
+            line(&s.reset_failed_command()),
+            "systemctl reset-failed postgresql.service"
+        );
+        assert_eq!(
             line(&s.restart_command()),
             "systemctl restart postgresql.service"
         );
@@ -525,6 +616,18 @@ mod tests {
             line(&s.journal_command()),
             "journalctl --follow --lines=0 --output=cat --no-pager --unit=postgresql.service"
         );
+        assert_eq!(
+            line(&s.journal_after_command(Some("s=1;i=2"))),
+            "journalctl --follow '--after-cursor=s=1;i=2' --output=cat --no-pager --unit=postgresql.service"
+        );
+        assert_eq!(
+            line(&s.journal_after_command(None)),
+            "journalctl --follow --lines=all --output=cat --no-pager --unit=postgresql.service"
+        );
+        assert_eq!(
+            line(&s.journal_cursor_command()),
+            "journalctl --lines=0 --show-cursor --quiet --no-pager"
+        );
         let u = SystemdService::new("app.socket").user();
         assert_eq!(
             line(&u.start_command()),
@@ -545,7 +648,7 @@ mod tests {
         let t = SystemdService::transient("app", cmd);
         assert_eq!(
             line(&t.start_command()),
-            "systemd-run --unit=app.service --quiet --collect --no-block --working-directory=/srv '--setenv=A=x y' -- /srv/app --port 8080"
+            "systemd-run --unit=app.service --quiet --no-block --working-directory=/srv '--setenv=A=x y' -- /srv/app --port 8080"
         );
     }
 
