@@ -1254,7 +1254,8 @@ fn topologies_load_and_name_programs_that_exist() {
         let topology = TopologyConfig::load(file).unwrap_or_else(|e| panic!("{e}"));
         for service in topology.services.values() {
             // What each target runs: a program here, a binary built into an image, a program
-            // on a LAN host (which shares this machine's programs in a lab), or a package.
+            // on a LAN host (which shares this machine's programs in a lab), a package, or a
+            // compose file.
             let path = match &service.target {
                 ServiceTarget::Process(process) => process.binary.clone(),
                 ServiceTarget::Docker(docker) => {
@@ -1265,6 +1266,7 @@ fn topologies_load_and_name_programs_that_exist() {
                 }
                 ServiceTarget::RemoteLan(remote) => remote.binary.clone(),
                 ServiceTarget::Wireguard(wireguard) => wireguard.package.clone(),
+                ServiceTarget::Compose(compose) => compose.file.clone(),
             };
             // Our programs by their cargo path, a bare name on PATH, anything else relative to
             // the workspace root.
