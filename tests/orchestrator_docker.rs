@@ -502,12 +502,28 @@ fn the_janitor_removes_what_dead_runs_left() {
     create(&dead_run, dead);
     // One owned by a live process (this one) stays.
     create(&live_run, std::process::id());
+    // One whose owner is in another pid namespace stays too.
+    let foreign_run = format!("{dead_run}-foreign");
+    docker_lines(&[
+        "network",
+        "create",
+        "--label",
+        &format!("{RUN_LABEL}={foreign_run}"),
+        "--label",
+        &format!("harness.pid={dead}"),
+        "--label",
+        "harness.pidns=1",
+        &foreign_run,
+    ]);
     // A compose project's network and volume, named for the dead owner as harness names its
     // projects, and one of a live owner.
     let hex = format!("{:012x}", u64::from(std::process::id()) * 7919);
     let dead_project = format!("harness-{hex}-p{dead}-web-0");
     let live_project = format!("harness-{hex}-p{}-web-0", std::process::id());
-    for project in [&dead_project, &live_project] {
+    // The same dead pid in another pid namespace (a test job in a container with this
+    // engine's socket) means another process, which this janitor cannot judge: it stays.
+    let foreign_project = format!("harness-{hex}-p{dead}n1-web-0");
+    for project in [&dead_project, &live_project, &foreign_project] {
         let label = format!("com.docker.compose.project={project}");
         docker_lines(&["network", "create", "--label", &label, project]);
         docker_lines(&["volume", "create", "--label", &label, project]);
@@ -527,6 +543,10 @@ fn the_janitor_removes_what_dead_runs_left() {
         },
         Cleanup {
             run_id: live_run.clone(),
+            images: Vec::new(),
+        },
+        Cleanup {
+            run_id: foreign_run.clone(),
             images: Vec::new(),
         },
     );
@@ -558,11 +578,17 @@ fn the_janitor_removes_what_dead_runs_left() {
     });
     assert_eq!(leftovers(&dead_run, &[]), Vec::<String>::new());
     assert_eq!(leftovers(&live_run, &[]), [format!("network {live_run}")]);
+    assert_eq!(
+        leftovers(&foreign_run, &[]),
+        [format!("network {foreign_run}")]
+    );
     assert_eq!(leftovers(&run_id, &[&image]), Vec::<String>::new());
     assert_eq!(compose_objects(&dead_project), Vec::<String>::new());
-    assert_eq!(compose_objects(&live_project).len(), 2);
-    docker_lines(&["network", "rm", &live_project]);
-    docker_lines(&["volume", "rm", &live_project]);
+    for kept in [&live_project, &foreign_project] {
+        assert_eq!(compose_objects(kept).len(), 2, "{kept}");
+        docker_lines(&["network", "rm", kept]);
+        docker_lines(&["volume", "rm", kept]);
+    }
 }
 
 #[test]

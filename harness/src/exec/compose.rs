@@ -11,8 +11,7 @@ use std::time::Duration;
 use crate::exec::command::Command;
 
 use crate::exec::docker::{
-    DockerExecLauncher, MANAGED_LABEL, OWNER_PID_LABEL, Removal, docker, failure, forward_events,
-    unique_name,
+    DockerExecLauncher, Removal, docker, failure, forward_events, owner_labels, unique_name,
 };
 use crate::exec::error::LaunchError;
 use crate::exec::event::{EventStream, ExitStatus, ProcessEvent};
@@ -68,7 +67,8 @@ impl ComposeCli {
 /// service container's log as events. The project gets a unique name `harness-<random>` unless
 /// one is given, so that parallel tests never share containers, networks or volumes; compose
 /// labels everything it creates with it (`com.docker.compose.project`). Every service's
-/// containers also carry the ownership labels ([`MANAGED_LABEL`], [`OWNER_PID_LABEL`]), added
+/// containers also carry the ownership labels ([`MANAGED_LABEL`](crate::exec::MANAGED_LABEL),
+/// [`OWNER_PID_LABEL`](crate::exec::OWNER_PID_LABEL) and its pid namespace), added
 /// by a second compose file written to `/tmp` (or
 /// [`with_scratch_dir`](Self::with_scratch_dir)) where compose runs and removed with the
 /// project; the builder's `with_env`, `with_port_mapping` and the like add to the service
@@ -404,11 +404,10 @@ fn label_override(services: &[String], launched: &str, extra: &ServiceExtra) -> 
     let value = |v: &str| json_string(&v.replace('$', "$$"));
     let mut yaml = String::from("services:\n");
     for service in services.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        yaml.push_str(&format!(
-            "  {}:\n    labels:\n      {MANAGED_LABEL}: \"true\"\n      {OWNER_PID_LABEL}: \"{}\"\n",
-            json_string(service),
-            std::process::id()
-        ));
+        yaml.push_str(&format!("  {}:\n    labels:\n", json_string(service)));
+        for (k, v) in owner_labels() {
+            yaml.push_str(&format!("      {k}: {}\n", json_string(&v)));
+        }
         if service != launched {
             continue;
         }
@@ -695,17 +694,25 @@ mod tests {
         assert_eq!(cmd.display(), "docker compose version");
     }
 
+    /// The ownership labels as the label file writes them.
+    fn owner_lines() -> String {
+        let ns = crate::exec::docker::pid_namespace().expect("a pid namespace");
+        format!(
+            "      harness.managed: \"true\"\n      harness.pid: \"{}\"\n      \
+             harness.pidns: \"{ns}\"\n",
+            std::process::id()
+        )
+    }
+
     #[test]
     fn the_label_file_covers_every_service() {
         let services = ["web".into(), "odd name".into(), "".into()];
         let yaml = label_override(&services, "web", &ServiceExtra::default());
-        let pid = std::process::id();
+        let owner = owner_lines();
         assert_eq!(
             yaml,
             format!(
-                "services:\n  \"web\":\n    labels:\n      harness.managed: \"true\"\n      \
-                 harness.pid: \"{pid}\"\n  \"odd name\":\n    labels:\n      \
-                 harness.managed: \"true\"\n      harness.pid: \"{pid}\"\n"
+                "services:\n  \"web\":\n    labels:\n{owner}  \"odd name\":\n    labels:\n{owner}"
             )
         );
     }
@@ -720,15 +727,13 @@ mod tests {
             .with_stop_signal(Signal::Interrupt)
             .with_stop_grace(Duration::from_millis(1500));
         let yaml = label_override(&["db".into(), "web".into()], "web", &service.extra);
-        let pid = std::process::id();
+        let owner = owner_lines();
         assert_eq!(
             yaml,
             format!(
-                "services:\n  \"db\":\n    labels:\n      harness.managed: \"true\"\n      \
-                 harness.pid: \"{pid}\"\n  \"web\":\n    labels:\n      harness.managed: \
-                 \"true\"\n      harness.pid: \"{pid}\"\n      \"harness.run\": \"r1\"\n    \
-                 environment:\n      \"PRICE\": \"$$5\"\n    ports:\n      - \
-                 \"127.0.0.1:40000:8080\"\n    extra_hosts:\n      - \
+                "services:\n  \"db\":\n    labels:\n{owner}  \"web\":\n    labels:\n{owner}      \
+                 \"harness.run\": \"r1\"\n    environment:\n      \"PRICE\": \"$$5\"\n    \
+                 ports:\n      - \"127.0.0.1:40000:8080\"\n    extra_hosts:\n      - \
                  \"host.docker.internal:host-gateway\"\n    stop_signal: SIGINT\n    \
                  stop_grace_period: 1500ms\n"
             )

@@ -17,9 +17,10 @@ use crate::exec::event::ExitStatus;
 use crate::exec::launcher::Launcher;
 use crate::exec::remote::{self, RemoteProcess, Transport};
 
-pub use cli::{MANAGED_LABEL, OWNER_PID_LABEL};
+pub use cli::{MANAGED_LABEL, OWNER_PID_LABEL, OWNER_PIDNS_LABEL, pid_namespace};
 pub(crate) use cli::{
-    Removal, docker, failure, forward_events, is_no_such_container, run as cli_run, unique_name,
+    Removal, docker, failure, forward_events, is_no_such_container, owner_labels, run as cli_run,
+    unique_name,
 };
 pub use container::{ContainerHandle, DockerContainer, Pull};
 pub use network::DockerNetwork;

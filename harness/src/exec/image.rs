@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::exec::command::Command;
-use crate::exec::docker::{MANAGED_LABEL, OWNER_PID_LABEL, Removal, docker};
+use crate::exec::docker::{Removal, docker};
 use crate::exec::error::LaunchError;
 use crate::exec::event::ExitStatus;
 use crate::exec::launcher::Launcher;
@@ -214,10 +214,10 @@ impl DockerImage {
         for (k, v) in &self.env {
             c.push(format!("ENV {k}={}", json_string(v)));
         }
-        let owner = [
-            (MANAGED_LABEL.to_string(), "true".to_string()),
-            (OWNER_PID_LABEL.to_string(), std::process::id().to_string()),
-        ];
+        let owner: Vec<(String, String)> = crate::exec::docker::owner_labels()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         for (k, v) in owner.iter().map(|(k, v)| (k, v)).chain(&self.labels) {
             c.push(format!("LABEL {k}={}", json_string(v)));
         }
@@ -350,6 +350,11 @@ async fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>, LaunchError> {
             io::Error::new(io::ErrorKind::NotFound, "no such file"),
         ));
     }
+    // A static program needs nothing, and then no `ldd` either (a CI job's container may
+    // have none).
+    if elf_interpreter(program) == Some(false) {
+        return Ok(Vec::new());
+    }
     let out = LocalLauncher
         .output(&Command::new("ldd").arg(program.display().to_string()))
         .await?;
@@ -376,6 +381,69 @@ async fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>, LaunchError> {
             ),
         )
     })
+}
+
+/// Whether the ELF program at `path` names an interpreter (`PT_INTERP`: it is dynamically
+/// linked); `None` if it is no ELF file this can read.
+fn elf_interpreter(path: &Path) -> Option<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 64];
+    file.read_exact(&mut header).ok()?;
+    if header[..4] != *b"\x7fELF" {
+        return None;
+    }
+    let wide = match header[4] {
+        1 => false,
+        2 => true,
+        _ => return None,
+    };
+    let little = match header[5] {
+        1 => true,
+        2 => false,
+        _ => return None,
+    };
+    let number = |bytes: &[u8]| -> u64 {
+        let mut n = 0u64;
+        let ordered: Vec<u8> = if little {
+            bytes.iter().rev().copied().collect()
+        } else {
+            bytes.to_vec()
+        };
+        for b in ordered {
+            n = (n << 8) | u64::from(b);
+        }
+        n
+    };
+    let (phoff, phentsize, phnum) = if wide {
+        (
+            number(&header[32..40]),
+            number(&header[54..56]),
+            number(&header[56..58]),
+        )
+    } else {
+        (
+            number(&header[28..32]),
+            number(&header[42..44]),
+            number(&header[44..46]),
+        )
+    };
+    if phentsize < 4 || phnum > 4096 {
+        return None;
+    }
+    let mut entry = vec![0u8; usize::try_from(phentsize).ok()?];
+    for i in 0..phnum {
+        file.seek(SeekFrom::Start(
+            phoff.checked_add(i.checked_mul(phentsize)?)?,
+        ))
+        .ok()?;
+        file.read_exact(&mut entry).ok()?;
+        // p_type, the first word of every program header; 3 is PT_INTERP.
+        if number(&entry[..4]) == 3 {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 /// The absolute paths in `ldd` output, or the first library it could not find.
@@ -536,6 +604,19 @@ impl<L: Launcher> std::fmt::Debug for BuiltImage<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn static_and_dynamic_programs_are_told_apart_without_ldd() {
+        // busybox-static where it is installed; this test's own binary is dynamic.
+        if Path::new("/bin/busybox").is_file() {
+            assert_eq!(elf_interpreter(Path::new("/bin/busybox")), Some(false));
+        }
+        let this = std::env::current_exe().unwrap();
+        assert_eq!(elf_interpreter(&this), Some(true));
+        let script = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(script.path(), "#!/bin/sh\nexit 0\n").unwrap();
+        assert_eq!(elf_interpreter(script.path()), None);
+    }
 
     #[test]
     fn ldd_output_gives_paths_and_names_missing_libraries() {

@@ -64,7 +64,7 @@ pub use command::Command;
 pub use compose::{ComposeCli, ComposeHandle, ComposeService};
 pub use docker::{
     ContainerHandle, DockerContainer, DockerExecLauncher, DockerNetwork, MANAGED_LABEL,
-    OWNER_PID_LABEL, Pull,
+    OWNER_PID_LABEL, OWNER_PIDNS_LABEL, Pull, pid_namespace,
 };
 pub use error::LaunchError;
 pub use event::{EventStream, ExitStatus, LogFilter, Output, OutputStream, ProcessEvent};

@@ -129,7 +129,10 @@ impl ServiceAddr {
         match &self.placement {
             Placement::Lan(site) => SocketAddr::from((site.ip, self.port)),
             Placement::Mesh(site) => SocketAddr::from((site.ip, self.port)),
-            _ => SocketAddr::from((LOCAL_HOST, self.host_port)),
+            Placement::Container => {
+                SocketAddr::from((super::engine::engine().reach, self.host_port))
+            }
+            Placement::Host => SocketAddr::from((LOCAL_HOST, self.host_port)),
         }
     }
 

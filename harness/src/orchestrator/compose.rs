@@ -24,7 +24,7 @@ use crate::exec::{
 use crate::topology::ComposeTarget;
 
 use super::address::HOST_GATEWAY;
-use super::docker::{DockerExecutor, RUN_LABEL, SERVICE_LABEL};
+use super::docker::{DockerExecutor, Owner, RUN_LABEL, SERVICE_LABEL};
 use super::error::StartFailure;
 use super::executor::{BoxFuture, RunningService, StartSpec, StopRequest};
 use super::logs::LogBuffer;
@@ -60,20 +60,25 @@ impl DockerExecutor {
             ))));
         }
         let name = &spec.service.name;
+        let engine = super::engine::engine();
         let service = target.service.clone().unwrap_or_else(|| name.clone());
         let n = self.started.fetch_add(1, Ordering::Relaxed);
-        let project = project_name(&self.run, std::process::id(), name, n);
+        let this = Owner {
+            pid: Some(std::process::id()),
+            pidns: crate::exec::pid_namespace(),
+        };
+        let project = project_name(&self.run, this, name, n);
         let mut compose = ComposeService::new(file.display().to_string(), &service)
             .with_project(&project)
             .with_scratch_dir(spec.state_dir.display().to_string())
             .with_label(RUN_LABEL, &self.run)
             .with_label(SERVICE_LABEL, name)
-            .with_extra_host(HOST_GATEWAY, "host-gateway");
+            .with_extra_host(HOST_GATEWAY, &engine.this_machine);
         for (key, value) in spec.env() {
             compose = compose.with_env(key, value);
         }
         if let (Some(port), Some(host_port)) = (spec.port, spec.host_port) {
-            compose = compose.with_port_mapping("127.0.0.1", host_port, port);
+            compose = compose.with_port_mapping(&engine.publish.to_string(), host_port, port);
         }
         if let Some(signal) = spec.service.stop_signal {
             compose = compose.with_stop_signal(signal.into());
@@ -106,35 +111,42 @@ impl DockerExecutor {
     }
 }
 
-/// The project of the `n`th compose service the run `run` of process `pid` starts, for the
-/// service `name`: lower case letters, digits and `-`, as compose keeps them.
-fn project_name(run: &str, pid: u32, name: &str, n: u64) -> String {
+/// The project of the `n`th compose service the run `run` of `owner` starts, for the service
+/// `name`: lower case letters, digits and `-`, as compose keeps them.
+fn project_name(run: &str, owner: Owner, name: &str, n: u64) -> String {
     let name: String = name
         .chars()
         .map(|c| c.to_ascii_lowercase())
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect();
-    format!("{run}-p{pid}-{name}-{n}")
+    let pid = owner.pid.unwrap_or_default();
+    match owner.pidns {
+        Some(ns) => format!("{run}-p{pid}n{ns}-{name}-{n}"),
+        None => format!("{run}-p{pid}-{name}-{n}"),
+    }
 }
 
 /// The process that owns compose project `project`, if harness named it.
-fn project_owner(project: &str) -> Option<u32> {
+fn project_owner(project: &str) -> Option<Owner> {
     let rest = project.strip_prefix("harness-")?;
     let (run, rest) = rest.split_at_checked(12)?;
     if !run.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
-    let rest = rest.strip_prefix("-p")?;
-    let digits = rest.split('-').next()?;
-    digits.parse().ok()
+    let owner = rest.strip_prefix("-p")?.split('-').next()?;
+    let (pid, pidns) = match owner.split_once('n') {
+        Some((pid, ns)) => (pid, Some(ns.parse().ok()?)),
+        None => (owner, None),
+    };
+    Some(Owner {
+        pid: Some(pid.parse().ok()?),
+        pidns,
+    })
 }
 
 /// The networks or volumes (`kind`) of compose projects harness named, each with the process
 /// that owns it: for the janitor and the removal of this process's runs.
-pub(super) async fn list_projects(
-    launcher: &LocalLauncher,
-    kind: &str,
-) -> Vec<(String, Option<u32>)> {
+pub(super) async fn list_projects(launcher: &LocalLauncher, kind: &str) -> Vec<(String, Owner)> {
     let format = match kind {
         "network" => format!("{{{{.ID}}}} {{{{.Label \"{PROJECT_LABEL}\"}}}}"),
         _ => format!("{{{{.Name}}}} {{{{.Label \"{PROJECT_LABEL}\"}}}}"),
@@ -148,7 +160,7 @@ pub(super) async fn list_projects(
             .filter_map(|line| {
                 let (id, project) = line.trim().split_once(' ')?;
                 let owner = project_owner(project.trim())?;
-                Some((id.to_string(), Some(owner)))
+                Some((id.to_string(), owner))
             })
             .collect(),
         Ok(out) => {
@@ -277,14 +289,23 @@ mod tests {
 
     #[test]
     fn projects_name_their_owner() {
-        let project = project_name("harness-0123456789ab", 4242, "Web_DB.1", 3);
-        assert_eq!(project, "harness-0123456789ab-p4242-webdb1-3");
-        assert_eq!(project_owner(&project), Some(4242));
-        assert_eq!(project_owner("harness-0123456789ab-p77-x-0"), Some(77));
+        let owner = Owner {
+            pid: Some(4242),
+            pidns: Some(4026531836),
+        };
+        let project = project_name("harness-0123456789ab", owner, "Web_DB.1", 3);
+        assert_eq!(project, "harness-0123456789ab-p4242n4026531836-webdb1-3");
+        assert_eq!(project_owner(&project), Some(owner));
+        let bare = Owner {
+            pid: Some(77),
+            pidns: None,
+        };
+        assert_eq!(project_owner("harness-0123456789ab-p77-x-0"), Some(bare));
         for other in [
             "myapp",
             "harness-xyz-p1-a-0",
             "harness-0123456789ab-x1-a-0",
+            "harness-0123456789ab-p1nx-a-0",
             "",
         ] {
             assert_eq!(project_owner(other), None, "{other}");

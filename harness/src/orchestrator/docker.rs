@@ -11,7 +11,7 @@ use async_lock::Mutex as AsyncMutex;
 
 use crate::exec::{
     Command, ContainerHandle, DockerContainer, DockerImage, DockerNetwork, ExitStatus, LaunchError,
-    Launcher, LocalLauncher, OWNER_PID_LABEL, ProcessHandle, Pull, Target,
+    Launcher, LocalLauncher, OWNER_PID_LABEL, OWNER_PIDNS_LABEL, ProcessHandle, Pull, Target,
 };
 use crate::topology::{
     BuildBase, DockerBuild, DockerTarget, NetworkMode, PullPolicy, ServiceTarget,
@@ -271,6 +271,7 @@ impl DockerExecutor {
         network: Option<&str>,
     ) -> DockerContainer {
         let name = &spec.service.name;
+        let engine = super::engine::engine();
         let n = self.started.fetch_add(1, Ordering::Relaxed);
         let mut c = DockerContainer::new(image).with_name(format!("{}-{name}-{n}", self.run));
         let host_network = target.network_mode == NetworkMode::Host;
@@ -300,7 +301,8 @@ impl DockerExecutor {
             .with_label(SERVICE_LABEL, name)
             .with_pull(Pull::Never)
             .with_bounded_output(super::process::OUTPUT_BATCHES)
-            .with_docker_arg(format!("--add-host={HOST_GATEWAY}:host-gateway"));
+            .with_publish_address(engine.publish.to_string())
+            .with_docker_arg(format!("--add-host={HOST_GATEWAY}:{}", engine.this_machine));
         for (key, value) in spec.env() {
             c = c.with_env(key, value);
         }
@@ -554,14 +556,42 @@ impl Drop for ContainerService {
     }
 }
 
-/// Lines of `ID OWNER_PID` (the pid may be missing) as docker's listings print them.
-fn ids_and_owners(lines: &[String]) -> Vec<(String, Option<u32>)> {
+/// Who made something in Docker: the process and its pid namespace, as its labels say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Owner {
+    pub(super) pid: Option<u32>,
+    /// `None` for what carries no namespace label (made before there was one): taken as ours.
+    pub(super) pidns: Option<u64>,
+}
+
+impl Owner {
+    /// Whether its pid means what it means here: the same pid namespace.
+    fn here(&self) -> bool {
+        self.pidns.is_none() || self.pidns == crate::exec::pid_namespace()
+    }
+
+    /// Whether it is this process.
+    fn is_this_process(&self) -> bool {
+        self.here() && self.pid == Some(std::process::id())
+    }
+
+    /// Whether it is a process of this pid namespace that is gone. What a process in another
+    /// namespace made (a test job in a container, with this engine's socket) is never judged.
+    fn is_dead(&self) -> bool {
+        self.here() && self.pid.is_some_and(|pid| !process_alive(pid))
+    }
+}
+
+/// Lines of `ID|OWNER_PID|OWNER_PIDNS` (either may be empty) as docker's listings print them.
+fn ids_and_owners(lines: &[String]) -> Vec<(String, Owner)> {
     lines
         .iter()
         .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let id = words.next()?.to_string();
-            Some((id, words.next().and_then(|p| p.parse().ok())))
+            let mut fields = line.trim().split('|');
+            let id = fields.next().filter(|id| !id.is_empty())?.to_string();
+            let pid = fields.next().and_then(|p| p.trim().parse().ok());
+            let pidns = fields.next().and_then(|n| n.trim().parse().ok());
+            Some((id, Owner { pid, pidns }))
         })
         .collect()
 }
@@ -709,16 +739,14 @@ async fn remove_labelled(launcher: &LocalLauncher, kind: &str, label: &str) {
 }
 
 /// The ids of the objects of `kind` carrying `label`, each with its [`OWNER_PID_LABEL`].
-async fn list_labelled(
-    launcher: &LocalLauncher,
-    kind: &str,
-    label: &str,
-) -> Vec<(String, Option<u32>)> {
+async fn list_labelled(launcher: &LocalLauncher, kind: &str, label: &str) -> Vec<(String, Owner)> {
     if let Some(kind) = kind.strip_prefix("compose-") {
         return super::compose::list_projects(launcher, kind).await;
     }
     let filter = format!("label={label}");
-    let owner = format!("{{{{.ID}}}} {{{{.Label \"{OWNER_PID_LABEL}\"}}}}");
+    let owner = format!(
+        "{{{{.ID}}}}|{{{{.Label \"{OWNER_PID_LABEL}\"}}}}|{{{{.Label \"{OWNER_PIDNS_LABEL}\"}}}}"
+    );
     let list = match kind {
         "container" => vec![
             "ps",
@@ -759,7 +787,10 @@ async fn list_labelled(
             "image".to_string(),
             "inspect".into(),
             "--format".into(),
-            format!("{{{{.Id}}}} {{{{index .Config.Labels \"{OWNER_PID_LABEL}\"}}}}"),
+            format!(
+                "{{{{.Id}}}}|{{{{index .Config.Labels \"{OWNER_PID_LABEL}\"}}}}|\
+                 {{{{index .Config.Labels \"{OWNER_PIDNS_LABEL}\"}}}}"
+            ),
         ];
         args.extend(found.iter().map(|(id, _)| id.clone()));
         if let Ok(out) = launcher.output(&Command::new("docker").args(args)).await {
@@ -813,7 +844,7 @@ pub(crate) async fn remove_own_runs() {
     let launcher = LocalLauncher;
     for kind in KINDS {
         for (id, owner) in list_labelled(&launcher, kind, RUN_LABEL).await {
-            if owner == Some(std::process::id()) {
+            if owner.is_this_process() {
                 remove_object(&launcher, kind, &id).await;
             }
         }
@@ -826,7 +857,7 @@ pub(crate) async fn remove_own_runs() {
 async fn sweep_dead_runs(launcher: &LocalLauncher) {
     for kind in KINDS {
         for (id, owner) in list_labelled(launcher, kind, RUN_LABEL).await {
-            if owner.is_some_and(|pid| !process_alive(pid)) {
+            if owner.is_dead() {
                 tracing::info!("removing {kind} {id} left by dead process {owner:?}");
                 remove_object(launcher, kind, &id).await;
             }

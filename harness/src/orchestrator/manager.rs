@@ -29,11 +29,12 @@ use super::executor::{RunningService, ServiceExecutor, StartSpec, StepReport, St
 
 /// The environment variable that sets the run's pull policy (`missing`, `always`, `never`).
 pub const PULL_ENV: &str = "HARNESS_PULL";
+use super::engine::engine;
 use super::health::{ProbeContext, default_check, wait_healthy};
 use super::logs::{
     DEFAULT_LOG_TAIL, FAILURE_TAIL, FOLLOWER_CAPACITY, LogBuffer, LogLine, effective_log_limits,
 };
-use super::ports::{LOCAL_HOST, assign_host_port, assign_port};
+use super::ports::{assign_host_port, assign_port};
 use super::process::ProcessExecutor;
 use super::remote_lan::RemoteLanExecutor;
 use super::temp_dir;
@@ -1054,16 +1055,23 @@ impl ServiceManager {
                 })
                 .await?;
         }
-        let direct = running.direct_ip().zip(port).map(SocketAddr::from);
+        // A container's own address, reachable from here only where the engine shares this
+        // network namespace.
+        let direct = running
+            .direct_ip()
+            .zip(port)
+            .map(SocketAddr::from)
+            .filter(|_| engine().local);
         if let (Some(direct), Some(host_port)) = (direct, host_port) {
-            let endpoint = Endpoint::new(MAIN_ENDPOINT, SocketAddr::from((LOCAL_HOST, host_port)))
-                .with_host_addr(direct);
+            let endpoint =
+                Endpoint::new(MAIN_ENDPOINT, SocketAddr::from((engine().reach, host_port)))
+                    .with_host_addr(direct);
             self.registry.set_endpoint(name, endpoint).await?;
         }
         for (port, host_port) in running.published_ports() {
             let endpoint = Endpoint::new(
                 format!("port-{port}"),
-                SocketAddr::from((LOCAL_HOST, host_port)),
+                SocketAddr::from((engine().reach, host_port)),
             );
             self.registry.set_endpoint(name, endpoint).await?;
         }

@@ -147,6 +147,7 @@
 mod address;
 mod compose;
 mod docker;
+mod engine;
 mod env;
 mod error;
 mod executor;
@@ -164,6 +165,7 @@ mod waiting;
 mod wireguard;
 
 pub use docker::{DockerExecutor, RUN_LABEL, SERVICE_LABEL};
+pub use engine::DOCKER_HOST_IP_ENV;
 pub use error::{OrchestratorError, StartFailure};
 pub use executor::{
     BoxFuture, RunningService, ServiceExecutor, StartSpec, StepReport, StopRequest,

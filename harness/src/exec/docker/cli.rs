@@ -17,6 +17,34 @@ pub const MANAGED_LABEL: &str = "harness.managed";
 /// a janitor removes what belongs to processes that are gone.
 pub const OWNER_PID_LABEL: &str = "harness.pid";
 
+/// Set to the pid namespace ([`pid_namespace`]) of the process [`OWNER_PID_LABEL`] names, whose
+/// pid means something only there: a janitor in another namespace (on the host of a CI job
+/// that runs in a container with the host's Docker socket) leaves it alone.
+pub const OWNER_PIDNS_LABEL: &str = "harness.pidns";
+
+/// This process's pid namespace: the inode of `/proc/self/ns/pid`, the same for every process
+/// that sees the same pids.
+pub fn pid_namespace() -> Option<u64> {
+    static NS: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| {
+        let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+        let link = link.to_string_lossy();
+        link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+    })
+}
+
+/// The ownership labels, as `(key, value)`: managed, the owner's pid, and its pid namespace.
+pub(crate) fn owner_labels() -> Vec<(&'static str, String)> {
+    let mut labels = vec![
+        (MANAGED_LABEL, "true".to_string()),
+        (OWNER_PID_LABEL, std::process::id().to_string()),
+    ];
+    if let Some(ns) = pid_namespace() {
+        labels.push((OWNER_PIDNS_LABEL, ns.to_string()));
+    }
+    labels
+}
+
 /// A `docker` command line.
 pub(crate) fn docker<I, S>(args: I) -> Command
 where
@@ -26,14 +54,13 @@ where
     Command::new("docker").args(args)
 }
 
-/// `--label` arguments for what harness owns: the two ownership labels, then `extra`.
+/// `--label` arguments for what harness owns: the ownership labels, then `extra`.
 pub(crate) fn label_args<'a>(extra: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
-    let mut args = vec![
-        "--label".to_string(),
-        format!("{MANAGED_LABEL}=true"),
-        "--label".to_string(),
-        format!("{OWNER_PID_LABEL}={}", std::process::id()),
-    ];
+    let mut args = Vec::new();
+    for (k, v) in owner_labels() {
+        args.push("--label".into());
+        args.push(format!("{k}={v}"));
+    }
     for (k, v) in extra {
         args.push("--label".into());
         args.push(format!("{k}={v}"));
