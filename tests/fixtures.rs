@@ -1222,6 +1222,7 @@ fn topologies_load_and_name_programs_that_exist() {
             "failing.yaml",
             "hybrid-lab.yaml",
             "hybrid.yaml",
+            "in-container.yaml",
             "kv-postgres-redis.yaml",
             "teardown-docker.yaml",
             "teardown.yaml",
@@ -1293,7 +1294,8 @@ fn topologies_load_and_name_programs_that_exist() {
     }
 
     // The dependency variables are the ones the programs read (kv-server: KV_STORE_ADDR,
-    // POSTGRES_ADDR, REDIS_ADDR); the rest only order the start.
+    // POSTGRES_ADDR, REDIS_ADDR; the in-container topology's shells: ORIGIN_ADDR, WEB_ADDR); the
+    // rest only order the start.
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let expected = vec![
         vec![
@@ -1316,6 +1318,11 @@ fn topologies_load_and_name_programs_that_exist() {
                 strings(&["POSTGRES_ADDR", "CACHE_SERVER_ADDR"]),
             ),
             ("load-generator".to_owned(), strings(&["API_SERVER_ADDR"])),
+        ],
+        vec![
+            ("origin".to_owned(), vec![]),
+            ("web".to_owned(), strings(&["ORIGIN_ADDR"])),
+            ("client".to_owned(), strings(&["WEB_ADDR"])),
         ],
         vec![
             ("postgres".to_owned(), vec![]),
