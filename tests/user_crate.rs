@@ -4,9 +4,12 @@
 //! already built are reused). Its suite uses tokio-based clients (redis's async client,
 //! `tokio::net`) against a real redis-server under `runtime = "tokio"`, and starts the crate's
 //! own binary through `${cargo_bin:kvapp}` and another package's through `${cargo_bin:greeter}`,
-//! with `cargo test` and with `cargo nextest run`;
+//! with `cargo test` and with `cargo nextest run`; its container suite runs redis in a container
+//! built from this machine's redis-server and as a service of the crate's compose file;
 //! variants of it check that a suite cannot silently run nothing.
 
+#[path = "support/docker.rs"]
+mod docker;
 #[path = "support/fixtures.rs"]
 mod fixtures;
 
@@ -275,6 +278,59 @@ fn a_users_crate_runs_its_tokio_suite_under_cargo_test_and_nextest() {
 }
 
 /// Replaces `from` by `to` in the crate's `file`.
+#[test]
+fn a_users_crate_runs_redis_in_a_container_and_its_compose_file_under_cargo_test_and_nextest() {
+    if !docker::require_docker(
+        "a_users_crate_runs_redis_in_a_container_and_its_compose_file_under_cargo_test_and_nextest",
+    ) {
+        return;
+    }
+    let dir = user_crate();
+    let left = || {
+        let mut left = docker::docker_lines(&[
+            "ps",
+            "--all",
+            "--filter",
+            "label=com.docker.compose.service=queue",
+            "--format",
+            "{{.Names}}",
+        ]);
+        left.extend(docker::docker_lines(&[
+            "image",
+            "ls",
+            "--quiet",
+            "kvapp-test/redis",
+        ]));
+        left
+    };
+    let run = cargo(dir.path(), &["test", "--offline", "--test", "containers"]);
+    assert!(
+        run.status.success() && text(&run).contains("test result: ok. 1 passed"),
+        "{}",
+        text(&run)
+    );
+    assert_eq!(left(), Vec::<String>::new(), "after cargo test");
+    let run = cargo(
+        dir.path(),
+        &["nextest", "run", "--offline", "--test", "containers"],
+    );
+    assert!(
+        run.status.success() && text(&run).contains("1 test run: 1 passed"),
+        "{}",
+        text(&run)
+    );
+    // The supervisor that owned the copy tears it down once the run is over.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !left().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after nextest: {:?}",
+            left()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn edit(dir: &Path, file: &str, from: &str, to: &str) {
     let path = dir.join(file);
     let text = std::fs::read_to_string(&path).expect("a file of the crate");

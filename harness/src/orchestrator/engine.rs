@@ -59,8 +59,9 @@ impl Engine {
 }
 
 /// The engine of this process's runs, found once: from [`DOCKER_HOST_IP_ENV`], else from
-/// `DOCKER_HOST`, else by asking the engine for its default bridge's gateway, which is one of
-/// this machine's addresses exactly when the engine runs in this network namespace.
+/// `DOCKER_HOST`, else, inside a container (`/.dockerenv`, podman's `/run/.containerenv`), by
+/// asking the engine for its default bridge's gateway, which is one of this machine's
+/// addresses exactly when the engine runs in this network namespace.
 pub(crate) fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
@@ -96,6 +97,13 @@ fn find() -> Engine {
             Some(ip) if !is_local(ip) => Engine::elsewhere(ip, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             _ => Engine::local(),
         };
+    }
+    // Outside a container, a local socket is this machine's engine: nothing to ask.
+    if !["/.dockerenv", "/run/.containerenv"]
+        .iter()
+        .any(|f| std::path::Path::new(f).exists())
+    {
+        return Engine::local();
     }
     match bridge_gateway() {
         Some(gateway) if !is_local(gateway) => Engine::elsewhere(gateway, gateway),
