@@ -59,13 +59,24 @@ async fn fetch_from(ssh: &Ssh, addr: IpAddr, port: u16, wait: Duration) -> Optio
     (out.success() && !text.trim().is_empty()).then(|| text.trim().to_string())
 }
 
-/// What the test machine gets from `addr`:`port`, or `None` if it cannot connect.
+/// What the test machine gets from `addr`:`port`, or `None` if it cannot connect within
+/// `wait`. Refused connections are tried again until then: on a loaded machine the far end's
+/// server may not listen yet, or the first handshake may still be on its way.
 fn fetch_here(addr: Ipv4Addr, port: u16, wait: Duration) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&SocketAddr::from((addr, port)), wait).ok()?;
-    stream.set_read_timeout(Some(REACH_WAIT)).ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    Some(text.trim().to_string())
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        if let Ok(mut stream) = TcpStream::connect_timeout(&SocketAddr::from((addr, port)), left) {
+            stream.set_read_timeout(Some(REACH_WAIT)).ok()?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text).ok()?;
+            return Some(text.trim().to_string());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Serves `name` to every TCP connection on `addr` (the test machine's mesh address), until

@@ -1000,6 +1000,8 @@ fn images_are_pulled_from_a_registry_as_the_pull_policy_says() {
 }
 
 /// Builds `tag` from busybox-static (no registry needed) with the Dockerfile `lines` after it.
+/// Without the build cache: another test's removal of an image that shares cached layers
+/// could take them away in the middle of this build.
 fn build_busybox_image(tag: &str, lines: &str) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy("/bin/busybox", dir.path().join("busybox")).expect("busybox-static is installed");
@@ -1013,7 +1015,7 @@ fn build_busybox_image(tag: &str, lines: &str) {
     )
     .unwrap();
     let out = Command::new("docker")
-        .args(["build", "--quiet", "--tag", tag])
+        .args(["build", "--quiet", "--no-cache", "--tag", tag])
         .arg(dir.path())
         .output()
         .expect("run docker build");

@@ -282,6 +282,11 @@ mod tests {
                 "--label".into(),
                 format!("harness.pid={}", std::process::id()),
                 "--label".into(),
+                format!(
+                    "harness.pidns={}",
+                    pid_namespace().expect("a pid namespace")
+                ),
+                "--label".into(),
                 "role=db".into(),
             ]
         );

@@ -870,6 +870,7 @@ mod tests {
             .with_docker_arg("--cap-add=NET_ADMIN")
             .with_args(["-c", "echo hi"]);
         let pid = std::process::id().to_string();
+        let ns = crate::exec::pid_namespace().expect("a pid namespace");
         let expected: Vec<String> = [
             "create",
             "--name",
@@ -878,6 +879,8 @@ mod tests {
             "harness.managed=true",
             "--label",
             &format!("harness.pid={pid}"),
+            "--label",
+            &format!("harness.pidns={ns}"),
             "--label",
             "role=web",
             "--env",
