@@ -39,6 +39,10 @@ pub(crate) struct ProbeContext<'a> {
     pub(crate) base_dir: &'a Path,
     /// The service's container, if it runs in one.
     pub(crate) container: Option<&'a str>,
+    /// Whether `addr` is a port Docker's proxy publishes and `direct` cannot be tried from
+    /// here (the engine runs elsewhere): the proxy accepts whether or not the container
+    /// listens, and then closes at once if it does not.
+    pub(crate) proxied: bool,
     /// The test of the container's `HEALTHCHECK`, as `docker exec` runs it: found by
     /// [`wait_healthy`] for a `docker` probe.
     pub(crate) image_test: Option<&'a [String]>,
@@ -185,10 +189,13 @@ pub(crate) async fn probe(
                         .map_err(|e| format!("connect to {direct} (in the container): {e}"))?;
                 }
                 let addr = addr_of(context.addr)?;
-                TcpStream::connect(addr)
+                let stream = TcpStream::connect(addr)
                     .await
-                    .map(|_| format!("{addr} accepts connections"))
-                    .map_err(|e| format!("connect to {addr}: {e}"))
+                    .map_err(|e| format!("connect to {addr}: {e}"))?;
+                if context.direct.is_none() && context.proxied {
+                    stays_open(stream, addr).await?;
+                }
+                Ok(format!("{addr} accepts connections"))
             }
             Probe::Http { path, status } => {
                 let addr = addr_of(context.addr)?;
@@ -227,6 +234,31 @@ pub(crate) async fn probe(
         Err(format!("no answer within {timeout:?}").into())
     })
     .await
+}
+
+/// How long a connection through Docker's proxy must stay open, silent, for the container
+/// behind it to count as listening.
+const PROXY_SETTLE: Duration = Duration::from_millis(50);
+
+/// Whether a connection to `addr` through Docker's proxy reaches a listener: the proxy closes
+/// it at once when the container does not listen, and keeps it open (or passes on what the
+/// server says first) when it does.
+async fn stays_open(mut stream: TcpStream, addr: SocketAddr) -> Result<(), String> {
+    let mut byte = [0u8; 1];
+    let read = future::or(async { Some(stream.read(&mut byte).await) }, async {
+        Timer::after(PROXY_SETTLE).await;
+        None
+    })
+    .await;
+    match read {
+        None | Some(Ok(1..)) => Ok(()),
+        Some(Ok(_)) => Err(format!(
+            "{addr} accepted and closed at once: nothing listens behind Docker's proxy yet"
+        )),
+        Some(Err(e)) => Err(format!(
+            "{addr} accepted, then: {e} (nothing listens behind Docker's proxy yet)"
+        )),
+    }
 }
 
 fn addr_of(addr: Option<SocketAddr>) -> Result<SocketAddr, String> {
@@ -423,6 +455,7 @@ mod tests {
         let log = LogBuffer::new("svc", 10);
         let context = ProbeContext {
             container: None,
+            proxied: false,
             image_test: None,
             addr: None,
             direct: None,

@@ -1090,6 +1090,7 @@ impl ServiceManager {
                     env: &env,
                     base_dir: &self.base_dir,
                     container: container_id.as_deref(),
+                    proxied: container_id.is_some() && !engine().local,
                     image_test: None,
                 };
                 let mut report = |waiting| self.report(Progress::StillWaiting(waiting));
