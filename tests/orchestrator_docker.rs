@@ -1015,7 +1015,7 @@ fn build_busybox_image(tag: &str, lines: &str) {
     )
     .unwrap();
     let out = Command::new("docker")
-        .args(["build", "--quiet", "--no-cache", "--tag", tag])
+        .args(["build", "--quiet", "--no-cache", "--force-rm", "--tag", tag])
         .arg(dir.path())
         .output()
         .expect("run docker build");
