@@ -91,6 +91,7 @@ impl DockerExecutor {
             .await
             .map_err(StartFailure::Launch)?;
         self.live.fetch_add(1, Ordering::SeqCst);
+        self.sweep_after_start().await;
         let mut ip = handle.ip_address();
         if let Some(network) = network {
             // On the run's network under its harness name, as a `docker` target would be.

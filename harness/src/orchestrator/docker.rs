@@ -134,8 +134,8 @@ impl DockerExecutor {
         &self.run
     }
 
-    /// Starts the sweep of dead runs once, creates the network if the run needs one, builds
-    /// the image if the target says so and it was not built in this run yet. Returns the
+    /// Creates the network if the run needs one, builds the image if the target says so and
+    /// it was not built in this run yet (the sweep of dead runs first). Returns the
     /// network's name, if the run has one, and the image to start: the id of the run's own
     /// build, or the target's image.
     async fn prepare(
@@ -150,7 +150,8 @@ impl DockerExecutor {
         {
             // A dead run's image of the same tag must be gone first, or this run would take
             // it for one that existed before the run and leave its own build behind. A build
-            // takes far longer than the sweep, so this costs nothing.
+            // takes far longer than the sweep, so this costs little.
+            Self::start_sweep(&mut state);
             if let Some(sweep) = state.sweep.take() {
                 let _ = blocking::unblock(move || sweep.join()).await;
             }
@@ -188,12 +189,8 @@ impl DockerExecutor {
         Ok((state.network.as_ref().map(|n| n.name().to_string()), image))
     }
 
-    /// Starts the sweep of dead runs once, and creates the network if the run needs one.
-    pub(super) async fn prepare_run(
-        &self,
-        state: &mut RunState,
-        spec: &StartSpec,
-    ) -> Result<(), StartFailure> {
+    /// Starts the sweep of dead runs, once per run, on a thread of its own.
+    pub(super) fn start_sweep(state: &mut RunState) {
         if !state.swept {
             state.swept = true;
             state.sweep = std::thread::Builder::new()
@@ -202,6 +199,20 @@ impl DockerExecutor {
                 .map_err(|e| tracing::warn!("start the docker janitor: {e}"))
                 .ok();
         }
+    }
+
+    /// Starts the sweep of dead runs once a container of the run has started: beside the
+    /// start, its docker commands would compete with it for the machine.
+    pub(super) async fn sweep_after_start(&self) {
+        Self::start_sweep(&mut *self.state.lock().await);
+    }
+
+    /// Creates the network if the run needs one.
+    pub(super) async fn prepare_run(
+        &self,
+        state: &mut RunState,
+        spec: &StartSpec,
+    ) -> Result<(), StartFailure> {
         if spec.containers_meet && state.network.is_none() {
             let network = DockerNetwork::create_labelled(
                 &self.launcher,
@@ -406,6 +417,7 @@ impl ServiceExecutor for DockerExecutor {
                     other => StartFailure::Launch(other),
                 })?;
             self.live.fetch_add(1, Ordering::SeqCst);
+            self.sweep_after_start().await;
             let events = handle.take_events().expect("a fresh handle has its events");
             let exit = pump_events(events, log, format!("harness-log-{}", handle.name()))?;
             let published = target
