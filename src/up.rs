@@ -367,6 +367,9 @@ pub(crate) fn print_progress(progress: &Progress) {
         Progress::Healthy { service, after, .. } => {
             outln!("{service} healthy after {} ms", after.as_millis());
         }
+        Progress::Completed { service, after } => {
+            outln!("{service} completed after {} ms", after.as_millis());
+        }
         Progress::Lab { hosts } => outln!("building the lab ({hosts} hosts)"),
         Progress::Failed { service } => outln!("{service} failed"),
         Progress::Exited { service, status } => outln!("{service} {status}"),

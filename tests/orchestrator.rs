@@ -727,3 +727,147 @@ fn kv_server_uses_a_real_postgres_and_redis_through_injected_addresses() {
         assert!(!state_dir.exists(), "{} is left", state_dir.display());
     });
 }
+
+/// A Redis Cluster node on `${port}`, its cluster state in its own directory.
+fn cluster_node(name: &str) -> String {
+    format!(
+        "  {name}:
+    target:
+      process:
+        binary: redis-server
+        args: [--port, \"${{port}}\", --bind, 127.0.0.1, --cluster-enabled, \"yes\",
+               --cluster-config-file, \"${{dir}}/nodes.conf\", --dir, \"${{dir}}\",
+               --save, \"\", --appendonly, \"no\"]
+    port: auto
+"
+    )
+}
+
+#[test]
+fn a_job_forms_a_redis_cluster_before_the_service_that_needs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<String> = (1..=6).map(|i| format!("node{i}")).collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("\"${{{}_ADDR}}\"", n.to_uppercase()))
+        .collect();
+    // Six real redis-server processes, a `redis-cli --cluster create` job over them, and a
+    // client that needs the formed cluster: it starts only once the job has exited with 0.
+    let topology = inline(
+        dir.path(),
+        &format!(
+            "services:
+{}  form-cluster:
+    job: true
+    target:
+      process:
+        binary: redis-cli
+        args: [--cluster, create, {}, --cluster-replicas, \"1\", --cluster-yes]
+    dependencies: [{}]
+  client:
+    target:
+      process:
+        binary: sh
+        args: [-c, \"redis-cli -c -h 127.0.0.1 -p $${{NODE1_ADDR##*:}} cluster info | grep cluster_state; exec sleep 3600\"]
+    dependencies: [form-cluster, node1]
+    health_check: {{ log: \"cluster_state:ok\" }}
+",
+            nodes.iter().map(|n| cluster_node(n)).collect::<String>(),
+            addrs.join(", "),
+            nodes.join(", ")
+        ),
+    );
+    let (manager, progress) = new_manager(topology, dir.path());
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        let job = manager.registry().get("form-cluster").await.unwrap();
+        assert_eq!(job.state, ServiceState::Completed);
+        let done =
+            progress.lock().unwrap().iter().any(
+                |p| matches!(p, Progress::Completed { service, .. } if service == "form-cluster"),
+            );
+        assert!(done, "no Completed progress for the job");
+        let log = manager.logs("form-cluster").unwrap();
+        assert!(
+            log.iter()
+                .any(|l| l.text.contains("All 16384 slots covered")),
+            "{log:?}"
+        );
+        // The cluster serves: a key set through one node is read through another.
+        let port = |n: &str| {
+            let manager = &manager;
+            let n = n.to_string();
+            async move {
+                manager.registry().get(&n).await.unwrap().endpoints[0]
+                    .address
+                    .port()
+                    .to_string()
+            }
+        };
+        let (p1, p4) = (port("node1").await, port("node4").await);
+        let cli = |port: &str, args: &[&str]| {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-c", "-h", "127.0.0.1", "-p", port])
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(cli(&p1, &["set", "greeting", "hello"]), "OK");
+        assert_eq!(cli(&p4, &["get", "greeting"]), "hello");
+        manager.stop_all().await.unwrap();
+    });
+}
+
+#[test]
+fn a_failing_job_fails_the_start_with_its_log_and_its_dependents_never_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = bin("echo-server");
+    let topology = inline(
+        dir.path(),
+        &format!(
+            "services:
+  db:
+    target: {{ process: {{ binary: \"{}\" }} }}
+    port: auto
+  migrate:
+    job: true
+    target:
+      process:
+        binary: sh
+        args: [-c, \"echo applying 0001_init against $DB_ADDR; echo 'relation exists' >&2; exit 3\"]
+    dependencies: [db]
+  api:
+    target: {{ process: {{ binary: \"{}\" }} }}
+    port: auto
+    dependencies: [migrate]
+",
+            echo.display(),
+            echo.display()
+        ),
+    );
+    let (manager, progress) = new_manager(topology, dir.path());
+    run(async {
+        let error = manager
+            .start_all()
+            .await
+            .expect_err("the job fails")
+            .to_string();
+        assert!(error.contains("migrate"), "{error}");
+        assert!(error.contains("the job exited with code 3"), "{error}");
+        assert!(
+            error.contains("applying 0001_init against 127.0.0.1:"),
+            "{error}"
+        );
+        assert!(error.contains("relation exists"), "{error}");
+        let started = started_pids(&progress.lock().unwrap());
+        assert!(
+            !started.iter().any(|(s, _)| s == "api"),
+            "api started: {started:?}"
+        );
+        // What had started is stopped again, the job's group too.
+        let db = manager.registry().get("db").await.unwrap();
+        assert!(!db.state.is_active(), "{:?}", db.state);
+        assert_gone(&started);
+    });
+}

@@ -34,6 +34,7 @@ const SERVICE_FIELDS: &[&str] = &[
     "files",
     "stop_signal",
     "stop_grace",
+    "job",
 ];
 const FILE_FIELDS: &[&str] = &["source", "content", "target", "mode"];
 const LOGS_FIELDS: &[&str] = &["max_size", "max_files"];
@@ -374,6 +375,7 @@ impl<'a> Decoder<'a> {
             files: Vec::new(),
             stop_signal: None,
             stop_grace: None,
+            job: false,
             locations: FieldLocations::new(self.sources.location(key.span)),
         };
         let context = format!("service `{name}`");
@@ -463,6 +465,30 @@ impl<'a> Decoder<'a> {
             self.record("stop_grace", n.span);
             service.stop_grace = self.duration(n, "stop_grace");
             self.refuse_on_mesh(name, &service.target, complete, k, "stop_grace");
+        }
+        if let Some((k, n)) = fields.present("job") {
+            self.record("job", n.span);
+            service.job = self.boolean(n, "`job`").unwrap_or_default();
+            if service.job {
+                if complete && matches!(service.target, ServiceTarget::Wireguard(_)) {
+                    self.error(
+                        k.span,
+                        format!(
+                            "service `{name}` runs on the mesh (`wireguard`), where a package \
+                             runs until its stop script stops it: it cannot be a job"
+                        ),
+                    );
+                }
+                if let Some((check, _)) = fields.present("health_check") {
+                    self.error(
+                        check.span,
+                        format!(
+                            "service `{name}` is a job, which is done when it exits with status \
+                             0: a `health_check` has no effect there; remove it"
+                        ),
+                    );
+                }
+            }
         }
         for (path, span) in &self.spans {
             service

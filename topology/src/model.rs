@@ -229,6 +229,11 @@ pub struct ServiceConfig {
         serialize_with = "serialize_optional_duration"
     )]
     pub stop_grace: Option<std::time::Duration>,
+    /// `job:`: a one-shot step (a migration, seed data, a cluster's bootstrap) that runs to
+    /// completion: done when it exits with status 0, which its dependents wait for instead of
+    /// a health check; any other exit fails the start.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub job: bool,
     /// Where in which file each part of the service was written.
     #[serde(skip)]
     pub locations: FieldLocations,

@@ -122,6 +122,8 @@ impl OrchestratorError {
 pub enum StartFailure {
     /// Its process ended before it became healthy.
     Exited(ExitStatus),
+    /// A job (`job: true`) exited with a status other than 0.
+    JobFailed(ExitStatus),
     /// Its health check kept failing.
     Unhealthy {
         /// How many times the check was tried; 0 when it could not be tried at all.
@@ -212,6 +214,7 @@ impl fmt::Display for StartFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Exited(status) => write!(f, "it {status} before it was healthy"),
+            Self::JobFailed(status) => write!(f, "the job {status}"),
             Self::Unhealthy {
                 tries: 0,
                 last_error,

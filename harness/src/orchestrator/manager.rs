@@ -87,6 +87,13 @@ pub enum Progress {
         /// Time from spawning it to its first successful health check.
         after: Duration,
     },
+    /// A job (`job: true`) ran to completion: it exited with status 0.
+    Completed {
+        /// The job.
+        service: String,
+        /// Time from spawning it to its exit.
+        after: Duration,
+    },
     /// The service failed to start; the error follows.
     Failed {
         /// The service.
@@ -1081,6 +1088,9 @@ impl ServiceManager {
             dependencies: config.dependencies.clone(),
         });
 
+        if config.job {
+            return self.finish_job(config, running, spawned, &log).await;
+        }
         let healthy = match &check {
             Some(check) => {
                 let context = ProbeContext {
@@ -1152,6 +1162,54 @@ impl ServiceManager {
             service: name.to_string(),
             addr: own_addr,
             after,
+        });
+        Ok(())
+    }
+
+    /// Waits for the job `config` names to exit: done with status 0 (its dependents start
+    /// then), failed with any other, its log tail in the error. What it left in its process
+    /// group goes with its handle.
+    async fn finish_job(
+        &self,
+        config: &ServiceConfig,
+        running: Box<dyn RunningService>,
+        spawned: Instant,
+        log: &LogBuffer,
+    ) -> Result<(), OrchestratorError> {
+        let name = &config.name;
+        let mut schedule = super::waiting::ReportSchedule::new();
+        let mut tries = 0;
+        let status = loop {
+            if let Some(status) = running.exit_status() {
+                break status;
+            }
+            tries += 1;
+            let waited = spawned.elapsed();
+            if schedule.due(waited) {
+                self.report(Progress::StillWaiting(super::waiting::WaitReport {
+                    service: name.clone(),
+                    check: "the job to exit".to_string(),
+                    tries,
+                    waited,
+                    last_error: "still running".to_string(),
+                }));
+            }
+            async_io::Timer::after(super::health::pause(tries, Duration::from_millis(100))).await;
+        };
+        // Lines written just before the exit may still be on their way to the log.
+        async_io::Timer::after(Duration::from_millis(20)).await;
+        drop(running);
+        if !status.success() {
+            return Err(self
+                .fail(config, log, StartFailure::JobFailed(status))
+                .await);
+        }
+        self.registry
+            .set_state(name, ServiceState::Completed)
+            .await?;
+        self.report(Progress::Completed {
+            service: name.clone(),
+            after: spawned.elapsed(),
         });
         Ok(())
     }

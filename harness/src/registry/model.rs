@@ -50,12 +50,13 @@ impl fmt::Display for Timestamp {
 /// The allowed moves form an explicit table, [`ServiceState::can_transition_to`]:
 ///
 /// ```text
-/// Pending  -> Starting | Stopped | Failed
-/// Starting -> Running  | Stopping | Failed
-/// Running  -> Stopping | Failed
-/// Stopping -> Stopped  | Failed
-/// Stopped  -> Starting
-/// Failed   -> Starting | Stopping | Stopped
+/// Pending   -> Starting | Stopped  | Failed
+/// Starting  -> Running  | Stopping | Failed | Completed
+/// Running   -> Stopping | Failed
+/// Stopping  -> Stopped  | Failed
+/// Stopped   -> Starting
+/// Failed    -> Starting | Stopping | Stopped
+/// Completed -> Starting | Stopping | Stopped
 /// ```
 ///
 /// A restart is `Running -> Stopping -> Stopped -> Starting -> Running`; a crash and restart is
@@ -81,6 +82,8 @@ pub enum ServiceState {
         /// Why, as a fragment ("exited with code 1", "no answer on port 5432 within 30s").
         reason: String,
     },
+    /// A job (`job: true`) that ran to completion: it exited with status 0.
+    Completed,
 }
 
 /// A [`ServiceState`] without its data, for tables and filters.
@@ -99,6 +102,8 @@ pub enum StateKind {
     Stopped,
     /// [`ServiceState::Failed`].
     Failed,
+    /// [`ServiceState::Completed`].
+    Completed,
 }
 
 impl ServiceState {
@@ -118,6 +123,7 @@ impl ServiceState {
             ServiceState::Stopping => StateKind::Stopping,
             ServiceState::Stopped => StateKind::Stopped,
             ServiceState::Failed { .. } => StateKind::Failed,
+            ServiceState::Completed => StateKind::Completed,
         }
     }
 
@@ -142,11 +148,11 @@ impl StateKind {
         matches!(
             (self, next),
             (Pending, Starting | Stopped | Failed)
-                | (Starting, Running | Stopping | Failed)
+                | (Starting, Running | Stopping | Failed | Completed)
                 | (Running, Stopping | Failed)
                 | (Stopping, Stopped | Failed)
                 | (Stopped, Starting)
-                | (Failed, Starting | Stopping | Stopped)
+                | (Failed | Completed, Starting | Stopping | Stopped)
         )
     }
 
@@ -158,6 +164,7 @@ impl StateKind {
             StateKind::Running => "running",
             StateKind::Stopping => "stopping",
             StateKind::Stopped => "stopped",
+            StateKind::Completed => "completed",
             StateKind::Failed => "failed",
         }
     }
@@ -587,13 +594,14 @@ impl ServiceEntry {
 mod tests {
     use super::*;
 
-    const ALL: [StateKind; 6] = [
+    const ALL: [StateKind; 7] = [
         StateKind::Pending,
         StateKind::Starting,
         StateKind::Running,
         StateKind::Stopping,
         StateKind::Stopped,
         StateKind::Failed,
+        StateKind::Completed,
     ];
 
     #[test]
@@ -606,6 +614,7 @@ mod tests {
             (Starting, Running),
             (Starting, Stopping),
             (Starting, Failed),
+            (Starting, Completed),
             (Running, Stopping),
             (Running, Failed),
             (Stopping, Stopped),
@@ -614,6 +623,9 @@ mod tests {
             (Failed, Starting),
             (Failed, Stopping),
             (Failed, Stopped),
+            (Completed, Starting),
+            (Completed, Stopping),
+            (Completed, Stopped),
         ];
         let mut actual = Vec::new();
         for from in ALL {
