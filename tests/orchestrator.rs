@@ -871,3 +871,68 @@ fn a_failing_job_fails_the_start_with_its_log_and_its_dependents_never_start() {
         assert_gone(&started);
     });
 }
+
+#[test]
+fn a_job_runs_again_when_a_service_it_names_in_rerun_on_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = bin("echo-server");
+    let runs = dir.path().join("runs");
+    let topology = inline(
+        dir.path(),
+        &format!(
+            "services:
+  db:
+    target: {{ process: {{ binary: \"{echo}\" }} }}
+    port: auto
+  cache:
+    target: {{ process: {{ binary: \"{echo}\" }} }}
+    port: auto
+  seed:
+    job: true
+    target:
+      process:
+        binary: sh
+        args: [-c, \"echo seeded $DB_ADDR >> {runs}\"]
+    dependencies: [db, cache]
+    rerun_on: [db]
+  api:
+    target: {{ process: {{ binary: \"{echo}\" }} }}
+    port: auto
+    dependencies: [seed]
+",
+            echo = echo.display(),
+            runs = runs.display()
+        ),
+    );
+    let (manager, _progress) = new_manager(topology, dir.path());
+    let count = || {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(count(), 1);
+        // A completed job is a met dependency: its dependent restarts without it running again.
+        manager
+            .restart("api")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(count(), 1);
+        // Not named in `rerun_on`: no run.
+        manager
+            .restart("cache")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(count(), 1);
+        manager
+            .restart("db")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(count(), 2);
+        let seed = manager.registry().get("seed").await.unwrap();
+        assert_eq!(seed.state, ServiceState::Completed);
+        manager.stop_all().await.unwrap();
+    });
+}

@@ -35,6 +35,7 @@ const SERVICE_FIELDS: &[&str] = &[
     "stop_signal",
     "stop_grace",
     "job",
+    "rerun_on",
 ];
 const FILE_FIELDS: &[&str] = &["source", "content", "target", "mode"];
 const LOGS_FIELDS: &[&str] = &["max_size", "max_files"];
@@ -376,6 +377,7 @@ impl<'a> Decoder<'a> {
             stop_signal: None,
             stop_grace: None,
             job: false,
+            rerun_on: Vec::new(),
             locations: FieldLocations::new(self.sources.location(key.span)),
         };
         let context = format!("service `{name}`");
@@ -488,6 +490,31 @@ impl<'a> Decoder<'a> {
                         ),
                     );
                 }
+            }
+        }
+        if let Some((k, n)) = fields.get("rerun_on") {
+            self.record("rerun_on", k.span);
+            service.rerun_on = self.list(n, "rerun_on", "`rerun_on`").unwrap_or_default();
+            if !service.job {
+                self.error(
+                    k.span,
+                    format!(
+                        "`rerun_on` of service `{name}` runs a job again, and `{name}` is no \
+                         job: add `job: true` or remove `rerun_on`"
+                    ),
+                );
+            } else if let Some(stranger) = service
+                .rerun_on
+                .iter()
+                .find(|r| !service.dependencies.contains(r))
+            {
+                self.error(
+                    n.span,
+                    format!(
+                        "`rerun_on` of job `{name}` names `{stranger}`, which it does not depend \
+                         on: a job runs again when one of its `dependencies` restarts"
+                    ),
+                );
             }
         }
         for (path, span) in &self.spans {

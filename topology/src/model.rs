@@ -234,6 +234,9 @@ pub struct ServiceConfig {
     /// a health check; any other exit fails the start.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub job: bool,
+    /// `rerun_on:`: for a job, the dependencies whose restart runs it again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rerun_on: Vec<String>,
     /// Where in which file each part of the service was written.
     #[serde(skip)]
     pub locations: FieldLocations,

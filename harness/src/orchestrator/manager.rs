@@ -249,6 +249,8 @@ struct Slot {
     healthy_since: Option<Instant>,
     /// Counts starts, so that the exit of an old run is not taken for the current one's.
     generation: u64,
+    /// A job that exited with status 0 in this run: done, as a dependency.
+    completed: bool,
 }
 
 impl ServiceManager {
@@ -289,6 +291,7 @@ impl ServiceManager {
                     placement: None,
                     healthy_since: None,
                     generation: 0,
+                    completed: false,
                 };
                 (name.clone(), slot)
             })
@@ -658,7 +661,21 @@ impl ServiceManager {
         self.config(name)?;
         let _turn = self.turn(name).await;
         self.stop_one(name, false).await?;
-        self.start_checked(name).await
+        self.start_checked(name).await?;
+        drop(_turn);
+        // The jobs that ask to run again when this service restarts (`rerun_on`).
+        let jobs: Vec<String> = self
+            .topology
+            .services
+            .values()
+            .filter(|s| s.job && s.rerun_on.iter().any(|r| r == name))
+            .map(|s| s.name.clone())
+            .collect();
+        for job in jobs {
+            let _turn = self.turn(&job).await;
+            self.start_checked(&job).await?;
+        }
+        Ok(())
     }
 
     /// Starts one service if its dependencies are running; the caller has its turn.
@@ -669,7 +686,7 @@ impl ServiceManager {
                 .lock()
                 .services
                 .get(dependency)
-                .is_some_and(|s| s.running.is_some());
+                .is_some_and(|s| s.running.is_some() || s.completed);
             if !running {
                 return Err(OrchestratorError::DependencyNotRunning {
                     service: name.to_string(),
@@ -847,6 +864,7 @@ impl ServiceManager {
             if slot.running.is_some() {
                 return Ok(());
             }
+            slot.completed = false;
             if let Ok(placement) = &placement {
                 slot.placement = Some(placement.clone());
             }
@@ -1207,6 +1225,9 @@ impl ServiceManager {
         self.registry
             .set_state(name, ServiceState::Completed)
             .await?;
+        if let Some(slot) = self.lock().services.get_mut(name.as_str()) {
+            slot.completed = true;
+        }
         self.report(Progress::Completed {
             service: name.clone(),
             after: spawned.elapsed(),
