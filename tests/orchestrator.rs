@@ -936,3 +936,54 @@ fn a_job_runs_again_when_a_service_it_names_in_rerun_on_restarts() {
         manager.stop_all().await.unwrap();
     });
 }
+
+#[test]
+fn a_migration_job_makes_the_schema_a_real_postgres_service_needs() {
+    let project = project_dir();
+    std::os::unix::fs::symlink(
+        fixtures::workspace_dir().join("fixtures"),
+        project.path().join("fixtures"),
+    )
+    .unwrap();
+    // psql against the server harness started, through the address it injects.
+    let psql = "psql -v ON_ERROR_STOP=1 -h $${POSTGRES_ADDR%:*} -p $${POSTGRES_ADDR##*:} \
+                -U postgres -d postgres";
+    let topology = inline(
+        project.path(),
+        &format!(
+            "services:
+  postgres:
+    target: {{ process: {{ binary: ./fixtures/scripts/postgres.sh }} }}
+    port: auto
+    health_check: {{ log: \"database system is ready to accept connections\" }}
+  migrate:
+    job: true
+    target:
+      process:
+        binary: sh
+        args: [-c, \"{psql} -c 'CREATE TABLE settings (key text PRIMARY KEY, value text)' \
+                -c \\\"INSERT INTO settings VALUES ('greeting', 'hello')\\\"\"]
+    dependencies: [postgres]
+  reader:
+    target:
+      process:
+        binary: sh
+        args: [-c, \"{psql} -tAc \\\"SELECT value FROM settings WHERE key = 'greeting'\\\"; exec sleep 3600\"]
+    dependencies: [migrate, postgres]
+    health_check: {{ log: \"^hello$\" }}
+"
+        ),
+    );
+    let (manager, _progress) = new_manager(topology, project.path());
+    run(async {
+        manager.start_all().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            manager.registry().get("migrate").await.unwrap().state,
+            ServiceState::Completed
+        );
+        let log = manager.logs("migrate").unwrap();
+        assert!(log.iter().any(|l| l.text == "CREATE TABLE"), "{log:?}");
+        assert!(log.iter().any(|l| l.text == "INSERT 0 1"), "{log:?}");
+        manager.stop_all().await.unwrap();
+    });
+}
