@@ -752,7 +752,9 @@ fn a_job_forms_a_redis_cluster_before_the_service_that_needs_it() {
         .map(|n| format!("\"${{{}_ADDR}}\"", n.to_uppercase()))
         .collect();
     // Six real redis-server processes, a `redis-cli --cluster create` job over them, and a
-    // client that needs the formed cluster: it starts only once the job has exited with 0.
+    // client that needs the formed cluster: it starts only once the job has exited with 0, and
+    // fails at once if the slots are not assigned by then (the nodes' gossip may take a moment
+    // more to call the cluster ok).
     let topology = inline(
         dir.path(),
         &format!(
@@ -768,7 +770,7 @@ fn a_job_forms_a_redis_cluster_before_the_service_that_needs_it() {
     target:
       process:
         binary: sh
-        args: [-c, \"redis-cli -c -h 127.0.0.1 -p $${{NODE1_ADDR##*:}} cluster info | grep cluster_state; exec sleep 3600\"]
+        args: [-c, \"info() {{ redis-cli -h 127.0.0.1 -p $${{NODE1_ADDR##*:}} cluster info; }}; info | grep -q cluster_slots_assigned:16384 || {{ echo no slots yet; exit 1; }}; until info | grep -q cluster_state:ok; do sleep 0.05; done; echo cluster_state:ok; exec sleep 3600\"]
     dependencies: [form-cluster, node1]
     health_check: {{ log: \"cluster_state:ok\" }}
 ",
