@@ -5,7 +5,8 @@
 //! `tokio::net`) against a real redis-server under `runtime = "tokio"`, and starts the crate's
 //! own binary through `${cargo_bin:kvapp}` and another package's through `${cargo_bin:greeter}`,
 //! with `cargo test` and with `cargo nextest run`; its container suite runs redis in a container
-//! built from this machine's redis-server and as a service of the crate's compose file;
+//! built from this machine's redis-server and as a service of the crate's compose file; its job
+//! suite seeds redis with a one-shot job before its test;
 //! variants of it check that a suite cannot silently run nothing.
 
 #[path = "support/docker.rs"]
@@ -329,6 +330,26 @@ fn a_users_crate_runs_redis_in_a_container_and_its_compose_file_under_cargo_test
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_users_crate_seeds_redis_with_a_job_before_its_test_under_cargo_test_and_nextest() {
+    let dir = user_crate();
+    let run = cargo(dir.path(), &["test", "--offline", "--test", "jobs"]);
+    assert!(
+        run.status.success() && text(&run).contains("test result: ok. 1 passed"),
+        "{}",
+        text(&run)
+    );
+    let run = cargo(
+        dir.path(),
+        &["nextest", "run", "--offline", "--test", "jobs"],
+    );
+    assert!(
+        run.status.success() && text(&run).contains("1 test run: 1 passed"),
+        "{}",
+        text(&run)
+    );
 }
 
 fn edit(dir: &Path, file: &str, from: &str, to: &str) {
