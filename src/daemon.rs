@@ -360,8 +360,8 @@ fn supervise_inner(args: &UpArgs, dir: &Path) -> Result<ExitCode, String> {
                 registry.autosave_reporting(&registry_file, AUTOSAVE_DEBOUNCE, report_saves(dir));
             print_table(manager.topology(), &smol::block_on(manager.status_all()));
             outln!(
-                "{READY}{} services healthy; running in the background (supervisor pid {pid})",
-                names.len()
+                "{READY}{}; running in the background (supervisor pid {pid})",
+                crate::up::started_count(manager.topology())
             );
             let code = smol::block_on(async {
                 let signal = stop.receiver.recv().await.unwrap_or("a signal");

@@ -303,8 +303,8 @@ async fn run(manager: &ServiceManager, stop: &smol::channel::Receiver<&'static s
 
     print_table(manager.topology(), &manager.status_all().await);
     outln!(
-        "harness up: all {} services healthy; following their logs (Ctrl-C to stop)",
-        manager.topology().services.len()
+        "harness up: all {}; following their logs (Ctrl-C to stop)",
+        started_count(manager.topology())
     );
     let width = manager
         .topology()
@@ -339,6 +339,20 @@ pub(crate) async fn tear_down(manager: &ServiceManager) -> ExitCode {
             errln!("harness up: failed to {e}");
             ExitCode::from(EXIT_HARNESS_FAILED)
         }
+    }
+}
+
+/// What a started topology counts, for `harness up: all ...`: `4 services healthy`, or
+/// `3 services healthy and 1 job completed` when it has jobs.
+pub(crate) fn started_count(topology: &TopologyConfig) -> String {
+    let jobs = topology.services.values().filter(|s| s.job).count();
+    let services = topology.services.len() - jobs;
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let healthy = format!("{} healthy", plural(services, "service", "services"));
+    match jobs {
+        0 => healthy,
+        _ => format!("{healthy} and {} completed", plural(jobs, "job", "jobs")),
     }
 }
 

@@ -348,3 +348,51 @@ fn overlays_from_the_flag_and_the_environment_apply() {
     assert_gone(&waiting_pids(&progress));
     assert_empty(tmp.path());
 }
+
+#[test]
+fn up_runs_a_job_to_completion_before_its_dependent_and_says_so() {
+    let project = project_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join("jobs.yaml"),
+        "services:
+  seed:
+    job: true
+    target: { process: { binary: sh, args: [-c, \"echo seeding; echo seeded\"] } }
+  web:
+    target: { process: { binary: ./target/debug/http-health, env: { SERVICE_NAME: web } } }
+    dependencies: [seed]
+    port: auto
+    health_check: { http: { path: /health } }
+",
+    )
+    .unwrap();
+    let mut up = Up::start(project.path(), tmp.path(), &["jobs.yaml"]);
+    let progress = up.until("SERVICE ");
+    assert!(
+        progress
+            .iter()
+            .any(|l| l.starts_with("seed completed after ")),
+        "{progress:?}"
+    );
+    let seed_done = progress
+        .iter()
+        .position(|l| l.starts_with("seed completed"));
+    let web_started = progress
+        .iter()
+        .position(|l| l.starts_with("waiting for web"));
+    assert!(seed_done < web_started, "{progress:?}");
+    let table = up.until("harness up: all 1 service healthy and 1 job completed");
+    assert!(
+        table.iter().any(|row| row
+            .split_whitespace()
+            .take(3)
+            .eq(["seed", "process", "completed"])),
+        "{table:?}"
+    );
+    terminate(&up);
+    let (code, stderr) = up.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_gone(&waiting_pids(&progress));
+    assert_empty(tmp.path());
+}
