@@ -266,9 +266,7 @@ impl ComposeRunning {
     /// Takes the project down and waits until it is gone.
     async fn down(&self, handle: ComposeHandle<LocalLauncher>) -> Result<(), LaunchError> {
         handle.down().await?;
-        let _ = self
-            .live
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        super::docker::count_gone(&self.live);
         Ok(())
     }
 }

@@ -548,12 +548,15 @@ impl ContainerService {
     /// Removes the container (`docker rm --force`) and waits until it is gone.
     async fn remove(&self, handle: ContainerHandle<LocalLauncher>) -> Result<(), LaunchError> {
         handle.remove().await?;
-        // Saturating: the run's removal may have counted it gone already.
-        let _ = self
-            .live
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        count_gone(&self.live);
         Ok(())
     }
+}
+
+/// Counts one of the run's containers gone from `live`. Saturating: the run's removal may
+/// have counted it gone already.
+pub(super) fn count_gone(live: &AtomicU64) {
+    let _ = live.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
 }
 
 impl Drop for ContainerService {
